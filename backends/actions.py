@@ -1,0 +1,332 @@
+"""The action contract: guard -> plan (dry-run preview) -> confirm -> execute -> audit.
+
+An `Action` turns validated parameters into an `ActionPlan`: the target, the exact
+change (rows before/after, containers, a transaction and its eth_call result), its
+guard (a precondition, shown green or red), its danger level and a preview text.
+Planning never changes anything. `ActionEngine.execute` then:
+
+1. refuses if the engine is read-only (the engine, not just the UI);
+2. checks the confirmation the danger level needs (`typed`: the exact target/count);
+3. takes the lock on the target (one action per target at a time, across consoles
+   when a shared lock manager is configured);
+4. re-checks the guard;
+5. executes, reporting progress;
+6. writes an audit entry whatever the outcome (refusals included).
+
+Bad operator input raises `ActionRefused` from `plan()` before anything is touched.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import enum
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .audit import AuditLog, operator_identity
+from .errors import ActionRefused, LockHeld, describe_exception
+from .model import utcnow
+
+
+class Danger(enum.Enum):
+    SAFE = "safe"  # enter is enough (or no confirmation at all in the CLI with --execute)
+    CONFIRM = "confirm"  # explicit yes
+    TYPED = "typed"  # type the target or the count
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    ok: bool
+    description: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One concrete change: a row, a container, a transaction."""
+
+    target: str
+    description: str
+    before: Any = None
+    after: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionPlan:
+    action: str
+    title: str
+    target: str
+    changes: tuple[Change, ...] = ()
+    guard: Guard = Guard(True, "no precondition")
+    danger: Danger = Danger.CONFIRM
+    params: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    reason_required: bool = False
+    confirm_text: str | None = None  # what must be typed for Danger.TYPED
+    can_dry_run: bool = True
+    preview: str = ""
+    lock_key: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    total: int | None = None  # units of work, for progress bars
+    notes: tuple[str, ...] = ()
+
+    @property
+    def expected_confirmation(self) -> str | None:
+        if self.danger is Danger.TYPED:
+            return self.confirm_text or self.target
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int
+    total: int | None
+    message: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionResult:
+    status: str  # ok | failed | partial | skipped | refused
+    summary: str
+    before: Any = None
+    after: Any = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    details: tuple[str, ...] = ()
+    finished_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Action(abc.ABC):
+    """One kind of operation. Subclasses are registered on the engine."""
+
+    id: str = ""
+    title: str = ""
+    mutating: bool = True
+    danger: Danger = Danger.CONFIRM
+    reason_required: bool = False
+    description: str = ""
+
+    @abc.abstractmethod
+    async def plan(self, **params: Any) -> ActionPlan:
+        """Validate input (raise ActionRefused) and describe exactly what would change."""
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        """Re-check the precondition right before executing. Default: the planned guard."""
+        return plan.guard
+
+    @abc.abstractmethod
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        """Apply the change idempotently."""
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class LockManager(abc.ABC):
+    @abc.abstractmethod
+    def hold(self, key: str, holder: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the lock on `key`; raise LockHeld(action, key, holder_of_lock) if taken."""
+
+
+class LocalLocks(LockManager):
+    """Locks shared by the warroom processes of one box: `fcntl` locks on files in a folder."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, holder: str) -> AsyncIterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+        path = self.folder / name
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = path.read_text(errors="replace").strip() or "another console"
+                raise LockHeld("lock", key, other) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{holder} since {utcnow().isoformat(timespec='seconds')}".encode())
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class ActionEngine:
+    def __init__(
+        self,
+        audit: AuditLog,
+        *,
+        read_only: bool = False,
+        operator: str | None = None,
+        locks: LockManager | None = None,
+    ) -> None:
+        self.audit = audit
+        self.read_only = read_only
+        self.operator = operator or operator_identity()
+        self.locks = locks
+        self._actions: dict[str, Action] = {}
+        self._running: set[str] = set()
+        self.history: list[tuple[ActionPlan, ActionResult]] = []
+        self._listeners: list[Callable[[ActionPlan, ActionResult], None]] = []
+
+    # registry ----------------------------------------------------------------
+
+    def register(self, action: Action) -> Action:
+        if not action.id:
+            raise ValueError("action has no id")
+        self._actions[action.id] = action
+        return action
+
+    def get(self, action_id: str) -> Action:
+        try:
+            return self._actions[action_id]
+        except KeyError:
+            raise ActionRefused(action_id, "no such action") from None
+
+    def available(self) -> list[Action]:
+        """Actions that may run now: none that mutate when read-only."""
+        return [a for a in self._actions.values() if not (self.read_only and a.mutating)]
+
+    def on_result(self, fn: Callable[[ActionPlan, ActionResult], None]) -> None:
+        self._listeners.append(fn)
+
+    # flow ----------------------------------------------------------------------
+
+    async def plan(self, action_id: str, **params: Any) -> ActionPlan:
+        """Build the plan (the dry-run). Allowed in read-only: it changes nothing."""
+        action = self.get(action_id)
+        reason = params.get("reason")
+        if isinstance(reason, str):
+            params["reason"] = reason.strip() or None
+        plan = await action.plan(**params)
+        if plan.reason is None and params.get("reason"):
+            plan = replace(plan, reason=params["reason"])
+        return plan
+
+    def record_dry_run(self, plan: ActionPlan) -> dict:
+        """Write the audit entry of a preview that was shown and not executed."""
+        return self.audit.append(
+            action=plan.action,
+            target=plan.target,
+            operator=self.operator,
+            params=plan.params,
+            reason=plan.reason,
+            dry_run=True,
+            before=[c.before for c in plan.changes],
+            after=[c.after for c in plan.changes],
+            result="previewed",
+            summary=f"dry-run: {len(plan.changes)} change(s)",
+        )
+
+    async def execute(
+        self,
+        plan: ActionPlan,
+        *,
+        confirmation: str | bool | None = None,
+        progress: ProgressFn | None = None,
+    ) -> ActionResult:
+        action = self.get(plan.action)
+        progress = progress or (lambda p: None)
+        try:
+            self._check_allowed(action, plan, confirmation)
+        except ActionRefused as exc:
+            result = ActionResult(status="refused", summary=exc.reason)
+            self._audit(plan, result)
+            raise
+        lock_key = plan.lock_key or plan.target
+        if lock_key in self._running:
+            result = ActionResult(status="refused", summary=f"an action on {lock_key} is already running")
+            self._audit(plan, result)
+            raise ActionRefused(plan.action, result.summary)
+        self._running.add(lock_key)
+        try:
+            async with self._lock(lock_key, plan):
+                guard = await action.check_guard(plan)
+                if not guard.ok:
+                    result = ActionResult(
+                        status="refused",
+                        summary=f"guard failed: {guard.description}" + (f" ({guard.detail})" if guard.detail else ""),
+                    )
+                else:
+                    try:
+                        result = await action.execute(plan, progress)
+                    except asyncio.CancelledError:
+                        result = ActionResult(status="failed", summary="cancelled while running")
+                        self._audit(plan, result)
+                        raise
+                    except ActionRefused as exc:
+                        result = ActionResult(status="refused", summary=exc.reason)
+                    except Exception as exc:
+                        result = ActionResult(status="failed", summary=describe_exception(exc))
+        except LockHeld as exc:
+            result = ActionResult(status="refused", summary=f"{exc.target} is locked by {exc.holder}")
+            self._audit(plan, result)
+            raise ActionRefused(plan.action, result.summary) from None
+        finally:
+            self._running.discard(lock_key)
+        self._audit(plan, result)
+        self.history.append((plan, result))
+        for fn in list(self._listeners):
+            with contextlib.suppress(Exception):
+                fn(plan, result)
+        return result
+
+    # helpers -------------------------------------------------------------------
+
+    def _check_allowed(self, action: Action, plan: ActionPlan, confirmation: str | bool | None) -> None:
+        if action.mutating and self.read_only:
+            raise ActionRefused(plan.action, "warroom is read-only")
+        if (plan.reason_required or action.reason_required) and not (plan.reason or "").strip():
+            raise ActionRefused(plan.action, "a reason is required")
+        if plan.danger is Danger.CONFIRM and confirmation not in (True, "yes", "y"):
+            raise ActionRefused(plan.action, "not confirmed")
+        if plan.danger is Danger.TYPED:
+            expected = plan.expected_confirmation
+            if not isinstance(confirmation, str) or confirmation.strip() != str(expected):
+                raise ActionRefused(plan.action, f"confirmation does not match: type {expected!r}")
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, key: str, plan: ActionPlan) -> AsyncIterator[None]:
+        if self.locks is None:
+            yield
+            return
+        async with self.locks.hold(key, f"{self.operator} ({plan.action})"):
+            yield
+
+    def _audit(self, plan: ActionPlan, result: ActionResult) -> None:
+        self.audit.append(
+            action=plan.action,
+            target=plan.target,
+            operator=self.operator,
+            params=plan.params,
+            reason=plan.reason,
+            dry_run=False,
+            before=result.before if result.before is not None else [c.before for c in plan.changes],
+            after=result.after,
+            result=result.status,
+            summary=result.summary,
+            extra={"counts": dict(result.counts)} if result.counts else None,
+        )

@@ -1,0 +1,222 @@
+"""The audit trail: append-only JSON lines, each hash-chained to the previous one, fsynced.
+
+Every entry records who (operator), when, what (action, target, parameters with
+secrets masked), why (reason), whether it was a dry-run, the state before and after,
+and the result. `verify()` walks the chain and reports the first broken entry.
+
+Several warroom processes on one box may append to the same file: appends take an
+exclusive `fcntl` lock, read the last entry's hash under it, and fsync before
+releasing. Mirrors (e.g. a shared Postgres table) receive every entry after it is
+written locally; a failing mirror never loses the local entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import MASK, redact
+
+GENESIS = "0" * 64
+SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "private_key", "privatekey", "api_key",
+                    "apikey", "routing_key", "authorization", "keystore_password", "credential")
+
+
+def operator_identity(env: Mapping[str, str] | None = None) -> str:
+    """Who is acting: $WARROOM_OPERATOR, else the login user plus the SSH client address."""
+    env = os.environ if env is None else env
+    explicit = env.get("WARROOM_OPERATOR", "").strip()
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    ssh = env.get("SSH_CLIENT") or env.get("SSH_CONNECTION") or ""
+    addr = ssh.split()[0] if ssh.split() else ""
+    if addr:
+        return f"{user}@{addr}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def mask_params(value: Any, key: str = "") -> Any:
+    """Mask secret-looking keys and Secret values, recursively; redact free text."""
+    if _is_secret_obj(value):
+        return MASK
+    if key and any(w in key.lower().replace("-", "_") for w in SECRET_KEY_WORDS):
+        return MASK if value not in (None, "") else value
+    if isinstance(value, Mapping):
+        return {str(k): mask_params(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [mask_params(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
+def _is_secret_obj(value: Any) -> bool:
+    return type(value).__name__ == "Secret" and hasattr(value, "reveal")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _canonical(entry: Mapping[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(prev: str, body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + _canonical(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_line: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    def __init__(self, path: str | os.PathLike, *, mirrors: list[Callable[[dict], None]] | None = None):
+        self.path = Path(path).expanduser()
+        self.mirrors = list(mirrors or [])
+
+    def append(
+        self,
+        *,
+        action: str,
+        target: str = "",
+        operator: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        dry_run: bool = False,
+        before: Any = None,
+        after: Any = None,
+        result: str = "ok",
+        summary: str = "",
+        error: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict:
+        body: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(),
+            "operator": operator or operator_identity(),
+            "host": socket.gethostname(),
+            "action": action,
+            "target": target,
+            "params": _jsonable(mask_params(dict(params or {}))),
+            "reason": redact(reason) if reason else reason,
+            "dry_run": bool(dry_run),
+            "before": _jsonable(mask_params(before)),
+            "after": _jsonable(mask_params(after)),
+            "result": result,
+            "summary": redact(summary),
+            "error": redact(error) if error else None,
+        }
+        if extra:
+            body["extra"] = _jsonable(mask_params(dict(extra)))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            prev, seq = self._last_hash_and_seq(fd)
+            body["seq"] = seq + 1
+            body["prev"] = prev
+            digest = entry_hash(prev, body)
+            entry = dict(body, hash=digest)
+            os.write(fd, _canonical(entry) + b"\n")
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        for mirror in self.mirrors:
+            try:
+                mirror(entry)
+            except Exception:  # the local entry is the record; a mirror failure is not fatal
+                pass
+        return entry
+
+    @staticmethod
+    def _last_hash_and_seq(fd: int) -> tuple[str, int]:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size == 0:
+            return GENESIS, 0
+        chunk = 65536
+        pos = size
+        buf = b""
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            os.lseek(fd, pos, os.SEEK_SET)
+            buf = os.read(fd, step) + buf
+            lines = [ln for ln in buf.split(b"\n") if ln.strip()]
+            if len(lines) >= 2 or (pos == 0 and lines):
+                last = json.loads(lines[-1])
+                return last["hash"], int(last.get("seq", 0))
+        return GENESIS, 0
+
+    def entries(self) -> Iterator[dict]:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            for raw in fh:
+                raw = raw.strip()
+                if raw:
+                    try:
+                        yield json.loads(raw)
+                    except ValueError:
+                        yield {"_corrupt": raw.decode("utf-8", "replace")}
+
+    def tail(self, n: int = 20) -> list[dict]:
+        from collections import deque
+
+        return list(deque(self.entries(), maxlen=n))
+
+    def verify(self) -> VerifyResult:
+        prev = GENESIS
+        count = 0
+        if not self.path.exists():
+            return VerifyResult(ok=True, entries=0)
+        with self.path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    return VerifyResult(False, count, lineno, "line is not valid JSON")
+                digest = entry.pop("hash", None)
+                if entry.get("prev") != prev:
+                    return VerifyResult(False, count, lineno, "chain broken: prev does not match the previous entry's hash")
+                if entry_hash(prev, entry) != digest:
+                    return VerifyResult(False, count, lineno, "entry was modified: hash does not match its content")
+                prev = digest
+                count += 1
+        return VerifyResult(ok=True, entries=count)
