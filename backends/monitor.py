@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
@@ -28,6 +31,28 @@ from .model import Finding, Reading, Snapshot, SourceState, SourceStatus, utcnow
 log = logging.getLogger(__name__)
 
 RulesFn = Callable[[Snapshot], Sequence[Finding]]
+
+# Blocking adapter calls (docker SDK, psutil) run here, not in the loop's small default pool:
+# a hung call holds one thread, and the monitor never starts a second poll of its source.
+_EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="warroom-io")
+
+
+async def to_thread(fn, /, *args, **kwargs):
+    """Run a blocking call in a thread. Use this (not asyncio.to_thread) in adapters.
+
+    When the awaiting poll is cancelled (timeout), the thread cannot be interrupted;
+    this waits for it to finish before letting the cancellation through, so the
+    monitor can see the poll is still running and never overlaps two polls.
+    """
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    fut = loop.run_in_executor(_EXECUTOR, functools.partial(ctx.run, fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await fut
+        raise
 Subscriber = Callable[[Snapshot], None]
 
 
