@@ -1,0 +1,165 @@
+"""The harness itself: every real service answers a real query / command / transaction."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.harness.evm import DEV_ACCOUNTS, DEV_KEYS, order_id_to_bytes32, start_anvil
+
+
+@pytest.mark.postgres
+async def test_postgres_real_query_on_fresh_db(pg):
+    import asyncpg
+
+    dsn = pg.fresh_db()
+    assert dsn.startswith("postgresql://postgres@127.0.0.1:")
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute("CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)")
+        await conn.executemany("INSERT INTO orders VALUES ($1, $2)",
+                               [("o1", "pending"), ("o2", "completed"), ("o3", "pending")])
+        n = await conn.fetchval("SELECT count(*) FROM orders WHERE status = $1", "pending")
+        assert n == 2
+    finally:
+        await conn.close()
+    # a second fresh db is empty and separate
+    other = await asyncpg.connect(pg.fresh_db(), timeout=10)
+    try:
+        assert await other.fetchval("SELECT to_regclass('orders')") is None
+    finally:
+        await other.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_unix_socket_dsn(pg):
+    import asyncpg
+
+    conn = await asyncpg.connect(pg.socket_dsn, timeout=10)
+    try:
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await conn.close()
+
+
+@pytest.mark.redis
+async def test_redis_lpush_llen(redis_server):
+    import redis.asyncio as aioredis
+
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    redis_server.flush()
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await r.lpush("action_jobs", "a", "b", "c")
+        assert await r.llen("action_jobs") == 3
+        bind = (await r.config_get("bind"))["bind"]
+        assert bind == "127.0.0.1"
+    finally:
+        await r.aclose()
+    redis_server.flush()
+    c = redis_server.client()
+    try:
+        assert c.llen("action_jobs") == 0
+    finally:
+        c.close()
+
+
+@pytest.mark.redis
+def test_redis_stop_and_start_on_same_port(redis_server):
+    import redis
+
+    port = redis_server.port
+    redis_server.stop()
+    c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    with pytest.raises(redis.ConnectionError):
+        c.ping()
+    redis_server.start()
+    assert redis_server.port == port
+    assert c.ping()
+    c.close()
+
+
+@pytest.mark.evm
+def test_anvil_answers_with_dev_accounts(anvil):
+    from eth_account import Account
+
+    assert anvil.url == f"http://127.0.0.1:{anvil.port}"
+    assert anvil.chain_id == 31337
+    assert int(anvil.rpc("eth_chainId"), 16) == 31337
+    accounts = [a.lower() for a in anvil.rpc("eth_accounts")]
+    assert [a.lower() for a in DEV_ACCOUNTS] == accounts[: len(DEV_ACCOUNTS)]
+    for key, addr in zip(DEV_KEYS, DEV_ACCOUNTS, strict=True):
+        assert Account.from_key(key).address == addr
+    before = anvil.block_number()
+    anvil.mine(2)
+    assert anvil.block_number() == before + 2
+
+
+@pytest.mark.evm
+def test_escrow_release_emits_event(escrow, anvil):
+    from web3 import Web3
+
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    contract = w3.eth.contract(address=escrow.address, abi=escrow.abi)
+    assert contract.functions.owner().call() == anvil.accounts[0]
+    assert contract.functions.paused().call() is False
+
+    tx = escrow.release("order-123", 1000)
+    assert tx.startswith("0x") and len(tx) == 66
+    receipt = w3.eth.get_transaction_receipt(tx)
+    assert receipt["status"] == 1
+    topic0 = Web3.keccak(text="EscrowReleased(bytes32,uint256)")
+    logs = w3.eth.get_logs({"address": escrow.address, "fromBlock": receipt["blockNumber"],
+                            "toBlock": receipt["blockNumber"], "topics": [topic0]})
+    assert len(logs) == 1
+    assert logs[0]["topics"][1] == order_id_to_bytes32("order-123")
+    assert int.from_bytes(logs[0]["data"], "big") == 1000
+    decoded = contract.events.EscrowReleased().process_log(logs[0])
+    assert decoded["args"]["amount"] == 1000
+
+
+@pytest.mark.evm
+def test_escrow_pause_blocks_release_and_emits_events(escrow, anvil):
+    from web3 import Web3
+    from web3.exceptions import ContractLogicError
+
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    contract = w3.eth.contract(address=escrow.address, abi=escrow.abi)
+    tx = escrow.pause()
+    assert contract.functions.paused().call() is True
+    logs = contract.events.Paused().process_receipt(w3.eth.get_transaction_receipt(tx))
+    assert logs[0]["args"]["account"] == anvil.accounts[0]
+    with pytest.raises(ContractLogicError):
+        contract.functions.release(order_id_to_bytes32("x"), 1).call(
+            {"from": anvil.accounts[0]})
+    # a stranger cannot unpause
+    with pytest.raises(ContractLogicError):
+        contract.functions.unpause().call({"from": anvil.accounts[1]})
+    tx = escrow.unpause()
+    logs = contract.events.Unpaused().process_receipt(w3.eth.get_transaction_receipt(tx))
+    assert logs[0]["args"]["account"] == anvil.accounts[0]
+    assert contract.functions.paused().call() is False
+
+
+@pytest.mark.evm
+def test_start_anvil_extra_node_with_block_time():
+    node = start_anvil(block_time=0.2, chain_id=1337)
+    try:
+        assert node.port and node.url.startswith("http://127.0.0.1:")
+        assert int(node.rpc("eth_chainId"), 16) == 1337
+        first = node.block_number()
+        deadline = time.monotonic() + 10
+        while node.block_number() <= first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.block_number() > first
+    finally:
+        node.stop()
+    assert node.process.poll() is not None
+
+
+def test_order_id_to_bytes32():
+    assert order_id_to_bytes32("123") == b"123" + b"\0" * 29
+    assert len(order_id_to_bytes32("é")) == 32
+    with pytest.raises(ValueError):
+        order_id_to_bytes32("x" * 33)
