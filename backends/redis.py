@@ -1,0 +1,680 @@
+"""Redis health and job queues (redis.asyncio, imported lazily).
+
+`RedisSource` -> `RedisReading`: PING latency, used memory against the seed's 500 MB,
+clients, version. `QueueSource` -> one `QueueReading` per configured queue, all read
+in ONE pipelined round trip per poll:
+
+- lists: LLEN, and LINDEX of the oldest end for the age of the oldest job (the job's
+  JSON carries its enqueue time in `timestamp_field`). Default: producers LPUSH and
+  consumers RPOP, so the oldest job is at index -1 (`oldest_end = "right"`).
+- streams: XLEN, pending entries summed over XINFO GROUPS, and the age of the first
+  entry (its id is a millisecond timestamp).
+- sorted sets (delayed jobs): ZCARD, and how overdue the earliest score is when
+  scores are epoch timestamps.
+
+A bounded history per queue gives the sparkline, the drain rate (jobs/s, positive =
+draining) and the time to drain. Thresholds default to the seed's 1,000 / 10,000 /
+50,000 (warn, high, critical = QUEUE_CRITICAL_DEPTH).
+
+Action `queue.requeue_dead` moves a dead-letter list back into its queue, one LMOVE
+per job (each atomic), at most the previewed count, idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, Progress, ProgressFn
+from .errors import ActionRefused, BackendError, describe_exception, redact, register_secret
+from .model import Finding, QueueReading, RedisReading, Severity, Snapshot, SourceState, Status
+from .rules import RuleContext, rule, snapshot_rule
+
+DEFAULT_THRESHOLDS = (1_000, 10_000, 50_000)
+DEFAULT_MAX_MEMORY = 500 * 1024 * 1024  # seed 003: used memory < 500 MB
+
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,512}$")  # printable, no spaces
+
+
+def reveal(value: Any) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "reveal"):
+        return str(value.reveal())
+    return str(value)
+
+
+def display_url(url: Any) -> str:
+    return redact(reveal(url))
+
+
+def _register_url_secret(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            register_secret(parts.password)
+            register_secret(unquote(parts.password))
+    except ValueError:
+        pass
+
+
+def _where(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return parts.path
+        return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    except ValueError:
+        return "redis"
+
+
+def describe_redis_error(exc: BaseException, url: str = "") -> str:
+    where = _where(url) if url else "redis"
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    low = text.lower()
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError) or name == "TimeoutError":
+        return f"no answer from {where} (timed out)"
+    if name == "AuthenticationError" or "noauth" in low or "wrongpass" in low or "invalid password" in low \
+            or "invalid username-password" in low:
+        return redact(f"authentication failed at {where}: {text}" if text else f"authentication failed at {where}")
+    if "refused" in low or isinstance(exc, ConnectionRefusedError):
+        return f"connection refused at {where}"
+    if "closed by server" in low or "connection reset" in low or isinstance(exc, ConnectionResetError):
+        return f"connection to {where} was closed"
+    if name == "ConnectionError" and text:
+        return redact(f"cannot connect to {where}: {text}")
+    return describe_exception(exc)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass
+class _ClientEntry:
+    client: Any
+    loop: weakref.ref
+
+
+_CLIENTS: dict[tuple, _ClientEntry] = {}
+
+
+def get_client(url: Any, *, timeout: float = 2.0):
+    """The shared redis.asyncio client for `url` on the running loop (lazy, reused).
+
+    The client keeps a small connection pool and reconnects by itself; a command that
+    fails on a dead connection is retried once on a new one.
+    """
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    plain = reveal(url)
+    _register_url_secret(plain)
+    loop = asyncio.get_running_loop()
+    key = (plain, timeout)
+    entry = _CLIENTS.get(key)
+    if entry is not None and entry.loop() is loop:
+        return entry.client
+    client = aioredis.from_url(
+        plain,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        encoding_errors="replace",
+        retry=Retry(NoBackoff(), 1),
+        max_connections=8,
+        client_name="warroom",
+    )
+    _CLIENTS[key] = _ClientEntry(client, weakref.ref(loop))
+    return client
+
+
+async def close_clients() -> None:
+    loop = asyncio.get_running_loop()
+    for key, entry in list(_CLIENTS.items()):
+        if entry.loop() is loop or entry.loop() is None:
+            _CLIENTS.pop(key, None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(entry.client.aclose(), 2.0)
+
+
+async def call(url: Any, fn, *, source: str, timeout: float = 2.0):  # noqa: ASYNC109
+    """`await fn(client)` within `timeout`; every failure becomes BackendError(source, reason)."""
+    plain = reveal(url)
+    try:
+        async with asyncio.timeout(timeout):
+            return await fn(get_client(plain, timeout=timeout))
+    except BackendError:
+        raise
+    except TimeoutError:
+        raise BackendError(source, f"no answer from {_where(plain)} within {timeout:g}s") from None
+    except Exception as exc:
+        raise BackendError(source, describe_redis_error(exc, plain)) from None
+
+
+# --------------------------------------------------------------------------- redis source
+
+_REDIS_SETTINGS: dict[str, RedisSource] = {}
+
+
+class RedisSource:
+    """PING, memory and clients of one configured Redis (`[redis.NAME]`)."""
+
+    kind = "redis"
+
+    def __init__(self, name: str, url: Any, *, interval: float = 2.0, timeout: float = 2.0,
+                 max_memory: int = DEFAULT_MAX_MEMORY) -> None:
+        self.name = name
+        self.url = url
+        self.interval = interval
+        self.timeout = timeout
+        self.max_memory = int(max_memory)
+        _register_url_secret(reveal(url))
+        _REDIS_SETTINGS[name] = self
+
+    @property
+    def display(self) -> str:
+        return display_url(self.url)
+
+    async def poll(self) -> Sequence[RedisReading]:
+        async def read(client):
+            t0 = time.perf_counter()
+            await client.ping()
+            latency = (time.perf_counter() - t0) * 1000.0
+            info = await client.info()
+            return latency, info
+
+        latency, info = await call(self.url, read, source=self.name, timeout=self.timeout)
+        server_max = int(info.get("maxmemory") or 0)
+        limit = min(self.max_memory, server_max) if server_max else self.max_memory
+        return [
+            RedisReading(
+                source=self.name,
+                reachable=True,
+                latency_ms=latency,
+                used_memory_bytes=int(info.get("used_memory") or 0),
+                max_memory_bytes=limit,
+                connected_clients=_int_or_none(info.get("connected_clients")),
+                version=str(info.get("redis_version") or ""),
+            )
+        ]
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- queues
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One configured queue (`[[queues]]`)."""
+
+    name: str
+    key: str
+    type: str = "list"  # list | stream | zset
+    thresholds: tuple[int, int, int] = DEFAULT_THRESHOLDS
+    timestamp_field: str | None = None  # JSON field (dotted path) with the enqueue time
+    oldest_end: str = "right"  # right: consumers RPOP (oldest at -1); left: consumers LPOP
+    dead_letter: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in ("list", "stream", "zset"):
+            raise ValueError(f"queue {self.name}: type must be list, stream or zset, not {self.type!r}")
+        if self.oldest_end not in ("left", "right"):
+            raise ValueError(f"queue {self.name}: oldest_end must be left or right")
+        for k in (self.key, self.dead_letter):
+            if k is not None and not _KEY_RE.match(k):
+                raise ValueError(f"queue {self.name}: invalid Redis key {k!r}")
+        t = tuple(int(x) for x in self.thresholds)
+        if len(t) != 3 or not (0 < t[0] <= t[1] <= t[2]):
+            raise ValueError(f"queue {self.name}: thresholds must be three ascending numbers (warn, high, critical)")
+        object.__setattr__(self, "thresholds", t)
+        if self.dead_letter and self.dead_letter == self.key:
+            raise ValueError(f"queue {self.name}: dead_letter must differ from key")
+
+    @property
+    def producer_end(self) -> str:
+        return "LEFT" if self.oldest_end == "right" else "RIGHT"
+
+
+def status_for_depth(depth: int, thresholds: tuple[int, int, int]) -> Status:
+    warn, high, _crit = thresholds
+    if depth >= high:
+        return Status.CRIT
+    if depth >= warn:
+        return Status.WARN
+    return Status.OK
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An enqueue time from a job: epoch seconds / milliseconds, or ISO 8601."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            value = float(s)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        if value > 1e17:  # nanoseconds
+            value /= 1e9
+        elif value > 1e14:  # microseconds
+            value /= 1e6
+        elif value > 1e11:  # milliseconds
+            value /= 1e3
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _dig(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        else:
+            return None
+    return obj
+
+
+def job_age(payload: Any, field_path: str | None, now: float | None = None) -> float | None:
+    if payload is None or not field_path:
+        return None
+    try:
+        data = json.loads(payload)
+    except (TypeError, ValueError):
+        return None
+    ts = parse_timestamp(_dig(data, field_path))
+    if ts is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, now - ts.timestamp())
+
+
+@dataclass
+class _History:
+    samples: deque = field(default_factory=lambda: deque(maxlen=120))  # (monotonic, depth)
+
+    def add(self, t: float, depth: int) -> None:
+        self.samples.append((t, depth))
+
+    def rate(self, window: float) -> float | None:
+        """Jobs per second drained over the last `window` seconds (positive = draining)."""
+        if len(self.samples) < 2:
+            return None
+        t_now, d_now = self.samples[-1]
+        first = None
+        for t, d in self.samples:
+            if t_now - t <= window:
+                first = (t, d)
+                break
+        if first is None or t_now - first[0] < 1e-3:
+            first = self.samples[-2]
+        dt = t_now - first[0]
+        if dt <= 0:
+            return None
+        return (first[1] - d_now) / dt
+
+
+class QueueSource:
+    """Depth, age and drain of the configured queues of one Redis, one round trip per poll."""
+
+    kind = "queues"
+
+    def __init__(self, name: str, url: Any, queues: Sequence[QueueSpec], *, interval: float = 2.0,
+                 timeout: float = 2.0, history: int = 120, rate_window: float = 60.0) -> None:
+        names = [q.name for q in queues]
+        if len(set(names)) != len(names):
+            raise ValueError("queue names must be unique")
+        self.name = name
+        self.url = url
+        self.queues = tuple(queues)
+        self.interval = interval
+        self.timeout = timeout
+        self.rate_window = rate_window
+        self._history = {q.name: _History(deque(maxlen=max(2, history))) for q in self.queues}
+        _register_url_secret(reveal(url))
+
+    def queue(self, name: str) -> QueueSpec:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    async def poll(self) -> Sequence[QueueReading]:
+        plan: list[tuple[QueueSpec, str]] = []
+
+        async def read(client):
+            pipe = client.pipeline(transaction=False)
+            for q in self.queues:
+                if q.type == "list":
+                    pipe.llen(q.key)
+                    plan.append((q, "depth"))
+                    if q.timestamp_field:
+                        pipe.lindex(q.key, -1 if q.oldest_end == "right" else 0)
+                        plan.append((q, "oldest"))
+                elif q.type == "stream":
+                    pipe.xlen(q.key)
+                    plan.append((q, "depth"))
+                    pipe.xinfo_groups(q.key)
+                    plan.append((q, "groups"))
+                    pipe.xrange(q.key, "-", "+", count=1)
+                    plan.append((q, "first"))
+                else:
+                    pipe.zcard(q.key)
+                    plan.append((q, "depth"))
+                    pipe.zrange(q.key, 0, 0, withscores=True)
+                    plan.append((q, "first"))
+                if q.dead_letter:
+                    pipe.llen(q.dead_letter)
+                    plan.append((q, "dead"))
+            return await pipe.execute(raise_on_error=False)
+
+        results = await call(self.url, read, source=self.name, timeout=self.timeout)
+        for r in results:  # connection-level failures surface as exceptions in every slot
+            if isinstance(r, Exception) and not _is_response_error(r):
+                raise BackendError(self.name, describe_redis_error(r, reveal(self.url)))
+        now_wall = time.time()
+        now = time.monotonic()
+        parts: dict[str, dict[str, Any]] = {q.name: {} for q in self.queues}
+        for (q, what), value in zip(plan, results, strict=True):
+            parts[q.name][what] = value
+        out = []
+        for q in self.queues:
+            out.append(self._reading(q, parts[q.name], now, now_wall))
+        return out
+
+    def _reading(self, q: QueueSpec, got: dict[str, Any], now: float, now_wall: float) -> QueueReading:
+        depth_v = got.get("depth")
+        wrong = _is_response_error(depth_v)
+        depth = 0 if wrong or depth_v is None else int(depth_v)
+        pending = None
+        oldest = None
+        if q.type == "list":
+            oldest = job_age(got.get("oldest"), q.timestamp_field, now_wall) if not wrong else None
+        elif q.type == "stream":
+            groups = got.get("groups")
+            if isinstance(groups, list):
+                pending = sum(int(g.get("pending") or 0) for g in groups)
+            first = got.get("first")
+            if isinstance(first, list) and first:
+                entry_id, fields = first[0]
+                if q.timestamp_field and isinstance(fields, dict) and q.timestamp_field in fields:
+                    ts = parse_timestamp(fields[q.timestamp_field])
+                    oldest = max(0.0, now_wall - ts.timestamp()) if ts else None
+                else:
+                    try:
+                        oldest = max(0.0, now_wall - int(str(entry_id).split("-")[0]) / 1000.0)
+                    except ValueError:
+                        oldest = None
+        else:
+            first = got.get("first")
+            if isinstance(first, list) and first:
+                member, score = first[0]
+                if q.timestamp_field:
+                    oldest = job_age(member, q.timestamp_field, now_wall)
+                else:
+                    ts = parse_timestamp(float(score)) if float(score) > 1e9 else None
+                    oldest = max(0.0, now_wall - ts.timestamp()) if ts else None
+        dead = got.get("dead")
+        dead_depth = None if dead is None or _is_response_error(dead) else int(dead)
+        hist = self._history[q.name]
+        if not wrong:
+            hist.add(now, depth)
+        rate = hist.rate(self.rate_window)
+        if wrong:
+            ttd = None
+        elif depth == 0:
+            ttd = 0.0
+        elif rate is not None and rate > 1e-9:
+            ttd = depth / rate
+        else:
+            ttd = None
+        return QueueReading(
+            source=self.name,
+            name=q.name,
+            key=q.key,
+            type=q.type,
+            depth=depth,
+            pending=pending,
+            oldest_age_s=oldest,
+            thresholds=q.thresholds,
+            status=Status.UNKNOWN if wrong else status_for_depth(depth, q.thresholds),
+            history=tuple(d for _, d in hist.samples),
+            drain_rate=rate,
+            time_to_drain_s=ttd,
+            dead_letter_key=q.dead_letter,
+            dead_letter_depth=dead_depth,
+        )
+
+
+def _is_response_error(v: Any) -> bool:
+    return isinstance(v, Exception) and type(v).__name__ in ("ResponseError", "DataError")
+
+
+# --------------------------------------------------------------------------- action
+
+
+def _cut(text: Any, n: int = 120) -> str:
+    s = " ".join(str(text).split())
+    return redact(s if len(s) <= n else s[: n - 1] + "…")
+
+
+class RequeueDead(Action):
+    """Move the jobs of a dead-letter list back into its queue (LMOVE, one job at a time)."""
+
+    id = "queue.requeue_dead"
+    title = "Requeue dead-letter jobs"
+    danger = Danger.CONFIRM
+    description = "Move every job of a queue's dead-letter list back into the queue."
+    batch = 500
+
+    def __init__(self, source: QueueSource) -> None:
+        self.source = source
+
+    async def plan(self, *, queue: str = "", limit: Any = None, reason: str | None = None,
+                   **_: Any) -> ActionPlan:
+        try:
+            q = self.source.queue(str(queue))
+        except KeyError:
+            raise ActionRefused(self.id, f"no configured queue {queue!r}") from None
+        if q.type != "list" or not q.dead_letter:
+            raise ActionRefused(self.id, f"queue {q.name} has no dead-letter list")
+        max_n = None
+        if limit is not None:
+            try:
+                max_n = int(limit)
+            except (TypeError, ValueError):
+                raise ActionRefused(self.id, f"limit must be a number, got {limit!r}") from None
+            if max_n <= 0:
+                raise ActionRefused(self.id, "limit must be positive")
+
+        async def read(client):
+            pipe = client.pipeline(transaction=False)
+            pipe.type(q.dead_letter)
+            pipe.type(q.key)
+            pipe.llen(q.dead_letter)
+            pipe.llen(q.key)
+            pipe.lrange(q.dead_letter, -3, -1)
+            return await pipe.execute(raise_on_error=False)
+
+        dtype, qtype, dead_n, q_n, sample = await call(self.source.url, read, source=self.source.name,
+                                                       timeout=self.source.timeout)
+        if dtype not in ("list", "none"):
+            raise ActionRefused(self.id, f"{q.dead_letter} is a {dtype}, not a list")
+        if qtype not in ("list", "none"):
+            raise ActionRefused(self.id, f"{q.key} is a {qtype}, not a list")
+        dead_n = int(dead_n) if not isinstance(dead_n, Exception) else 0
+        q_n = int(q_n) if not isinstance(q_n, Exception) else 0
+        n = min(dead_n, max_n) if max_n else dead_n
+        sample_lines = tuple(f"e.g. {_cut(s)}" for s in reversed(sample or []) if not isinstance(sample, Exception))
+        change = Change(
+            target=f"redis:{q.dead_letter}",
+            description=f"move {n:,} job(s) from {q.dead_letter} to {q.key}",
+            before={"dead_letter": dead_n, "queue": q_n},
+            after={"dead_letter": dead_n - n, "queue": q_n + n},
+        )
+        return ActionPlan(
+            action=self.id,
+            title=f"Requeue {n:,} dead job(s) of {q.name}",
+            target=f"queue:{self.source.name}:{q.name}",
+            changes=(change,),
+            guard=Guard(n > 0, f"{q.dead_letter} holds {dead_n:,} job(s)"),
+            danger=self.danger,
+            params={"source": self.source.name, "queue": q.name, "dead_letter": q.dead_letter,
+                    "key": q.key, "count": n},
+            reason=reason,
+            preview=(f"{change.description}\n{q.dead_letter}: {dead_n:,} -> {dead_n - n:,}; "
+                     f"{q.key}: {q_n:,} -> {q_n + n:,}" + ("\n" + "\n".join(sample_lines) if sample_lines else "")),
+            lock_key=f"queue:{self.source.name}:{q.name}",
+            total=n,
+        )
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        async def read(client):
+            return await client.llen(plan.params["dead_letter"])
+
+        n = await call(self.source.url, read, source=self.source.name, timeout=self.source.timeout)
+        return Guard(int(n) > 0, f"{plan.params['dead_letter']} holds {int(n):,} job(s)")
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        q = self.source.queue(plan.params["queue"])
+        want = int(plan.params["count"])
+        moved = 0
+        exhausted = False
+        while moved < want and not exhausted:
+            n = min(self.batch, want - moved)
+
+            async def move(client, n=n):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(n):
+                    pipe.lmove(q.dead_letter, q.key, "RIGHT", q.producer_end)
+                return await pipe.execute(raise_on_error=False)
+
+            res = await call(self.source.url, move, source=self.source.name,
+                             timeout=max(self.source.timeout, 10.0))
+            errors = [r for r in res if isinstance(r, Exception)]
+            got = sum(1 for r in res if r is not None and not isinstance(r, Exception))
+            moved += got
+            if errors:
+                return ActionResult(status="partial" if moved else "failed",
+                                    summary=f"moved {moved:,} of {want:,}: {describe_redis_error(errors[0])}",
+                                    after={"moved": moved}, counts={"moved": moved})
+            if got < n:
+                exhausted = True
+            progress(Progress(moved, want, f"moved {moved:,} of {want:,}"))
+        status = "ok" if moved else "skipped"
+        summary = f"moved {moved:,} job(s) from {q.dead_letter} to {q.key}"
+        if exhausted and moved < want:
+            summary += f" (dead-letter list emptied before {want:,})"
+        return ActionResult(status=status, summary=summary, after={"moved": moved}, counts={"moved": moved})
+
+
+def actions_for(source: QueueSource) -> list[Action]:
+    return [RequeueDead(source)]
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+@rule(RedisReading)
+def redis_rules(r: RedisReading, ctx: RuleContext) -> Iterable[Finding]:
+    limit = r.max_memory_bytes or DEFAULT_MAX_MEMORY
+    if r.used_memory_bytes >= limit:
+        yield Finding(
+            key=f"redis:{r.source}:memory",
+            severity=Severity.P2,
+            source=r.source,
+            summary=f"Redis {r.source} uses {_fmt_bytes(r.used_memory_bytes)} (limit {_fmt_bytes(limit)})",
+            evidence=(f"used_memory: {r.used_memory_bytes:,} bytes", f"clients: {r.connected_clients}"),
+            playbook="queue-overflow",
+            target=f"redis:{r.source}",
+        )
+
+
+@rule(QueueReading)
+def queue_rules(r: QueueReading, ctx: RuleContext) -> Iterable[Finding]:
+    warn, high, crit = r.thresholds
+    target = f"queue:{r.source}:{r.name}"
+    evidence = (
+        f"depth: {r.depth:,} (warn {warn:,}, high {high:,}, critical {crit:,})",
+        f"drain rate: {r.drain_rate:+.1f} jobs/s" if r.drain_rate is not None else "drain rate: -",
+        f"time to drain: {_fmt_s(r.time_to_drain_s)}",
+        f"oldest job: {_fmt_s(r.oldest_age_s)}",
+    )
+    if r.status is Status.UNKNOWN and r.depth == 0:
+        yield Finding(key=f"{target}:depth", severity=Severity.P3, source=r.source,
+                      summary=f"Queue {r.name}: key {r.key} is not a {r.type}", target=target)
+    elif r.depth >= crit:
+        yield Finding(key=f"{target}:depth", severity=Severity.P1, source=r.source,
+                      summary=f"Queue {r.name} overflow: {r.depth:,} jobs (critical at {crit:,})",
+                      evidence=evidence, playbook="queue-overflow", target=target)
+    elif r.depth >= high:
+        yield Finding(key=f"{target}:depth", severity=Severity.P2, source=r.source,
+                      summary=f"Queue {r.name}: {r.depth:,} jobs (scale workers above {high:,})",
+                      evidence=evidence, playbook="queue-overflow", target=target)
+    elif r.depth >= warn:
+        yield Finding(key=f"{target}:depth", severity=Severity.P3, source=r.source,
+                      summary=f"Queue {r.name}: {r.depth:,} jobs (expected < {warn:,})",
+                      evidence=evidence, playbook="queue-overflow", target=target)
+    if r.dead_letter_depth:
+        yield Finding(key=f"{target}:dead", severity=Severity.P3, source=r.source,
+                      summary=f"Queue {r.name}: {r.dead_letter_depth:,} job(s) in {r.dead_letter_key}",
+                      evidence=(f"dead-letter list: {r.dead_letter_key}",), target=target)
+
+
+@snapshot_rule
+def redis_unreachable(snapshot: Snapshot, ctx: RuleContext) -> Iterable[Finding]:
+    for name, st in snapshot.sources.items():
+        if st.kind == "redis" and st.state is SourceState.DEGRADED:
+            since = st.last_good.isoformat(timespec="seconds") if st.last_good else "never"
+            yield Finding(
+                key=f"redis:{name}:unreachable",
+                severity=Severity.P1,
+                source=name,
+                summary=f"Redis {name} unreachable: {st.reason}",
+                evidence=(f"last good reading: {since}", f"consecutive failures: {st.failures}"),
+                target=f"redis:{name}",
+            )
