@@ -68,10 +68,13 @@ async def test_redis_lpush_llen(redis_server):
 @pytest.mark.redis
 def test_redis_stop_and_start_on_same_port(redis_server):
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     port = redis_server.port
     redis_server.stop()
-    c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1,
+                    retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.ConnectionError):
         c.ping()
     redis_server.start()
@@ -163,3 +166,42 @@ def test_order_id_to_bytes32():
     assert len(order_id_to_bytes32("é")) == 32
     with pytest.raises(ValueError):
         order_id_to_bytes32("x" * 33)
+
+
+@pytest.mark.docker
+def test_docker_busybox_container_healthcheck_and_compose_labels(docker_engine):
+    from tests.harness.docker import compose_labels
+
+    assert docker_engine.client.ping()
+    assert docker_engine.base_url.startswith(("unix://", "tcp://", "npipe://"))
+    image = docker_engine.client.images.get(docker_engine.busybox_image)
+    assert image.attrs["Config"]["Cmd"] == ["/bin/sh"]
+    c = docker_engine.run_container(
+        "wr-harness-api-gateway-1",
+        labels=compose_labels("wr-harness", "api-gateway"),
+        healthcheck="test -e /tmp/ready",
+        command=["sh", "-c", "sleep 0.3; touch /tmp/ready; trap 'exit 0' TERM; "
+                             "sleep 2147483647 & wait"])
+    assert docker_engine.wait_health(c, "healthy", timeout=30) == "healthy"
+    c.reload()
+    assert c.status == "running"
+    assert c.attrs["HostConfig"]["NetworkMode"] == "none"
+    found = docker_engine.client.containers.list(
+        filters={"label": ["com.docker.compose.project=wr-harness",
+                           "com.docker.compose.service=api-gateway"]})
+    assert [x.id for x in found] == [c.id]
+    assert found[0].labels["com.docker.compose.container-number"] == "1"
+    out = c.exec_run(["sh", "-c", "echo $((6 * 7))"])
+    assert out.exit_code == 0 and out.output.strip() == b"42"
+    c.stop(timeout=5)
+    assert c.wait(timeout=10)["StatusCode"] == 0
+
+
+@pytest.mark.docker
+def test_docker_unhealthy_and_exit_code(docker_engine):
+    c = docker_engine.run_container("wr-harness-sick", healthcheck="false")
+    assert docker_engine.wait_health(c, "unhealthy", timeout=30) == "unhealthy"
+    done = docker_engine.run_container("wr-harness-exit3", command=["sh", "-c", "exit 3"])
+    assert done.wait(timeout=20)["StatusCode"] == 3
+    with pytest.raises(ValueError):
+        docker_engine.run_container("wr-harness-bridge", network_mode="bridge")

@@ -58,8 +58,11 @@ class RedisServer:
 
     def ping(self) -> bool:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        c = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
+        c = redis.Redis(host=self.host, port=self.port, socket_timeout=1,
+                        socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
         try:
             return bool(c.ping())
         finally:
