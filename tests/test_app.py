@@ -1,0 +1,424 @@
+"""The console shell, driven with Pilot against a real Monitor, ActionEngine and AuditLog.
+
+The engine stand-in is built from the real classes (FunctionSources, one of which
+fails); snapshot tests use a fixed snapshot and a frozen clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+
+from backends.actions import (
+    Action,
+    ActionEngine,
+    ActionPlan,
+    ActionResult,
+    Change,
+    Danger,
+    Guard,
+    Progress,
+)
+from backends.audit import AuditLog
+from backends.errors import ActionRefused, BackendError
+from backends.model import (
+    Finding,
+    ServiceReading,
+    Severity,
+    Snapshot,
+    SourceState,
+    SourceStatus,
+    Status,
+)
+from backends.monitor import FunctionSource, Monitor
+from tui.app import WarroomApp
+from tui.screens.action import ActionScreen
+from tui.screens.dashboard import PANE_IDS, PaneSlot
+from tui.screens.help import HelpScreen, help_groups
+from tui.screens.history import HistoryScreen
+
+FROZEN = datetime(2026, 11, 22, 8, 15, 0, tzinfo=UTC)
+
+try:  # the panes' message (widgets contract); same name, so the same handler
+    from widgets.messages import ActionRequested
+except ImportError:
+    from textual.message import Message
+
+    class ActionRequested(Message):
+        def __init__(self, action_id: str, params: dict) -> None:
+            super().__init__()
+            self.action_id = action_id
+            self.params = params
+
+
+class SetValue(Action):
+    """A tiny mutating action on a dict: sets store[key] if it still holds the planned value."""
+
+    mutating = True
+
+    def __init__(self, store: dict, action_id: str = "test.restart", danger: Danger = Danger.CONFIRM,
+                 reason_required: bool = False):
+        self.id = action_id
+        self.title = f"Test {action_id}"
+        self.store = store
+        self.danger = danger
+        self.reason_required = reason_required
+        self.executed = 0
+
+    async def plan(self, *, key: str = "svc", value: str = "restarted", reason: str | None = None,
+                   **_) -> ActionPlan:
+        if key not in self.store:
+            raise ActionRefused(self.id, f"no such key {key!r}")
+        before = self.store[key]
+        return ActionPlan(
+            action=self.id, title=self.title, target=f"service:{key}",
+            changes=(Change(target=key, description=f"{key}: {before} -> {value}", before=before,
+                            after=value),),
+            guard=Guard(True, f"{key} exists"), danger=self.danger,
+            params={"key": key, "value": value}, reason=reason,
+            reason_required=self.reason_required, confirm_text=key, total=2,
+        )
+
+    async def execute(self, plan: ActionPlan, progress) -> ActionResult:
+        self.executed += 1
+        before = self.store[plan.params["key"]]
+        progress(Progress(1, 2, "half way"))
+        self.store[plan.params["key"]] = plan.params["value"]
+        progress(Progress(2, 2, "done"))
+        return ActionResult(status="ok", summary="value set", before=before, after=plan.params["value"])
+
+
+async def _good():
+    return [ServiceReading(source="docker", name="api-gateway", state="running", status=Status.OK)]
+
+
+async def _bad():
+    raise BackendError("postgres", "connection refused at 127.0.0.1:5432")
+
+
+def make_engine(tmp_path, *, read_only: bool = False, actions: list[Action] = ()):
+    monitor = Monitor([FunctionSource("docker", _good, interval=0.2, timeout=1, kind="docker"),
+                       FunctionSource("postgres", _bad, interval=0.2, timeout=1, kind="postgres")],
+                      max_backoff=0.5)
+    engine = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), read_only=read_only, operator="alice")
+    for a in actions:
+        engine.register(a)
+    return SimpleNamespace(monitor=monitor, actions=engine, config=None, logs=None)
+
+
+async def until(pilot, cond, limit: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def sources_rows(app) -> dict[str, list[str]]:
+    table = app.dashboard.pane("sources")
+    out = {}
+    for key in table.rows:
+        out[key.value] = [str(getattr(c, "plain", c)) for c in table.get_row(key)]
+    return out
+
+
+async def test_shell_shows_sources_and_their_monitor_states(tmp_path):
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: "postgres" in sources_rows(app)
+                    and "DEGRADED" in sources_rows(app)["postgres"][0]
+                    and "OK" in sources_rows(app)["docker"][0], what="both sources polled")
+        rows = sources_rows(app)
+        assert rows["docker"][0] == "● OK" and rows["docker"][2] == "docker"
+        assert rows["postgres"][0] == "✖ DEGRADED"
+        assert "connection refused at 127.0.0.1:5432" in rows["postgres"][4]
+        assert rows["postgres"][3] == "never"  # last good
+        header = app.dashboard.header
+        assert "alice" in header._left and "08:15:00" in header._right
+    assert not app.engine.monitor.running  # stopped when the app closed
+
+
+async def test_question_mark_opens_help_generated_from_bindings(tmp_path):
+    store = {"svc": "running"}
+    app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help screen")
+        groups = dict(help_groups(app))
+        ids = {bid for rows in groups.values() for _k, _d, bid in rows}
+        assert {"help", "palette", "quit", "restart", "filter", "focus_next", "copy"} <= ids
+        assert any(k == "r" and d == "Restart" for k, d, _ in groups["Global"])
+        # no action for these verbs is registered: the keys do not exist
+        assert "escalate" not in ids and "reset_breaker" not in ids
+        text = " ".join(str(s.render()) for s in app.screen.query(".help-group"))
+        assert "Restart" in text or app.screen.query(".help-group")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, what="help closed")
+
+
+async def test_keymap_from_config_remaps_a_binding(tmp_path):
+    store = {"svc": "running"}
+    config = {"warroom": {"name": "meta-aggregator", "environment": "staging"}, "keys": {"restart": "R"}}
+    app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), config=config,
+                     clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        groups = dict(help_groups(app))
+        assert ("R", "Restart", "restart") in groups["Global"]
+        await pilot.press("r")
+        await pilot.pause()
+        assert not isinstance(app.screen, ActionScreen)
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal via remapped key")
+        assert "meta-aggregator" in app.dashboard.header._left
+
+
+async def test_palette_lists_actions_and_panes(tmp_path):
+    from textual.command import CommandPalette
+
+    store = {"svc": "running"}
+    app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+        await pilot.press(*"Action")
+        from textual.command import CommandList
+
+        clist = app.screen.query_one(CommandList)
+        await until(pilot, lambda: clist.option_count > 0, what="palette hits")
+        prompts = [str(clist.get_option_at_index(i).prompt) for i in range(clist.option_count)]
+        assert any("Test test.restart" in p for p in prompts), prompts
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal from palette")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, what="modal closed")
+        assert store == {"svc": "running"}
+        # go to pane
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+        await pilot.press(*"go to pane sources")
+        clist = app.screen.query_one(CommandList)
+        await until(pilot, lambda: clist.option_count > 0, what="palette hits")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.focused is app.dashboard.pane("sources"), what="sources focused")
+
+
+async def test_read_only_has_no_mutating_key_palette_entry_or_modal_and_engine_refuses(tmp_path):
+    store = {"svc": "running"}
+    action = SetValue(store)
+    app = WarroomApp(make_engine(tmp_path, actions=[action]), read_only=True, clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert app.engine.actions.read_only is True
+        assert app.check_action("verb", ("restart",)) is False
+        ids = {bid for _g, rows in help_groups(app) for _k, _d, bid in rows}
+        assert "restart" not in ids
+        footer_keys = {b.binding.id for b in app.screen.active_bindings.values() if b.enabled}
+        assert "restart" not in footer_keys
+        await pilot.press("r")
+        await pilot.pause()
+        assert app.screen is app.dashboard
+        from tui.commands import WarroomCommands
+
+        titles = [t for t, _h, _c in WarroomCommands(app.screen)._commands()]
+        assert not any(t.startswith("Action:") for t in titles)
+        # a pane asking for the action is refused without a modal
+        app.post_message(ActionRequested("test.restart", {"key": "svc"}))
+        await pilot.pause()
+        assert app.screen is app.dashboard
+        # and the engine refuses too, with an audit entry
+        plan = await app.engine.actions.plan("test.restart", key="svc")
+        with pytest.raises(ActionRefused, match="read-only"):
+            await app.engine.actions.execute(plan, confirmation=True)
+        assert store == {"svc": "running"} and action.executed == 0
+        assert app.engine.actions.audit.tail(1)[0]["result"] == "refused"
+        # a header badge says so
+        assert "READ-ONLY" in app.dashboard.header._right
+
+
+async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
+    store = {"svc": "running"}
+    action = SetValue(store, reason_required=True)
+    app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        modal = app.screen
+        assert "service:svc" in str(modal.query_one("#action-target").render())
+        assert "✔ PASS" in str(modal.query_one("#action-guard").render())
+        assert "CONFIRM" in str(modal.query_one("#action-danger").render())
+        # no reason yet: the engine refuses, the modal stays open
+        await pilot.press("enter")
+        await until(pilot, lambda: "REFUSED" in str(modal.query_one("#action-status").render()),
+                    what="refusal shown")
+        assert "reason is required" in str(modal.query_one("#action-status").render())
+        assert action.executed == 0
+        await pilot.press(*"listener stuck")
+        await pilot.press("enter")
+        await until(pilot, lambda: modal.state == "done", what="executed")
+        assert store == {"svc": "restarted"} and action.executed == 1
+        assert "✔ OK" in str(modal.query_one("#action-status").render())
+        bar = modal.query_one("#action-progress")
+        assert bar.progress == 2 and bar.total == 2
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is app.dashboard, what="modal closed")
+        entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [e["result"] for e in entries] == ["refused", "ok"]
+        assert entries[-1]["reason"] == "listener stuck" and entries[-1]["operator"] == "alice"
+        assert entries[-1]["target"] == "service:svc"
+        # history screen lists it
+        await pilot.press("h")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
+        table = app.screen.query_one("#history-table")
+        assert table.row_count == 1
+        assert "test.restart" in [str(c) for c in table.get_row_at(0)]
+
+
+async def test_typed_confirmation_refuses_wrong_text(tmp_path):
+    store = {"svc": "running"}
+    action = SetValue(store, action_id="orders.fix", danger=Danger.TYPED)
+    app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        modal = app.screen
+        assert app.focused is modal.query_one("#action-confirm")
+        await pilot.press(*"sv", "enter")
+        await until(pilot, lambda: "REFUSED" in str(modal.query_one("#action-status").render()),
+                    what="refusal")
+        assert store == {"svc": "running"} and action.executed == 0
+        assert "does not match" in str(modal.query_one("#action-status").render())
+        await pilot.press("c", "enter")
+        await until(pilot, lambda: modal.state == "done", what="executed")
+        assert store == {"svc": "restarted"}
+        results = [e["result"] for e in app.engine.actions.audit.tail(10)]
+        assert results == ["refused", "ok"]
+
+
+async def test_layout_compact_at_80x24_and_wide_at_160x48_with_live_resize(tmp_path):
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(80, 24)) as pilot:
+        board = app.dashboard
+        assert board.layout_mode == "compact" and board.has_class("-compact")
+        shown = [s.spec.id for s in board.query(PaneSlot) if s.display]
+        assert shown == ["services"]
+        assert board.query_one("#pane-tabs").display
+        # every pane reachable: tab walks through all of them
+        seen = []
+        for _ in PANE_IDS:
+            await pilot.press("tab")
+            await pilot.pause()
+            seen.append(board.current)
+        assert set(seen) == set(PANE_IDS)
+        await pilot.press("7")
+        await pilot.pause()
+        assert board.current == "sources"
+        assert [s.spec.id for s in board.query(PaneSlot) if s.display] == ["sources"]
+        await pilot.resize_terminal(160, 48)
+        await until(pilot, lambda: board.layout_mode == "wide", what="wide layout")
+        assert all(s.display for s in board.query(PaneSlot))
+        assert not board.query_one("#pane-tabs").display
+        logs_wide = board.slot("logs").size.height
+        await pilot.resize_terminal(120, 36)
+        await until(pilot, lambda: board.layout_mode == "medium", what="medium layout")
+        await pilot.pause()
+        assert all(s.display for s in board.query(PaneSlot))
+        assert board.slot("logs").size.height < logs_wide
+
+
+async def test_hidden_panes_and_modal_skip_redraws(tmp_path):
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(80, 24)) as pilot:
+        board = app.dashboard
+        await until(pilot, lambda: app.snapshot is not None and app.snapshot.sources["docker"].state
+                    is SourceState.OK, what="a poll")
+        await until(pilot, lambda: board.slot("sources").dirty, what="hidden pane marked dirty")
+        await pilot.press("7")
+        await until(pilot, lambda: "docker" in sources_rows(app), what="sources shown on switch")
+        calls = []
+        original = board.apply
+        board.apply = lambda snap: (calls.append(snap), original(snap))
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.pause()
+        calls.clear()  # a snapshot queued before the key press may still have been applied
+        n = app.engine.monitor.poll_counts["docker"]
+        await until(pilot, lambda: app.engine.monitor.poll_counts["docker"] >= n + 2, what="polls")
+        assert calls == []  # nothing redrawn under the modal
+        await pilot.press("escape")
+        await until(pilot, lambda: len(calls) >= 1, what="applied on return")
+
+
+async def test_copy_uses_osc52_clipboard(tmp_path):
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: "docker" in sources_rows(app), what="rows")
+        await pilot.press("7")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.clipboard.startswith("docker (docker): ok")
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+class FixedMonitor:
+    """Holds one snapshot; never polls (deterministic pictures)."""
+
+    running = False
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+
+    def subscribe(self, fn):
+        return lambda: None
+
+    async def start(self):
+        return None
+
+    async def stop(self):
+        return None
+
+    def refresh(self, name=None):
+        return None
+
+
+def fixed_app(tmp_path, theme: str = "dark", read_only: bool = False) -> WarroomApp:
+    at = datetime(2026, 11, 22, 8, 14, 30, tzinfo=UTC)
+    snapshot = Snapshot(
+        at=at,
+        sources={
+            "docker": SourceStatus(name="docker", kind="docker", state=SourceState.OK, last_good=at,
+                                   interval=2.0),
+            "postgres": SourceStatus(name="postgres", kind="postgres", state=SourceState.DEGRADED,
+                                     reason="connection refused at 127.0.0.1:5432", failures=3,
+                                     last_good=datetime(2026, 11, 22, 8, 10, 2, tzinfo=UTC), interval=5.0),
+            "polygon": SourceStatus(name="polygon", kind="evm", state=SourceState.PENDING, interval=5.0),
+        },
+        findings=(Finding(key="pg:down", severity=Severity.P1, source="postgres",
+                          summary="postgres unreachable", since=at, at=at),),
+    )
+    actions = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice@10.0.0.5",
+                           read_only=read_only)
+    actions.register(SetValue({"svc": "running"}))
+    engine = SimpleNamespace(monitor=FixedMonitor(snapshot), actions=actions, config=None, logs=None)
+    config = {"warroom": {"name": "meta-aggregator", "environment": "production"}}
+    return WarroomApp(engine, config=config, theme=theme, read_only=read_only, clock=lambda: FROZEN)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_snapshot_shell_sizes(snap_compare, tmp_path, size):
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size)
+
+
+@pytest.mark.parametrize("theme", ["dark", "light", "high-contrast", "colorblind"])
+def test_snapshot_themes(snap_compare, tmp_path, theme):
+    assert snap_compare(fixed_app(tmp_path, theme=theme, read_only=(theme == "light")),
+                        terminal_size=(120, 36), press=["7"])
+
+
+def test_snapshot_action_modal(snap_compare, tmp_path):
+    assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 36), press=["r"])

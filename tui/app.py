@@ -1,0 +1,262 @@
+"""The warroom console: a small App that wires an injected engine to the screens.
+
+The engine (monitor, actions, config, logs) is passed in; nothing here does I/O.
+Snapshots arrive from the monitor on the loop, travel as a collapsing message and
+are applied in one batch; nothing redraws under a modal or in a hidden pane.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from textual.app import App
+from textual.command import SimpleCommand
+
+import themes
+from backends.errors import ActionRefused, describe_exception
+from backends.model import Snapshot
+from tui.bindings import APP_BINDINGS, VERBS, verb_matches
+from tui.commands import WarroomCommands
+from tui.messages import ActionFinished, LogLinesArrived, SnapshotArrived
+from tui.screens.dashboard import DashboardScreen, ShellHeader
+
+log = logging.getLogger(__name__)
+
+
+def conf(config: Any, section: str, key: str, default: Any = None) -> Any:
+    """Read `config.section.key` whether the config is an object or a mapping."""
+    if config is None:
+        return default
+    sec = config.get(section) if isinstance(config, Mapping) else getattr(config, section, None)
+    if sec is None:
+        return default
+    val = sec.get(key, default) if isinstance(sec, Mapping) else getattr(sec, key, default)
+    return default if val is None else val
+
+
+class WarroomApp(App[int]):
+    TITLE = "warroom"
+    CSS_PATH = str(themes.LAYOUT_CSS)
+    BINDINGS = APP_BINDINGS
+    COMMANDS = App.COMMANDS | {WarroomCommands}
+
+    def __init__(self, engine: Any, *, config: Any = None, read_only: bool | None = None,
+                 kiosk: bool = False, theme: str | None = None,
+                 clock: Callable[[], datetime] | None = None,
+                 keymap: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.config = config if config is not None else getattr(engine, "config", None)
+        actions = getattr(engine, "actions", None)
+        self.read_only = bool(read_only or kiosk or conf(self.config, "warroom", "read_only", False)
+                              or getattr(actions, "read_only", False))
+        if actions is not None and self.read_only:
+            actions.read_only = True  # the engine refuses too, not only the UI
+        self.kiosk = kiosk
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.theme_name = themes.resolve_name(theme or conf(self.config, "warroom", "theme", None))
+        keys = _config_keys(self.config)
+        keys.update(keymap or {})
+        self.user_keymap: dict[str, str] = keys
+        self.snapshot: Snapshot | None = None
+        self._unsubscribe: list[Callable[[], Any]] = []
+        self.dashboard: DashboardScreen | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return themes.variable_defaults()
+
+    async def on_mount(self) -> None:
+        for theme in themes.all_themes():
+            self.register_theme(theme)
+        self.theme = self.theme_name
+        if self.user_keymap:
+            self.set_keymap(self.user_keymap)
+        self.dashboard = DashboardScreen(self._make_header())
+        await self.push_screen(self.dashboard)
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None:
+            self._unsubscribe.append(monitor.subscribe(self._on_monitor_snapshot))
+            self.post_message(SnapshotArrived(monitor.snapshot))
+            await monitor.start()
+        logs = getattr(self.engine, "logs", None)
+        if logs is not None and callable(getattr(logs, "subscribe", None)):
+            self._unsubscribe.append(logs.subscribe(self._on_log_lines))
+
+    async def on_unmount(self) -> None:
+        await self.stop_engine()
+
+    async def stop_engine(self) -> None:
+        for undo in self._unsubscribe:
+            if callable(undo):
+                undo()
+        self._unsubscribe.clear()
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None and getattr(monitor, "running", False):
+            await monitor.stop()
+
+    def _make_header(self) -> ShellHeader:
+        cfg = self.config
+        operator = conf(cfg, "warroom", "operator", "") or getattr(
+            getattr(self.engine, "actions", None), "operator", "") or os.environ.get("USER", "?")
+        return ShellHeader(name=str(conf(cfg, "warroom", "name", "warroom")),
+                           environment=str(conf(cfg, "warroom", "environment", "")),
+                           operator=str(operator), read_only=self.read_only, kiosk=self.kiosk)
+
+    # ------------------------------------------------------------------ data in
+
+    def _on_monitor_snapshot(self, snapshot: Snapshot) -> None:
+        self.post_message(SnapshotArrived(snapshot))
+
+    def _on_log_lines(self, lines) -> None:
+        self.post_message(LogLinesArrived(list(lines)))
+
+    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        self.snapshot = message.snapshot
+        if self.dashboard is not None and self.screen is self.dashboard:
+            self.dashboard.apply(message.snapshot)
+        # else: the dashboard applies the newest snapshot when it is shown again
+
+    def on_log_lines_arrived(self, message: LogLinesArrived) -> None:
+        if self.dashboard is not None:
+            self.dashboard.add_log_lines(message.lines)
+
+    # ------------------------------------------------------------------ actions
+
+    def actions_for_verb(self, verb: str) -> list:
+        engine = getattr(self.engine, "actions", None)
+        if engine is None or verb not in VERBS:
+            return []
+        return [a for a in engine.available() if verb_matches(VERBS[verb], a.id)]
+
+    def may_run(self, action) -> bool:
+        return not (self.read_only and getattr(action, "mutating", True))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "verb":
+            return bool(parameters) and bool(self.actions_for_verb(str(parameters[0])))
+        if action == "quit" and self.kiosk:
+            return False
+        return True
+
+    def action_verb(self, verb: str) -> None:
+        found = self.actions_for_verb(verb)
+        params = self._pane_context(verb)
+        if len(found) == 1:
+            self.request_action(found[0].id, params)
+        elif found:
+            self.search_commands(
+                [SimpleCommand(a.title or a.id, lambda a=a: self.request_action(a.id, params),
+                               a.description or a.id) for a in found],
+                placeholder=f"{VERBS[verb].title}: which action?")
+
+    def _pane_context(self, verb: str) -> dict:
+        pane = self.dashboard.focused_pane() if self.dashboard else None
+        ctx = getattr(pane, "action_context", None)
+        try:
+            return dict(ctx(verb) or {}) if callable(ctx) else {}
+        except Exception:
+            return {}
+
+    def on_action_requested(self, message) -> None:
+        """`widgets.messages.ActionRequested(action_id, params)` from a pane."""
+        message.stop()
+        self.request_action(message.action_id, dict(getattr(message, "params", None) or {}))
+
+    def request_action(self, action_id: str, params: Mapping[str, Any] | None = None) -> None:
+        engine = getattr(self.engine, "actions", None)
+        try:
+            action = engine.get(action_id)
+        except (ActionRefused, AttributeError) as exc:
+            self.notify(f"{action_id}: {getattr(exc, 'reason', exc)}", severity="error")
+            return
+        if not self.may_run(action) or action not in engine.available():
+            self.notify(f"{action_id}: refused, warroom is read-only", severity="error")
+            return
+        self.run_worker(self._plan_and_open(action_id, dict(params or {})), group="plan",
+                        exclusive=True, exit_on_error=False)
+
+    async def _plan_and_open(self, action_id: str, params: dict) -> None:
+        from tui.screens.action import ActionScreen
+
+        try:
+            plan = await self.engine.actions.plan(action_id, **params)
+        except ActionRefused as exc:
+            self.notify(f"{action_id}: {exc.reason}", title="refused", severity="error")
+            return
+        except Exception as exc:
+            self.notify(f"{action_id}: {describe_exception(exc)}", title="plan failed",
+                        severity="error")
+            return
+        self.push_screen(ActionScreen(self.engine.actions, plan), self._action_closed)
+
+    def _action_closed(self, outcome) -> None:
+        if outcome is None:
+            return
+        plan, result = outcome
+        self.post_message(ActionFinished(plan, result))
+        self.notify(f"{plan.title}: {result.status.upper()} - {result.summary}",
+                    severity="information" if result.ok else "error")
+
+    # ------------------------------------------------------------------ simple keys
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_history(self) -> None:
+        from tui.screens.history import HistoryScreen
+
+        self.push_screen(HistoryScreen(getattr(self.engine, "actions", None)))
+
+    def action_redraw(self) -> None:
+        self.refresh(repaint=True, layout=True)
+        self.screen.refresh(repaint=True, layout=True)
+
+    def action_refresh_all(self) -> None:
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None:
+            monitor.refresh()
+            self.notify("polling all sources now", timeout=2)
+
+    def action_copy(self) -> None:
+        pane = self.dashboard.focused_pane() if self.dashboard else None
+        text = ""
+        if callable(getattr(pane, "selected_text", None)):
+            text = pane.selected_text() or ""
+        if not text:
+            self.notify("nothing selected to copy", severity="warning", timeout=2)
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"copied: {text[:60]}", timeout=2)
+
+    def open_detail(self, pane) -> None:
+        from tui.screens.detail import DetailScreen
+
+        item = pane.detail() if callable(getattr(pane, "detail", None)) else None
+        if item is None:
+            self.notify("nothing selected", severity="warning", timeout=2)
+            return
+        self.push_screen(DetailScreen(item, self.engine))
+
+    def go_to_pane(self, pane_id: str) -> None:
+        if self.dashboard is not None and self.screen is self.dashboard:
+            self.dashboard.show_pane(pane_id)
+
+
+def _config_keys(config: Any) -> dict[str, str]:
+    """The `[keys]` table: binding id -> "key[,key]"."""
+    if config is None:
+        return {}
+    keys = config.get("keys") if isinstance(config, Mapping) else getattr(config, "keys", None)
+    if keys is None:
+        return {}
+    if not isinstance(keys, Mapping):
+        keys = getattr(keys, "__dict__", {}) or {}
+    return {str(k): str(v) for k, v in keys.items() if v}

@@ -1,0 +1,1 @@
+"""Screens of the console: the dashboard, help, action modal, action history, details."""

@@ -1,0 +1,186 @@
+"""The action modal: an ActionPlan shown in full, confirmed, executed in a worker.
+
+Target, each change (before -> after), the guard (symbol + word, not colour alone),
+the danger level, a reason field when the action asks for one, and the confirmation
+the danger needs (enter; or type the target/count). The engine decides: a refusal
+(wrong text, no reason, guard failed, read-only) is shown and audited by the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, ProgressBar, Static
+
+from backends.actions import ActionEngine, ActionPlan, ActionResult, Danger, Progress
+from backends.errors import ActionRefused, describe_exception
+from tui.bindings import MODAL_BINDINGS
+
+DANGER_TEXT = {
+    Danger.SAFE: ("●", "SAFE", "status-ok"),
+    Danger.CONFIRM: ("▲", "CONFIRM", "status-warn"),
+    Danger.TYPED: ("✖", "DANGEROUS - TYPED CONFIRMATION", "status-crit"),
+}
+MAX_ROWS = 200
+
+
+def _short(value) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class ActionScreen(ModalScreen[tuple[ActionPlan, ActionResult] | None]):
+    BINDINGS = MODAL_BINDINGS
+
+    def __init__(self, actions: ActionEngine, plan: ActionPlan) -> None:
+        super().__init__(id="action-modal")
+        self.actions = actions
+        self.plan = plan
+        self.state = "ready"  # ready | running | done
+        self.result: ActionResult | None = None
+        self.attempts = 0
+
+    def _var(self, name: str) -> str:
+        return self.app.theme_variables.get(name, "")
+
+    def compose(self) -> ComposeResult:
+        plan = self.plan
+        with Vertical(id="action-dialog") as box:
+            box.border_title = plan.title or plan.action
+            box.border_subtitle = "enter: confirm · escape: cancel"
+            yield Static(Text.assemble(("Target  ", "dim"), (plan.target, "bold")), id="action-target")
+            sym, word, var = DANGER_TEXT[plan.danger]
+            yield Static(Text.assemble(("Danger  ", "dim"), (f"{sym} {word}", f"bold {self._var(var)}")),
+                         id="action-danger")
+            g = plan.guard
+            guard = Text.assemble(
+                ("Guard   ", "dim"),
+                ("✔ PASS  " if g.ok else "✖ FAIL  ", f"bold {self._var('status-ok' if g.ok else 'status-crit')}"),
+                g.description, (f"  ({g.detail})" if g.detail else "", "dim"))
+            yield Static(guard, id="action-guard")
+            if plan.changes:
+                table = DataTable(id="action-changes", cursor_type="none", zebra_stripes=True)
+                table.can_focus = False
+                yield table
+            else:
+                yield Static(Text("no changes: nothing to do", style="dim"), id="action-changes-empty")
+            notes = [plan.preview] if plan.preview else []
+            notes.extend(plan.notes)
+            if notes:
+                yield Static("\n".join(notes), id="action-preview")
+            if plan.reason_required:
+                yield Input(value=plan.reason or "", placeholder="reason (required, goes to the audit log)",
+                            id="action-reason")
+            if plan.danger is Danger.TYPED:
+                yield Static(Text.assemble("Type ", (str(plan.expected_confirmation), "bold reverse"),
+                                           " to confirm"), id="action-typed-label")
+                yield Input(placeholder=f"type {plan.expected_confirmation}", id="action-confirm")
+            yield ProgressBar(total=plan.total, id="action-progress", show_eta=False)
+            yield Static(self._prompt(), id="action-status")
+
+    def _prompt(self) -> Text:
+        if not self.plan.guard.ok:
+            return Text("✖ guard failed: the engine will refuse this (escape to close)",
+                        style=f"bold {self._var('status-crit')}")
+        if self.plan.danger is Danger.TYPED:
+            return Text("type the text above, then enter")
+        return Text("press enter to run, escape to cancel")
+
+    def on_mount(self) -> None:
+        progress = self.query_one("#action-progress", ProgressBar)
+        progress.display = False
+        if self.plan.changes:
+            table = self.query_one("#action-changes", DataTable)
+            table.add_columns("target", "change", "before", "after")
+            for ch in self.plan.changes[:MAX_ROWS]:
+                table.add_row(ch.target, ch.description, _short(ch.before), _short(ch.after))
+            if len(self.plan.changes) > MAX_ROWS:
+                table.add_row("...", f"and {len(self.plan.changes) - MAX_ROWS} more", "", "")
+        first = self.query("#action-reason, #action-confirm").first() if self.query(
+            "#action-reason, #action-confirm") else None
+        if first is not None:
+            first.focus()
+
+    # ------------------------------------------------------------------ keys
+
+    def action_cancel(self) -> None:
+        if self.state == "running":
+            self.notify("the action is running; it cannot be cancelled from here", severity="warning")
+            return
+        self.dismiss((self.plan, self.result) if self.result is not None else None)
+
+    def action_confirm(self) -> None:
+        if self.state == "running":
+            return
+        if self.state == "done":
+            self.dismiss((self.plan, self.result))
+            return
+        plan = self.plan
+        if plan.reason_required:
+            reason = self.query_one("#action-reason", Input).value.strip()
+            plan = replace(plan, reason=reason or None)
+        confirmation: str | bool = True
+        if plan.danger is Danger.TYPED:
+            confirmation = self.query_one("#action-confirm", Input).value
+        self.state = "running"
+        self.attempts += 1
+        self._status(Text("running...", style="bold"))
+        self.run_action(plan, confirmation)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "action-reason" and self.plan.danger is Danger.TYPED:
+            self.query_one("#action-confirm", Input).focus()
+            return
+        self.action_confirm()
+
+    # ------------------------------------------------------------------ execution
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#action-status", Static).update(text)
+
+    def _progress(self, p: Progress) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # called from a thread
+            self.app.call_from_thread(self._progress, p)
+            return
+        bar = self.query_one("#action-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=p.total if p.total is not None else bar.total, progress=p.done)
+        if p.message:
+            self._status(Text(p.message))
+
+    @work(exclusive=True, group="action", exit_on_error=False)
+    async def run_action(self, plan: ActionPlan, confirmation: str | bool) -> None:
+        try:
+            result = await self.actions.execute(plan, confirmation=confirmation, progress=self._progress)
+        except ActionRefused as exc:
+            self.state = "ready"
+            self._status(Text(f"✖ REFUSED: {exc.reason}", style=f"bold {self._var('status-crit')}"))
+            return
+        except Exception as exc:  # the engine audits; show it and let the operator close
+            self.state = "ready"
+            self._status(Text(f"✖ FAILED: {describe_exception(exc)}", style=f"bold {self._var('status-crit')}"))
+            return
+        self.plan, self.result, self.state = plan, result, "done"
+        ok = result.ok
+        var = "status-ok" if ok else "status-crit"
+        text = Text.assemble(("✔ " if ok else "✖ ", f"bold {self._var(var)}"),
+                             (result.status.upper(), f"bold {self._var(var)}"), f"  {result.summary}")
+        for line in result.details[:5]:
+            text.append(f"\n  {line}")
+        text.append("\n(enter or escape to close)", style="dim")
+        self._status(text)
+        for inp in self.query(Input):
+            inp.disabled = True
+        self.query_one("#action-dialog").border_subtitle = "enter/escape: close"

@@ -1,0 +1,410 @@
+"""The dashboard: header, every pane, footer; three layouts chosen by terminal size.
+
+>= 160x48 "wide": all panes, logs tall. >= 120x36 "medium": all panes, logs shorter.
+Below that "compact": one pane at a time with a pane switcher (tabs, number keys,
+tab / shift+tab, the palette's "go to pane"). The layout is a CSS class on the
+screen, switched on resize; no widget is rebuilt.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Container, Horizontal
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
+
+from backends.model import Severity, Snapshot
+from tui.bindings import DASHBOARD_BINDINGS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    id: str
+    title: str
+    module: str
+    cls: str
+
+
+PANES: tuple[PaneSpec, ...] = (
+    PaneSpec("services", "Services", "widgets.services", "ServicesPane"),
+    PaneSpec("findings", "Findings", "widgets.findings", "FindingsPane"),
+    PaneSpec("queues", "Queues", "widgets.queues", "QueuesPane"),
+    PaneSpec("breakers", "Breakers", "widgets.breakers", "BreakersPane"),
+    PaneSpec("chain", "Chain", "widgets.chain", "ChainPane"),
+    PaneSpec("orders", "Stuck orders", "widgets.orders", "OrdersPane"),
+    PaneSpec("sources", "Sources", "widgets.sources", "SourcesPane"),
+    PaneSpec("logs", "Logs", "widgets.logs", "LogTail"),
+)
+PANE_IDS = tuple(p.id for p in PANES)
+
+WIDE = (160, 48)
+MEDIUM = (120, 36)
+
+
+def layout_for(width: int, height: int) -> str:
+    if width >= WIDE[0] and height >= WIDE[1]:
+        return "wide"
+    if width >= MEDIUM[0] and height >= MEDIUM[1]:
+        return "medium"
+    return "compact"
+
+
+def pane_class(spec: PaneSpec) -> type[Widget] | None:
+    """The pane's widget class, or None while its module does not exist yet."""
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        log.info("pane %s not available: %s", spec.id, exc)
+        return None
+    return getattr(module, spec.cls, None)
+
+
+class PanePlaceholder(Static):
+    """Stands in for a pane whose widget is not available."""
+
+    can_focus = True
+
+    def show(self, snapshot: Snapshot) -> None:  # noqa: ARG002 - pane contract
+        return None
+
+
+class PaneSlot(Container):
+    """Holds one pane; carries its border, title and the layout's show/hide class."""
+
+    def __init__(self, spec: PaneSpec, index: int) -> None:
+        super().__init__(id=f"slot-{spec.id}", classes="pane-slot")
+        self.spec = spec
+        self.border_title = f"{index + 1} {spec.title}"
+        self.dirty = False
+
+    @property
+    def pane(self) -> Widget | None:
+        return self.children[0] if self.children else None
+
+
+class PaneTabs(Tabs, can_focus=False):
+    """The pane switcher of the compact layout (clickable; keys are on the screen)."""
+
+
+class ShellHeader(Horizontal):
+    """Stack, environment, operator, incident, findings, read-only badge, clock."""
+
+    DEFAULT_CSS = """
+    ShellHeader { height: 1; dock: top; background: $panel; }
+    ShellHeader #header-left { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    ShellHeader #header-right { width: auto; height: 1; }
+    """
+
+    def __init__(self, *, name: str, environment: str, operator: str, read_only: bool,
+                 kiosk: bool = False) -> None:
+        super().__init__(id="header")
+        self.stack = name
+        self.environment = environment
+        self.operator = operator
+        self.read_only = read_only
+        self.kiosk = kiosk
+        self._snapshot: Snapshot | None = None
+        self._left = ""
+        self._right = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header-left")
+        yield Static(id="header-right")
+
+    def on_mount(self) -> None:
+        self.render_now()
+        self.set_interval(1.0, self.render_now)
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self.render_now()
+
+    def _var(self, name: str) -> str:
+        return self.app.theme_variables.get(name, "")
+
+    def render_now(self) -> None:
+        now: datetime = self.app.clock()
+        left = Text(no_wrap=True, overflow="ellipsis")
+        left.append(" warroom ", style="bold reverse")
+        left.append(f" {self.stack}", style="bold")
+        if self.environment:
+            env_style = f"bold reverse {self._var('badge-production')}" if self.environment.lower() in (
+                "production", "prod") else "bold"
+            left.append("  ")
+            left.append(f" {self.environment} ", style=env_style)
+        left.append(f"  op {self.operator}", style="dim")
+        left.append("  ")
+        left.append_text(self._incident_text())
+        left.append("  ")
+        left.append_text(self._findings_text())
+        right = Text(no_wrap=True)
+        if self.read_only:
+            right.append(" READ-ONLY " if not self.kiosk else " KIOSK · READ-ONLY ",
+                         style=f"bold reverse {self._var('badge-readonly')}")
+            right.append(" ")
+        right.append(now.strftime("%H:%M:%S %Z").strip() + " ", style="bold")
+        if left.plain != self._left or left.spans != getattr(self, "_left_spans", None):
+            self._left, self._left_spans = left.plain, list(left.spans)
+            self.query_one("#header-left", Static).update(left)
+        if right.plain != self._right:
+            self._right = right.plain
+            self.query_one("#header-right", Static).update(right)
+
+    def _incident_text(self) -> Text:
+        incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
+        current = None
+        if incidents is not None:
+            try:
+                current = incidents.current() if callable(getattr(incidents, "current", None)) else None
+            except Exception:
+                current = None
+        if current is None:
+            return Text("no open incident", style="dim")
+        sev = getattr(current, "severity", None)
+        sev_text = sev.label if isinstance(sev, Severity) else str(sev or "")
+        title = getattr(current, "title", "") or getattr(current, "id", "incident")
+        sla = getattr(current, "sla_text", "") or ""
+        return Text(f"▲ INCIDENT {sev_text} {title} {sla}".strip(),
+                    style=f"bold {self._var('status-crit')}")
+
+    def _findings_text(self) -> Text:
+        snap = self._snapshot
+        if snap is None:
+            return Text("")
+        if not snap.findings:
+            return Text("● no findings", style=self._var("status-ok"))
+        worst = snap.findings[0].severity
+        style = self._var("status-crit") if worst <= Severity.P1 else self._var("status-warn")
+        n = len(snap.findings)
+        return Text(f"✖ {n} finding{'s' if n != 1 else ''} (worst {worst.label})", style=f"bold {style}")
+
+
+class DashboardScreen(Screen):
+    BINDINGS = DASHBOARD_BINDINGS
+
+    def __init__(self, header: ShellHeader) -> None:
+        super().__init__(id="dashboard")
+        self.header = header
+        self.layout_mode = "wide"
+        self.current = PANE_IDS[0]
+        self._snapshot: Snapshot | None = None
+
+    # ------------------------------------------------------------------ compose
+
+    def compose(self) -> ComposeResult:
+        yield self.header
+        yield PaneTabs(*(Tab(f"{i + 1} {p.title}", id=f"tab-{p.id}") for i, p in enumerate(PANES)),
+                       id="pane-tabs")
+        with Container(id="panes"):
+            for i, spec in enumerate(PANES):
+                with PaneSlot(spec, i):
+                    yield self._make_pane(spec)
+        yield Input(placeholder="filter the focused pane (enter: apply, escape: close)",
+                    id="filter-bar")
+        yield Footer(show_command_palette=False)
+
+    def _make_pane(self, spec: PaneSpec) -> Widget:
+        cls = pane_class(spec)
+        if cls is None:
+            return PanePlaceholder(f"{spec.title}: pane not available yet", id=spec.id,
+                                   classes="pane placeholder")
+        try:
+            pane = cls()
+        except Exception as exc:  # a broken pane must not stop the console
+            log.exception("pane %s failed to build", spec.id)
+            return PanePlaceholder(f"{spec.title}: {exc}", id=spec.id, classes="pane placeholder")
+        pane.id = spec.id
+        pane.add_class("pane")
+        return pane
+
+    def on_mount(self) -> None:
+        self._set_layout(layout_for(self.app.size.width, self.app.size.height))
+
+    def on_resize(self, event) -> None:
+        self._set_layout(layout_for(event.size.width, event.size.height))
+
+    # ------------------------------------------------------------------ layout
+
+    def _set_layout(self, mode: str) -> None:
+        if mode == self.layout_mode and self.has_class(f"-{mode}"):
+            return
+        self.remove_class("-wide", "-medium", "-compact")
+        self.add_class(f"-{mode}")
+        self.layout_mode = mode
+        self._mark_current(self.current)
+        if self._snapshot is not None:
+            self.apply(self._snapshot)
+
+    def _mark_current(self, pane_id: str) -> None:
+        self.current = pane_id
+        for slot in self.query(PaneSlot):
+            slot.set_class(slot.spec.id == pane_id, "-current")
+        tabs = self.query_one(PaneTabs)
+        if tabs.active != f"tab-{pane_id}":
+            tabs.active = f"tab-{pane_id}"
+
+    def slot(self, pane_id: str) -> PaneSlot:
+        return self.query_one(f"#slot-{pane_id}", PaneSlot)
+
+    def pane(self, pane_id: str) -> Widget | None:
+        return self.slot(pane_id).pane
+
+    def visible(self, slot: PaneSlot) -> bool:
+        return self.layout_mode != "compact" or slot.spec.id == self.current
+
+    def focused_slot(self) -> PaneSlot | None:
+        node = self.focused
+        while node is not None and not isinstance(node, PaneSlot):
+            node = node.parent
+        return node
+
+    def focused_pane(self) -> Widget | None:
+        slot = self.focused_slot()
+        if slot is not None:
+            return slot.pane
+        return self.pane(self.current) if self.layout_mode == "compact" else None
+
+    def show_pane(self, pane_id: str) -> None:
+        """Make `pane_id` visible (compact) and focus it."""
+        if pane_id not in PANE_IDS:
+            return
+        self._mark_current(pane_id)
+        slot = self.slot(pane_id)
+        if slot.dirty and self._snapshot is not None:
+            self._show(slot, self._snapshot)
+        target = self._focus_target(slot)
+        if target is not None:
+            self.call_after_refresh(target.focus)
+
+    def _focus_target(self, slot: PaneSlot) -> Widget | None:
+        pane = slot.pane
+        if pane is None:
+            return None
+        if pane.focusable:
+            return pane
+        for child in pane.query("*"):
+            if isinstance(child, Widget) and child.focusable:
+                return child
+        return None
+
+    @on(Tabs.TabActivated, "#pane-tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        pane_id = (event.tab.id or "").removeprefix("tab-")
+        if pane_id and pane_id != self.current:
+            self.show_pane(pane_id)
+
+    # ------------------------------------------------------------------ data
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Show a snapshot: visible panes now, hidden ones when they are shown."""
+        self._snapshot = snapshot
+        with self.app.batch_update():
+            self.header.show(snapshot)
+            for slot in self.query(PaneSlot):
+                if self.visible(slot):
+                    self._show(slot, snapshot)
+                else:
+                    slot.dirty = True
+
+    def _show(self, slot: PaneSlot, snapshot: Snapshot) -> None:
+        slot.dirty = False
+        pane = slot.pane
+        show = getattr(pane, "show", None)
+        if show is None:
+            return
+        try:
+            show(snapshot)
+        except Exception:
+            log.exception("pane %s failed to show a snapshot", slot.spec.id)
+
+    def add_log_lines(self, lines) -> None:
+        pane = self.pane("logs")
+        add = getattr(pane, "add_lines", None)
+        if add is not None:
+            add(lines)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_next_pane(self, step: int) -> None:
+        if self.layout_mode != "compact":
+            (self.app.action_focus_next if step > 0 else self.app.action_focus_previous)()
+            return
+        i = PANE_IDS.index(self.current)
+        self.show_pane(PANE_IDS[(i + step) % len(PANE_IDS)])
+
+    def action_go_to_pane(self, index: int) -> None:
+        if 0 <= index < len(PANE_IDS):
+            self.show_pane(PANE_IDS[index])
+
+    def action_filter(self) -> None:
+        pane = self.focused_pane()
+        if pane is None or not hasattr(pane, "set_filter"):
+            self.notify("This pane has no filter.", severity="warning", timeout=3)
+            return
+        bar = self.query_one("#filter-bar", Input)
+        bar.display = True
+        bar.value = getattr(pane, "filter_text", "") or ""
+        self._filter_target = pane
+        bar.focus()
+
+    @on(Input.Submitted, "#filter-bar")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        pane = getattr(self, "_filter_target", None)
+        if pane is not None:
+            pane.set_filter(event.value)
+        self._close_filter(pane)
+
+    def _close_filter(self, pane: Widget | None) -> None:
+        bar = self.query_one("#filter-bar", Input)
+        bar.display = False
+        if pane is not None and pane.focusable:
+            pane.focus()
+        elif pane is not None:
+            slot = pane.parent
+            if isinstance(slot, PaneSlot):
+                target = self._focus_target(slot)
+                if target is not None:
+                    target.focus()
+
+    def key_escape(self) -> None:
+        bar = self.query_one("#filter-bar", Input)
+        if bar.display:
+            self._close_filter(getattr(self, "_filter_target", None))
+
+    def action_pause_follow(self) -> None:
+        pane = self.pane("logs")
+        for name in ("action_toggle_follow", "toggle_follow", "action_pause", "pause"):
+            fn = getattr(pane, name, None)
+            if callable(fn):
+                fn()
+                return
+        if pane is not None and hasattr(pane, "follow"):
+            pane.follow = not pane.follow
+            self.notify(f"log follow {'on' if pane.follow else 'paused'}", timeout=2)
+            return
+        self.notify("The log pane is not available yet.", severity="warning", timeout=3)
+
+    def action_detail(self) -> None:
+        self.app.open_detail(self.focused_pane())
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        node = event.data_table
+        while node is not None and not isinstance(node, PaneSlot):
+            node = node.parent
+        if node is not None:
+            self.app.open_detail(node.pane)
+
+    def on_screen_resume(self) -> None:
+        if getattr(self.app, "snapshot", None) is not None and self.app.snapshot is not self._snapshot:
+            self.apply(self.app.snapshot)
