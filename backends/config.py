@@ -70,9 +70,17 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = str(value)
         register_secret(self._value)
+        _register_url_parts(self._value)
 
     def reveal(self) -> str:
         return self._value
+
+    def display(self) -> str:
+        """A safe label: a URL's scheme://host[:port] (no user, password, path or query), else the mask."""
+        m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/\s]*@)?([^/?#\s]*)", self._value)
+        if m and m.group(2):
+            return f"{m.group(1)}{m.group(2)}"
+        return MASK
 
     def __str__(self) -> str:
         return MASK
@@ -911,6 +919,9 @@ def _interpolate(value: str, env: Mapping[str, str]) -> str:
 # ---------------------------------------------------------------------------
 
 _REQUIRED: Any = object()
+_SECTIONS = ("warroom", "keys", "postgres", "redis", "chain", "services", "commands", "docker", "host",
+             "queues", "breakers", "orders", "logs", "log_patterns", "checks", "actions", "escalation",
+             "incident")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ADDRESS_RE = re.compile(r"^(0x[0-9a-fA-F]{40}|N[1-9A-HJ-NP-Za-km-z]{33})$")
@@ -1009,6 +1020,7 @@ class _Table:
         self.used: set[str] = set()
 
     def has(self, key: str) -> bool:
+        self.used.add(key)  # a key the parser asks about is a known key
         return key in self.data
 
     def raw(self, key: str) -> Any:
@@ -1137,6 +1149,8 @@ _DURATION_EXPECTED = 'a duration like "500ms", "10s", "5m", "2h", "1d" or a numb
 
 @_conv(_DURATION_EXPECTED)
 def c_duration(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise _Invalid(f"expected a duration, got {_tname(v)}", _DURATION_EXPECTED)
     try:
         return parse_duration(v)
     except ValueError as e:
@@ -1148,6 +1162,8 @@ _AMOUNT_EXPECTED = 'an amount like "5 ether", "0.5 gwei", "1000 wei", "12.5 GAS"
 
 @_conv(_AMOUNT_EXPECTED)
 def c_amount(v: Any) -> Amount:
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise _Invalid(f"expected an amount, got {_tname(v)}", _AMOUNT_EXPECTED)
     try:
         return parse_amount(v)
     except ValueError as e:
@@ -1159,6 +1175,8 @@ _SIZE_EXPECTED = 'a size like "500MB", "2GB", "512KB" or a number of bytes'
 
 @_conv(_SIZE_EXPECTED)
 def c_size(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise _Invalid(f"expected a size, got {_tname(v)}", _SIZE_EXPECTED)
     try:
         return parse_size(v)
     except ValueError as e:
@@ -1294,11 +1312,28 @@ def _register_url_password(url: str) -> None:
         register_secret(m.group(1))
 
 
+def _register_url_parts(url: str) -> None:
+    """Register the parts of a secret URL that libraries echo in errors: the password, token-like
+    path segments (`/v2/<api key>`) and query values."""
+    _register_url_password(url)
+    m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]*([^?#\s]*)(?:\?([^#\s]*))?", url)
+    if not m:
+        return
+    for seg in m.group(1).split("/"):
+        if len(seg) >= 16:
+            register_secret(seg)
+    for pair in (m.group(2) or "").split("&"):
+        value = pair.partition("=")[2]
+        if len(value) >= 8:
+            register_secret(value)
+
+
 # -- sections --------------------------------------------------------------------
 
 
 def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     root = _Table(ld, data, ())
+    root.used.update(_SECTIONS)
     pr = c_path(ld)
 
     # [warroom]
@@ -1685,6 +1720,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             for pname in list(pt.data):
                 pv = pt.take(pname, c_str(choices=ACTION_PARAM_TYPES))
                 if pv is BAD:
+                    params[pname] = BAD  # reported; keep the name so argv is not reported too
                     continue
                 if not _ENV_NAME_RE.match(pname):
                     ld.error(pt.path + (pname,), f"bad parameter name {pname!r}", "letters, digits and '_'")
@@ -1878,7 +1914,7 @@ def _ref(ld: _Loader, path: Path_, name: Any, table: Mapping[str, Any] | set[str
     what = {"redis": "[redis.NAME]", "postgres": "[postgres.NAME]", "chain": "[chain.NAME]",
             "commands": "[[commands]]", "services": "[[services]]"}[section]
     ld.error(path, f"{name!r} does not name a {what} entry",
-             ("one of: " + ", ".join(have)) if have else f"a {what} section (none is configured)")
+             ("one of: " + ", ".join(have)) if have else f"a {what} entry of that name (none is configured)")
     return False
 
 
@@ -1907,8 +1943,10 @@ def _scope_exists(scope: str, services: set[str], postgres, redis, chains) -> bo
 
 
 def _check_cycles(ld: _Loader, services: list[ServiceConfig]) -> None:
-    graph = {s.name: [d for d in s.depends_on if d != s.name] for s in services
-             if s.name is not BAD and s.depends_on is not BAD}
+    graph: dict[str, list[str]] = {}
+    for s in services:
+        if s.name is not BAD and s.depends_on is not BAD:
+            graph.setdefault(s.name, [d for d in s.depends_on if d != s.name])
     state: dict[str, int] = {}
 
     def visit(n: str, trail: list[str]) -> None:

@@ -1,0 +1,802 @@
+"""Config loader: strict validation, error locations, interpolation, secrets, lookup, `warroom check`.
+
+Pure and fast: nothing here connects to anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from backends.config import (
+    Amount,
+    ConfigError,
+    ConfigErrors,
+    Ident,
+    LineLocator,
+    Secret,
+    find_config,
+    format_duration,
+    load_config,
+    load_config_text,
+    parse_amount,
+    parse_duration,
+    parse_size,
+    quote_ident,
+)
+from backends.errors import MASK, redact
+from backends.model import Severity
+from tui import cmd_check
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE = "cfg.toml"
+
+BASE = """\
+[warroom]
+name = "test-stack"
+
+[postgres.main]
+dsn = "postgresql://warroom:pgpass-4242@127.0.0.1:5432/app"
+
+[redis.main]
+url = "redis://127.0.0.1:6379/0"
+"""
+
+REFERENCE_ENV = {
+    "DATABASE_URL": "postgresql://u:refpass-9999@127.0.0.1:5432/db",
+    "RPC_URL": "http://127.0.0.1:8545",
+    "ESCROW_CONTRACT_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+}
+
+
+def load(text: str, env: dict[str, str] | None = None, **kw):
+    return load_config_text(textwrap.dedent(text), FILE, env=env or {}, **kw)
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[ConfigError]:
+    with pytest.raises(ConfigError) as info:
+        load(text, env)
+    exc = info.value
+    return exc.errors if isinstance(exc, ConfigErrors) else [exc]
+
+
+def one_error(text: str, env: dict[str, str] | None = None) -> ConfigError:
+    errs = errors_of(text, env)
+    assert len(errs) == 1, "\n".join(str(e) for e in errs)
+    return errs[0]
+
+
+def line_no(text: str, needle: str) -> int:
+    """1-based line of the first line containing needle (in the dedented text)."""
+    for i, line in enumerate(textwrap.dedent(text).splitlines(), start=1):
+        if needle in line:
+            return i
+    raise AssertionError(f"{needle!r} not in text")
+
+
+def assert_error(err: ConfigError, *, line: int, key: str, expected: str, message: str = "") -> None:
+    text = str(err)
+    assert err.file == FILE and text.startswith(f"{FILE}:{line}:"), text
+    assert err.line == line, text
+    assert err.key == key and f"key {key!r}" in text, text
+    assert err.expected and expected in err.expected and expected in text, text
+    if message:
+        assert message in err.message, text
+
+
+# ---------------------------------------------------------------------------
+# The examples
+# ---------------------------------------------------------------------------
+
+
+def test_reference_example_loads_with_env():
+    cfg = load_config(ROOT / "examples" / "reference.toml", env=REFERENCE_ENV)
+    assert cfg.warroom.name == "meta-aggregator" and cfg.warroom.production
+    assert cfg.postgres["main"].dsn.reveal() == REFERENCE_ENV["DATABASE_URL"]
+    assert cfg.redis["main"].url.reveal() == "redis://127.0.0.1:6379/0"  # default applied
+    chain = cfg.chain["polygon"]
+    assert [e.reveal() for e in chain.endpoints] == ["http://127.0.0.1:8545"]  # empty backup dropped
+    assert chain.contract("escrow").address == REFERENCE_ENV["ESCROW_CONTRACT_ADDRESS"]
+    assert chain.contract("escrow").abi == ROOT / "examples" / "artifacts" / "Escrow.json"
+    assert chain.balances[0].minimum == Amount(5 * 10**17, "ETH", 18)
+    assert cfg.services[0].restart_via == "docker"
+    assert cfg.services[1].restart_via == "pm2-restart" and cfg.command("pm2-restart").argv[0] == "pm2"
+    assert cfg.services[1].match.search("node /app/listener.js")
+    assert cfg.queues[0].thresholds == (1000, 10000, 50000)
+    assert cfg.breakers.table == "circuit_breaker_state" and cfg.breakers.reset_timeout == 60
+    assert cfg.orders.table.quoted == '"orders"' and cfg.orders.stuck_after == 600
+    assert cfg.orders.cursor.table == "listener_cursor"
+    assert cfg.orders.id_pattern.match("ORD-123") and not cfg.orders.id_pattern.match("x; drop")
+    assert cfg.log_patterns[0].severity is Severity.P1
+    assert cfg.checks[0].latency_warn == 0.5
+    assert cfg.actions[0].params == {"file": "path", "database": "identifier"}
+    assert cfg.escalation.ack_timeout == 1800 and cfg.escalation.pagerduty is None
+    assert cfg.incident.response[Severity.P0] == 900 and cfg.incident.response[Severity.P3] == 86400
+    assert cfg.host.cpu_warn == 80 and cfg.host.cpu_for == 300 and cfg.host.memory_warn == 85
+
+
+def test_minimal_example_loads_with_and_without_env():
+    path = ROOT / "examples" / "minimal.toml"
+    cfg = load_config(path, env={})
+    assert cfg.postgres["main"].dsn.reveal() == "postgresql://127.0.0.1:5432/postgres"
+    assert cfg.redis["main"].url.reveal() == "redis://127.0.0.1:6379/0"
+    assert [q.name for q in cfg.queues] == ["action_jobs"]
+    cfg = load_config(path, env={"DATABASE_URL": "postgresql://x:minipass-77@127.0.0.1:1/db"})
+    assert cfg.postgres["main"].dsn.reveal().startswith("postgresql://x:")
+
+
+def test_defaults_from_the_seeds():
+    cfg = load(
+        BASE
+        + """
+        [host]
+        [[queues]]
+        name = "jobs"
+        redis = "main"
+        key = "action_jobs"
+        [breakers]
+        postgres = "main"
+        [orders]
+        postgres = "main"
+        [[checks]]
+        name = "api"
+        kind = "http"
+        url = "http://127.0.0.1:8080/health"
+        """
+    )
+    assert cfg.queues[0].thresholds == (1000, 10000, 50000)
+    assert cfg.orders.stuck_after == 600
+    assert cfg.breakers.reset_timeout == 60 and cfg.breakers.table == "circuit_breaker_state"
+    assert cfg.incident.response == {Severity.P0: 900, Severity.P1: 3600, Severity.P2: 14400, Severity.P3: 86400}
+    h = cfg.host
+    assert (h.cpu_warn, h.cpu_for, h.memory_warn, h.disk_warn) == (80, 300, 85, 80)
+    assert cfg.postgres["main"].warn_connections == 50
+    assert cfg.redis["main"].max_memory == 500 * 1024 * 1024
+    assert cfg.checks[0].latency_warn == 0.5
+    assert cfg.warroom.refresh == 2.0 and cfg.warroom.timeout == 5.0
+
+
+def test_empty_config_is_valid_and_has_no_sources():
+    cfg = load("")
+    assert not cfg.postgres and not cfg.redis and not cfg.services and cfg.orders is None
+    assert any(line.startswith("postgres: none") for line in cfg.summary())
+
+
+# ---------------------------------------------------------------------------
+# Bad input: every message names file, line, key and what was expected
+# ---------------------------------------------------------------------------
+
+
+def test_malformed_toml_reports_line_and_column():
+    text = '[warroom]\nname = "x"\nrefresh = \n'
+    err = one_error(text)
+    assert err.file == FILE and err.line == 3
+    assert "malformed TOML" in err.message and "column" in err.message
+    assert str(err).startswith(f"{FILE}:3:") and "valid TOML" in str(err)
+
+
+def test_malformed_toml_unclosed_table_header():
+    err = one_error('[warroom]\nname = "x"\n\n[orders\n')
+    assert err.line == 4 and "malformed TOML" in str(err)
+
+
+def test_unknown_top_level_key():
+    text = BASE + "\n[bogus]\na = 1\n"
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "[bogus]"), key="bogus", expected="orders", message="unknown key 'bogus'")
+
+
+def test_unknown_nested_key_suggests_the_right_one():
+    text = """\
+    [postgres.main]
+    dsn = "postgresql://127.0.0.1/db"
+    timout = "3s"
+    """
+    err = one_error(text)
+    assert_error(err, line=3, key="postgres.main.timout", expected="timeout", message="did you mean 'timeout'")
+
+
+def test_unknown_key_in_array_of_tables_and_sub_tables():
+    text = (
+        BASE
+        + """
+        [[commands]]
+        name = "a"
+        argv = ["true"]
+
+        [[services]]
+        name = "one"
+        kind = "process"
+        match = "one"
+
+        [[services]]
+        name = "two"
+        kind = "process"
+        matchh = "two"
+        match = "two"
+
+        [orders]
+        postgres = "main"
+
+        [orders.cursor]
+        table = "cursor"
+        bogus = 1
+        """
+    )
+    errs = errors_of(text)
+    assert len(errs) == 2, errs
+    assert_error(errs[0], line=line_no(text, "matchh"), key="services[1].matchh", expected="match")
+    assert_error(errs[1], line=line_no(text, "bogus"), key="orders.cursor.bogus", expected="key_column")
+
+
+def test_wrong_types():
+    text = """\
+    [warroom]
+    name = 5
+    read_only = "maybe"
+
+    [postgres.main]
+    dsn = "postgresql://127.0.0.1/db"
+    pool_max = "two"
+    timeout = true
+    """
+    errs = errors_of(text)
+    assert [e.key for e in errs] == ["warroom.name", "warroom.read_only", "postgres.main.pool_max",
+                                     "postgres.main.timeout"]
+    assert_error(errs[0], line=2, key="warroom.name", expected="a string", message="got an integer")
+    assert_error(errs[1], line=3, key="warroom.read_only", expected="true or false")
+    assert_error(errs[2], line=7, key="postgres.main.pool_max", expected="an integer >= 1")
+    assert_error(errs[3], line=8, key="postgres.main.timeout", expected="a duration", message="got a boolean")
+
+
+def test_section_of_the_wrong_shape():
+    err = one_error('[services]\nname = "x"\n')
+    assert_error(err, line=1, key="services", expected="[[services]] entries", message="array of tables")
+    err = one_error('postgres = "postgresql://127.0.0.1/db"\n')
+    assert_error(err, line=1, key="postgres", expected="[postgres.NAME] tables")
+
+
+def test_missing_required_key_points_at_the_table():
+    text = BASE + '\n[[queues]]\nname = "jobs"\nkey = "k"\n'
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "[[queues]]"), key="queues[0]", expected="a name",
+                 message="missing required key 'redis'")
+
+
+@pytest.mark.parametrize(
+    "key,section",
+    [
+        ("table", "[orders]\npostgres = \"main\"\n"),
+        ("state_column", "[orders]\npostgres = \"main\"\n"),
+        ("id_column", "[breakers]\npostgres = \"main\"\n"),
+    ],
+)
+def test_bad_sql_identifier(key, section):
+    name = section.split("]")[0].strip("[")
+    text = BASE + "\n" + section + f'{key} = "orders; drop table x"\n'
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "drop table"), key=f"{name}.{key}",
+                 expected="^[A-Za-z_][A-Za-z0-9_]*$", message="invalid SQL identifier 'orders; drop table x'")
+
+
+def test_bad_identifier_in_cursor_and_schema_table_ok():
+    text = BASE + '\n[orders]\npostgres = "main"\ntable = "app.orders"\n[orders.cursor]\ntable = "a.b.c"\n'
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "a.b.c"), key="orders.cursor.table", expected="schema.table")
+
+
+def test_quote_ident():
+    assert quote_ident("orders") == '"orders"'
+    assert quote_ident("app.orders") == '"app"."orders"'
+    assert Ident("x_1").quoted == '"x_1"'
+    for bad in ("orders; drop table x", 'a"b', "1abc", "a.b.c", "", "a b", "a.", "ä"):
+        with pytest.raises(ValueError):
+            quote_ident(bad)
+
+
+@pytest.mark.parametrize("value", ['"5 minutes"', '"10x"', '"-1s"', '"s"', '""', "-5", '"1h 5"'])
+def test_bad_duration(value):
+    text = f"[warroom]\nname = \"x\"\nrefresh = {value}\n"
+    err = one_error(text)
+    assert_error(err, line=3, key="warroom.refresh", expected='"500ms", "10s", "5m"')
+
+
+def test_durations():
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("10s") == 10 and parse_duration("5m") == 300
+    assert parse_duration("2h") == 7200 and parse_duration("1d") == 86400
+    assert parse_duration("1h30m") == 5400 and parse_duration(7) == 7.0 and parse_duration(0.25) == 0.25
+    assert parse_duration("1.5s") == 1.5 and parse_duration("0m") == 0
+    assert format_duration(0.5) == "500ms" and format_duration(600) == "10m"
+    assert format_duration(5400) == "1h30m" and format_duration(86400) == "1d"
+
+
+def test_amounts():
+    assert parse_amount("5 ether") == Amount(5 * 10**18, "ETH", 18)
+    assert parse_amount("0.5 gwei") == Amount(5 * 10**8, "ETH", 18)
+    assert parse_amount("1000 wei") == Amount(1000, "ETH", 18)
+    assert parse_amount("12.5 GAS") == Amount(1_250_000_000, "GAS", 8)
+    assert parse_amount("3 NEO") == Amount(3, "NEO", 0)
+    assert parse_amount(42) == Amount(42)
+    assert str(parse_amount("12.5 GAS")) == "12.5 GAS" and str(parse_amount("5 ether")) == "5 ETH"
+
+
+@pytest.mark.parametrize("value,why", [
+    ('"5 bananas"', "unknown unit"),
+    ('"0.5 wei"', "more decimals"),
+    ('"1.123456789 GAS"', "more decimals"),
+    ('"0.5 NEO"', "more decimals"),
+    ('"1.5"', "whole"),
+    ("-1", "negative"),
+    ('"ether"', "invalid amount"),
+    ("1.5", "got a number"),
+])
+def test_bad_amount(value, why):
+    text = (
+        '[chain.neo]\nkind = "jsonrpc"\nendpoints = ["http://127.0.0.1:10332"]\n\n'
+        '[[chain.neo.balances]]\nname = "gasbank"\n'
+        'address = "0x0000000000000000000000000000000000000001"\n'
+        f"minimum = {value}\n"
+    )
+    err = one_error(text)
+    assert_error(err, line=8, key="chain.neo.balances[0].minimum", expected='"12.5 GAS"', message=why)
+
+
+def test_sizes():
+    assert parse_size("500MB") == 500 * 1024**2 and parse_size("2 GB") == 2 * 1024**3
+    assert parse_size(1234) == 1234 and parse_size("512kb") == 512 * 1024
+    text = BASE + 'max_memory = "lots"\n'
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "max_memory"), key="redis.main.max_memory", expected='"500MB"')
+
+
+def test_bad_regex_and_severity():
+    text = BASE + '\n[[log_patterns]]\npattern = "(unclosed"\nseverity = "P7"\n'
+    errs = errors_of(text)
+    assert_error(errs[0], line=line_no(text, "unclosed"), key="log_patterns[0].pattern",
+                 expected="regular expression")
+    assert_error(errs[1], line=line_no(text, "P7"), key="log_patterns[0].severity", expected="P0, P1, P2 or P3")
+
+
+def test_bad_enum_choice_and_url_scheme():
+    text = """\
+    [redis.main]
+    url = "http://127.0.0.1:6379"
+
+    [[queues]]
+    name = "q"
+    redis = "main"
+    key = "k"
+    type = "heap"
+    thresholds = [10, 5, 50]
+    """
+    errs = errors_of(text)
+    assert_error(errs[0], line=2, key="redis.main.url", expected="redis://", message="unsupported scheme")
+    assert_error(errs[1], line=8, key="queues[0].type", expected="list, stream, zset")
+    assert_error(errs[2], line=9, key="queues[0].thresholds", expected="increasing")
+
+
+def test_several_errors_reported_together():
+    text = """\
+    [warroom]
+    refresh = "soon"
+
+    [postgres.main]
+    dsn = "${MISSING_DSN}"
+
+    [orders]
+    postgres = "main"
+    table = "x y"
+    """
+    with pytest.raises(ConfigErrors) as info:
+        load(text)
+    assert [e.line for e in info.value.errors] == [2, 5, 9]
+    rendered = str(info.value)
+    assert rendered.startswith("3 errors") and "MISSING_DSN" in rendered and "x y" in rendered
+
+
+# ---------------------------------------------------------------------------
+# Environment interpolation
+# ---------------------------------------------------------------------------
+
+
+def test_missing_env_var_names_the_variable_key_and_line():
+    text = """\
+    [postgres.main]
+    dsn = "${DATABASE_URL}"
+
+    [chain.poly]
+    endpoints = ["${RPC_URL}", "${RPC_BACKUP:-}"]
+    """
+    errs = errors_of(text)
+    assert len(errs) == 2
+    assert_error(errs[0], line=2, key="postgres.main.dsn", expected="DATABASE_URL",
+                 message="environment variable DATABASE_URL is not set")
+    assert_error(errs[1], line=5, key="chain.poly.endpoints[0]", expected="${RPC_URL:-value}",
+                 message="environment variable RPC_URL is not set")
+
+
+def test_interpolation_with_defaults():
+    text = """\
+    [warroom]
+    name = "${STACK:-fallback}-${REGION:-eu}"
+    operator = "${WARROOM_OPERATOR:-}"
+    environment = "$${NOT_A_VAR}"
+    refresh = "${REFRESH:-3s}"
+
+    [postgres.main]
+    dsn = "postgresql://${PGUSER:-app}:${PGPASS}@127.0.0.1:${PGPORT:-5432}/db"
+    pool_max = "${POOL:-4}"
+    """
+    cfg = load(text, env={"STACK": "prod", "PGPASS": "s3cret-pass", "REGION": ""})
+    assert cfg.warroom.name == "prod-eu"  # set-but-empty uses the default
+    assert cfg.warroom.operator == ""
+    assert cfg.warroom.environment == "${NOT_A_VAR}"
+    assert cfg.warroom.refresh == 3.0
+    assert cfg.postgres["main"].dsn.reveal() == "postgresql://app:s3cret-pass@127.0.0.1:5432/db"
+    assert cfg.postgres["main"].pool_max == 4
+    cfg = load(text, env={"PGPASS": "x-pass-1", "REFRESH": "500ms", "POOL": "9"})
+    assert cfg.warroom.refresh == 0.5 and cfg.postgres["main"].pool_max == 9
+
+
+def test_set_empty_var_without_default_is_kept():
+    cfg = load('[warroom]\noperator = "${OPERATOR}"\n', env={"OPERATOR": ""})
+    assert cfg.warroom.operator == ""
+
+
+def test_bad_variable_reference():
+    err = one_error('[warroom]\nname = "${1BAD}"\n')
+    assert_error(err, line=2, key="warroom.name", expected="${NAME}", message="bad variable reference")
+
+
+# ---------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------
+
+
+def test_secret_masking_everywhere():
+    secret = "pw-that-must-not-leak-123"
+    text = """\
+    [postgres.main]
+    dsn = "postgresql://app:${PGPASS}@127.0.0.1:5432/db"
+
+    [escalation.pagerduty]
+    routing_key = "${PD_KEY}"
+
+    [[escalation.levels]]
+    name = "dev"
+    channels = ["json://127.0.0.1:9999/hook?token=${HOOK_TOKEN}"]
+    """
+    cfg = load(text, env={"PGPASS": secret, "PD_KEY": "routing-key-0123456789", "HOOK_TOKEN": "hook-token-xyz"})
+    dsn = cfg.postgres["main"].dsn
+    assert isinstance(dsn, Secret)
+    assert str(dsn) == MASK and f"{dsn}" == MASK and f"{dsn:>10}".strip() == MASK and "%s" % (dsn,) == MASK  # noqa: UP031
+    assert secret not in repr(dsn) and secret not in repr(cfg.postgres["main"]) and secret not in repr(cfg)
+    assert dsn.reveal().endswith("@127.0.0.1:5432/db") and secret in dsn.reveal()
+    assert dsn.display() == "postgresql://127.0.0.1:5432"
+    rk = cfg.escalation.pagerduty.routing_key
+    assert str(rk) == MASK and rk.reveal() == "routing-key-0123456789"
+    summary = "\n".join(cfg.summary())
+    for value in (secret, "routing-key-0123456789", "hook-token-xyz"):
+        assert value not in summary and value not in repr(cfg)
+        # registered: redact() scrubs it from any text
+        assert value not in redact(f"error talking to backend: {value}")
+    assert "pagerduty configured" in summary
+
+
+def test_secret_is_not_echoed_in_errors():
+    err = one_error('[postgres.main]\ndsn = "mysql://root:topsecret-99@127.0.0.1/db"\n')
+    assert "topsecret-99" not in str(err)
+    assert_error(err, line=2, key="postgres.main.dsn", expected="postgresql://")
+
+
+# ---------------------------------------------------------------------------
+# Cross references
+# ---------------------------------------------------------------------------
+
+
+def test_bad_cross_references():
+    text = (
+        BASE
+        + """
+        [chain.poly]
+        endpoints = ["http://127.0.0.1:8545"]
+
+        [[chain.poly.contracts]]
+        name = "escrow"
+        address = "0x0000000000000000000000000000000000000002"
+
+        [[commands]]
+        name = "pm2-restart"
+        argv = ["pm2", "restart", "{service}"]
+
+        [[services]]
+        name = "listener"
+        kind = "process"
+        match = "listener"
+        restart_command = "pm2-restrat"
+        depends_on = ["postgres", "nowhere"]
+
+        [[queues]]
+        name = "jobs"
+        redis = "cache"
+        key = "action_jobs"
+
+        [orders]
+        postgres = "primary"
+        chain = "poly"
+        contract = "escrowx"
+
+        [[actions]]
+        name = "dump"
+        argv = ["pg_dump", "{database}"]
+        scope = "postgres.other"
+        params = { database = "identifier" }
+        """
+    )
+    errs = errors_of(text)
+    got = {e.key: e for e in errs}
+    assert set(got) == {
+        "services[0].restart_command", "services[0].depends_on[1]", "queues[0].redis",
+        "orders.postgres", "orders.contract", "actions[0].scope",
+    }, [str(e) for e in errs]
+    assert_error(got["services[0].restart_command"], line=line_no(text, "pm2-restrat"),
+                 key="services[0].restart_command", expected="pm2-restart", message="[[commands]]")
+    assert_error(got["queues[0].redis"], line=line_no(text, 'redis = "cache"'), key="queues[0].redis",
+                 expected="one of: main", message="'cache' does not name a [redis.NAME]")
+    assert_error(got["orders.postgres"], line=line_no(text, '"primary"'), key="orders.postgres",
+                 expected="main")
+    assert_error(got["orders.contract"], line=line_no(text, "escrowx"), key="orders.contract",
+                 expected="escrow")
+    assert_error(got["services[0].depends_on[1]"], line=line_no(text, "nowhere"),
+                 key="services[0].depends_on[1]", expected="a service name")
+    assert_error(got["actions[0].scope"], line=line_no(text, "postgres.other"), key="actions[0].scope",
+                 expected="postgres.NAME")
+
+
+def test_orders_chain_must_exist_and_restart_docker_needs_docker_kind():
+    text = BASE + (
+        '\n[orders]\npostgres = "main"\nchain = "mainnet"\n'
+        '\n[[services]]\nname = "w"\nkind = "process"\nmatch = "w"\nrestart = "docker"\n'
+    )
+    errs = errors_of(text)
+    assert_error(errs[0], line=line_no(text, "mainnet"), key="orders.chain", expected="[chain.NAME]")
+    assert_error(errs[1], line=line_no(text, 'restart = "docker"'), key="services[0].restart",
+                 expected="[[commands]] name")
+
+
+def test_dependency_cycle_and_duplicates():
+    text = """\
+    [[services]]
+    name = "a"
+    kind = "process"
+    match = "a"
+    depends_on = ["b"]
+
+    [[services]]
+    name = "b"
+    kind = "process"
+    match = "b"
+    depends_on = ["a"]
+
+    [[services]]
+    name = "a"
+    kind = "process"
+    match = "a2"
+    """
+    errs = errors_of(text)
+    msgs = [str(e) for e in errs]
+    assert any("dependency cycle" in m for m in msgs), msgs
+    dup = next(e for e in errs if "duplicate" in e.message)
+    assert_error(dup, line=14, key="services[2].name", expected="unique")
+
+
+def test_action_placeholders_must_be_declared():
+    text = '[[actions]]\nname = "x"\nargv = ["tool", "{target}"]\n'
+    err = one_error(text)
+    assert_error(err, line=3, key="actions[0].argv", expected="declared in params", message="target")
+
+
+def test_check_sql_must_be_read_only():
+    text = BASE + '\n[[checks]]\nname = "c"\nkind = "sql"\npostgres = "main"\nquery = "DELETE FROM orders"\n'  # noqa: S608
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "DELETE"), key="checks[0].query", expected="SELECT")
+
+
+def test_keys_section():
+    cfg = load('[keys]\nrestart = "R"\nfix = ["f", "ctrl+f"]\n"orders.fix" = "F,shift+f"\n')
+    assert cfg.keys == {"restart": "R", "fix": "f,ctrl+f", "orders.fix": "F,shift+f"}
+    err = one_error('[keys]\nrestart = 5\n')
+    assert_error(err, line=2, key="keys.restart", expected="a key")
+
+
+# ---------------------------------------------------------------------------
+# The line locator
+# ---------------------------------------------------------------------------
+
+
+def test_line_locator():
+    text = textwrap.dedent(
+        """\
+        # comment [not.a.table]
+        top = 1
+        [a]
+        x = 1
+        s = \"\"\"
+        [fake]
+        y = 2
+        \"\"\"
+        arr = [
+          "b = c",
+          { z = 1 },
+        ]
+        after = 3
+        [[b]]
+        k = 1
+        [[b]]
+        k = 2
+        [b.sub]
+        m = 1
+        [[b.items]]
+        n = 1
+        [c."quoted.key"]
+        "P0" = "15m"
+        d.e = 4
+        """
+    )
+    loc = LineLocator(text)
+    assert loc.line_of(("top",)) == 2
+    assert loc.line_of(("a", "x")) == 4
+    assert loc.line_of(("fake",)) is None and loc.line_of(("a", "y")) == 3  # falls back to the table
+    assert loc.line_of(("a", "arr")) == 9 and loc.line_of(("a", "arr", 1, "z")) == 9
+    assert loc.line_of(("a", "after")) == 13
+    assert loc.line_of(("b", 0)) == 14 and loc.line_of(("b", 0, "k")) == 15
+    assert loc.line_of(("b", 1)) == 16 and loc.line_of(("b", 1, "k")) == 17
+    assert loc.line_of(("b", 1, "sub", "m")) == 19
+    assert loc.line_of(("b", 1, "items", 0, "n")) == 21
+    assert loc.line_of(("c", "quoted.key", "P0")) == 23
+    assert loc.line_of(("c", "quoted.key", "d", "e")) == 24
+
+
+# ---------------------------------------------------------------------------
+# Lookup order
+# ---------------------------------------------------------------------------
+
+
+def _write(path: Path, name: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'[warroom]\nname = "{name}"\n')
+    return path
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    xdg = tmp_path / "xdg"
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    monkeypatch.delenv("WARROOM_CONFIG", raising=False)
+    return {
+        "explicit": tmp_path / "explicit.toml",
+        "env": tmp_path / "env.toml",
+        "cwd": cwd / "warroom.toml",
+        "xdg": xdg / "warroom" / "warroom.toml",
+    }
+
+
+def test_lookup_order(places, monkeypatch):
+    for name, p in places.items():
+        _write(p, name)
+    monkeypatch.setenv("WARROOM_CONFIG", str(places["env"]))
+    assert find_config(str(places["explicit"])) == places["explicit"]
+    assert find_config(None) == places["env"]
+    monkeypatch.delenv("WARROOM_CONFIG")
+    assert find_config(None).resolve() == places["cwd"].resolve()
+    places["cwd"].unlink()
+    assert find_config(None) == places["xdg"]
+    assert load_config(find_config(None)).warroom.name == "xdg"
+
+
+def test_lookup_explicit_or_env_missing_is_an_error(places, monkeypatch):
+    _write(places["cwd"], "cwd")
+    with pytest.raises(ConfigError) as info:
+        find_config(str(places["explicit"]))
+    assert str(places["explicit"]) in str(info.value) and "--config" in str(info.value)
+    monkeypatch.setenv("WARROOM_CONFIG", str(places["env"]))
+    with pytest.raises(ConfigError) as info:
+        find_config(None)
+    assert "$WARROOM_CONFIG" in str(info.value)
+
+
+def test_lookup_nothing_found_lists_where_it_looked(places):
+    with pytest.raises(ConfigError) as info:
+        find_config(None)
+    text = str(info.value)
+    assert "no configuration file found" in text
+    assert "--config: not set" in text and "$WARROOM_CONFIG: not set" in text
+    assert str(places["cwd"]) in text and str(places["xdg"]) in text
+
+
+def test_load_config_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert "nope.toml" in str(info.value) and "not found" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# warroom check
+# ---------------------------------------------------------------------------
+
+
+def test_check_run_valid_and_invalid(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    good = ROOT / "examples" / "minimal.toml"
+    assert cmd_check.run(argparse.Namespace(config=str(good))) == 0
+    out = capsys.readouterr()
+    assert "stack: minimal" in out.out and "queues: 1 (action_jobs" in out.out and out.err == ""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[orders]\npostgres = "main"\ntable = "orders; drop table x"\n')
+    assert cmd_check.run(argparse.Namespace(config=str(bad))) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert f"{bad}:3" in out.err and "orders.table" in out.err and "orders; drop table x" in out.err
+    assert f"{bad}:2" in out.err and "'main' does not name a [postgres.NAME]" in out.err
+
+
+def test_check_add_arguments():
+    parser = argparse.ArgumentParser()
+    cmd_check.add_arguments(parser)
+    assert parser.parse_args(["--config", "x.toml"]).config == "x.toml"
+    assert getattr(parser.parse_args([]), "config", None) is None
+
+
+def _run_check(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WARROOM_CONFIG", "DATABASE_URL")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cmd_check", *args], capture_output=True, text=True,
+        env=full_env, cwd=cwd or ROOT, timeout=60,
+    )
+
+
+def test_check_subprocess_exit_codes(tmp_path):
+    ok = _run_check("--config", str(ROOT / "examples" / "reference.toml"), env=REFERENCE_ENV)
+    assert ok.returncode == 0, ok.stderr
+    assert "chains: 1 (polygon" in ok.stdout and "refpass-9999" not in ok.stdout + ok.stderr
+    missing = _run_check("--config", str(ROOT / "examples" / "reference.toml"))
+    assert missing.returncode == 2
+    assert "DATABASE_URL" in missing.stderr and "reference.toml:" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[warroom\n")
+    res = _run_check("--config", str(bad))
+    assert res.returncode == 2 and "malformed TOML" in res.stderr and f"{bad}:1" in res.stderr
+    # no --config, nothing found anywhere
+    res = _run_check(cwd=tmp_path, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert res.returncode == 2 and "no configuration file found" in res.stderr
+
+
+def test_check_imports_nothing_heavy():
+    code = (
+        "import json, sys\n"
+        "from tui import cmd_check\n"
+        f"rc = cmd_check.main(['--config', {str(ROOT / 'examples' / 'reference.toml')!r}])\n"
+        "heavy = ['asyncpg', 'redis', 'web3', 'docker', 'textual', 'psutil', 'apprise', 'eth_account',\n"
+        "         'prometheus_client', 'widgets']\n"
+        "print(json.dumps({'rc': rc, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WARROOM_CONFIG"}
+    env.update(REFERENCE_ENV, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result == {"rc": 0, "loaded": []}
