@@ -36,7 +36,7 @@ APP_NAME = "warroom"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def quote_ident(name: str, *, allow_schema: bool = True) -> str:
+def _quote_ident(name: str, *, allow_schema: bool = True) -> str:
     """Validate a table/column name from config and quote it: `orders` -> `"orders"`,
     `public.orders` -> `"public"."orders"`. Raises ValueError for anything else."""
     if not isinstance(name, str) or not name:
@@ -50,10 +50,10 @@ def quote_ident(name: str, *, allow_schema: bool = True) -> str:
     return ".".join(f'"{p}"' for p in parts)
 
 
-try:  # prefer the config module's validator when it offers one
-    from .config import quote_ident as _config_quote_ident  # type: ignore[attr-defined]  # noqa: F401
-except Exception:  # noqa: BLE001 - config.py may not exist yet or may not offer it
-    pass
+try:  # the config module's validator is the one source of truth when present
+    from .config import quote_ident
+except ImportError:  # pragma: no cover - config.py missing
+    quote_ident = _quote_ident
 
 
 # --------------------------------------------------------------------------- DSNs
