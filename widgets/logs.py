@@ -1,0 +1,613 @@
+"""LogTail: the merged live tail of every log source.
+
+A Line API widget (ScrollView + render_line): only the visible rows are rendered.
+Lines arrive through `add_lines(lines)`, which only appends to a pending list; a
+one-shot timer flushes the pending lines at most ~10 times a second (slower under a
+flood, so a screenful is redrawn at most once per screenful of new lines), and
+nothing runs while no line arrives.
+
+Follow / pause: pausing never loses lines. New lines keep arriving in the buffer
+and the counts keep going; the view stays where it is; resuming jumps to the end.
+The buffer is bounded (`max_lines`, default 10,000): memory does not grow with time.
+
+Filters: in / out by regex and by level (`set_filter`); `search()` highlights and
+jumps; `n` / `N` jump to the next / previous error; `y` copies the line under the
+cursor (OSC 52 through `App.copy_to_clipboard`, works over SSH).
+
+Colours come from the theme's semantic variables ($status-crit, $status-warn,
+$status-ok, $status-unknown, $text-muted), never raw colours. Call `add_lines` on the
+app's event loop (from another thread use `app.call_from_thread`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.color import Color
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.timer import Timer
+
+from backends.model import Level, LogLine
+
+DEFAULT_MAX_LINES = 10_000
+MIN_INTERVAL = 0.1  # at most 10 renders a second
+MAX_INTERVAL = 0.2  # newest line on screen within ~0.25 s even under a flood
+
+_LABELS = {
+    Level.FATAL: "FATAL",
+    Level.ERROR: "ERROR",
+    Level.WARN: "WARN ",
+    Level.INFO: "INFO ",
+    Level.DEBUG: "DEBUG",
+    Level.TRACE: "TRACE",
+    Level.UNKNOWN: "     ",
+}
+_LEVEL_CYCLE: tuple[Level | None, ...] = (None, Level.WARN, Level.ERROR)
+
+
+class LogTail(ScrollView, can_focus=True):
+    """Merged tail of all log sources with source tag and level colour."""
+
+    DEFAULT_CSS = """
+    LogTail {
+        height: 1fr;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    BINDINGS = [
+        Binding("p", "toggle_follow", "Pause/follow", id="pause_follow"),
+        Binding("n", "next_error", "Next error", id="next_error"),
+        Binding("N", "prev_error", "Prev error", id="prev_error"),
+        Binding("right_square_bracket", "next_match", "Next match", id="next_match", show=False),
+        Binding("left_square_bracket", "prev_match", "Prev match", id="prev_match", show=False),
+        Binding("l", "cycle_level", "Level filter", id="level_filter"),
+        Binding("y", "copy_line", "Copy line", id="copy_line"),
+        Binding("up", "cursor_up", "Up", id="log_cursor_up", show=False),
+        Binding("down", "cursor_down", "Down", id="log_cursor_down", show=False),
+        Binding("pageup", "page_up_rows", "Page up", id="log_page_up", show=False),
+        Binding("pagedown", "page_down_rows", "Page down", id="log_page_down", show=False),
+        Binding("home", "top", "Top", id="log_top", show=False),
+        Binding("end", "follow", "Follow", id="log_follow", show=False),
+    ]
+
+    class FollowChanged(Message):
+        def __init__(self, tail: LogTail, following: bool) -> None:
+            super().__init__()
+            self.tail = tail
+            self.following = following
+
+    class LineCopied(Message):
+        def __init__(self, tail: LogTail, line: LogLine) -> None:
+            super().__init__()
+            self.tail = tail
+            self.line = line
+
+    def __init__(
+        self,
+        lines: Iterable[LogLine] = (),
+        *,
+        max_lines: int = DEFAULT_MAX_LINES,
+        show_time: bool = True,
+        tag_width: int = 14,
+        min_interval: float = MIN_INTERVAL,
+        max_interval: float = MAX_INTERVAL,
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002 - Textual's parameter name
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.max_lines = max(1, max_lines)
+        self.show_time = show_time
+        self.tag_width = tag_width
+        self.min_interval = min_interval
+        self.max_interval = max(min_interval, max_interval)
+        self._all: list[LogLine] = []
+        self._rows: list[LogLine] = []
+        self._pending: list[LogLine] = []
+        self._timer: Timer | None = None
+        self._last_flush = 0.0
+        self._rate = 0.0  # lines/s, smoothed
+        self.following = True
+        self.cursor: int | None = None  # index into the filtered rows
+        self.received = 0  # every line ever given, filtered or not
+        self.errors_received = 0
+        self.new_while_paused = 0
+        self.dropped = 0  # lines that left the bounded buffer
+        self.renders = 0  # flushes that changed the view (for tests / benchmarks)
+        self._include: re.Pattern | None = None
+        self._exclude: re.Pattern | None = None
+        self._levels: frozenset[Level] | None = None
+        self._min_level: Level | None = None
+        self._search: re.Pattern | None = None
+        self._styles: dict[str, Style] | None = None
+        self._time_cache: tuple[int, str] = (-1, "")
+        if lines:
+            self._pending.extend(lines)
+            self.received += len(self._pending)
+
+    # ------------------------------------------------------------------ feeding
+
+    def add_lines(self, lines: Sequence[LogLine]) -> None:
+        """Queue new lines; they appear at the next flush (<= ~10 per second)."""
+        if not lines:
+            return
+        self._pending.extend(lines)
+        self.received += len(lines)
+        self.errors_received += sum(1 for ln in lines if ln.level >= Level.ERROR)
+        if len(self._pending) > 2 * self.max_lines:  # a flood while not mounted: keep it bounded
+            cut = len(self._pending) - self.max_lines
+            del self._pending[:cut]
+            self.dropped += cut
+        if not self.following:
+            self.new_while_paused += len(lines)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None or not self.is_attached:
+            return
+        now = time.monotonic()
+        delay = max(0.005, self._last_flush + self._interval() - now)  # a 0 s Timer divides by zero
+        self._timer = self.set_timer(delay, self._flush, name="logtail-flush")
+
+    def _interval(self) -> float:
+        # Under a flood, redraw once per screenful of new lines (each redraw rewrites the
+        # whole pane anyway): bytes to the terminal stay near the log's own size.
+        rows = max(1, self.size.height)
+        if self._rate <= 0:
+            return self.min_interval
+        return min(self.max_interval, max(self.min_interval, rows / self._rate))
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda *_: self._reset_styles(), init=False)
+        if self._pending:
+            self._schedule()
+
+    def _reset_styles(self) -> None:
+        self._styles = None
+        self.refresh()
+
+    def flush(self) -> None:
+        """Apply pending lines now (tests; normally the timer does it)."""
+        if self._timer is not None:
+            self._timer.stop()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        pending, self._pending = self._pending, []
+        elapsed = now - self._last_flush if self._last_flush else 0.0
+        self._last_flush = now
+        if elapsed > 0:
+            inst = len(pending) / max(elapsed, self.min_interval)
+            self._rate = inst if self._rate == 0 else 0.5 * self._rate + 0.5 * inst
+        if not pending:
+            self._rate *= 0.5
+            return
+        self._append(pending)
+
+    def _append(self, pending: list[LogLine]) -> None:
+        if len(pending) > self.max_lines:
+            self.dropped += len(pending) - self.max_lines
+            pending = pending[-self.max_lines :]
+        self._all.extend(pending)
+        over = len(self._all) - self.max_lines
+        if over > 0:
+            del self._all[:over]
+            self.dropped += over
+        new_rows = pending if not self._filtering else [ln for ln in pending if self._keep(ln)]
+        rows = self._rows
+        rows.extend(new_rows)
+        removed = len(rows) - self.max_lines
+        if removed > 0:
+            del rows[:removed]
+        else:
+            removed = 0
+        if self._all and rows and rows[0].seq and self._all[0].seq and rows[0].seq < self._all[0].seq:
+            # filtered rows older than the oldest kept line leave too
+            first = self._all[0].seq
+            k = 0
+            while k < len(rows) and rows[k].seq < first:
+                k += 1
+            del rows[:k]
+            removed += k
+        if self.cursor is not None and removed:
+            self.cursor -= removed
+            if self.cursor < 0:
+                self.cursor = 0 if rows else None
+        if not new_rows and not removed:
+            self._update_status()
+            return
+        self.renders += 1
+        self.virtual_size = Size(self.size.width, len(rows))
+        if self.following:
+            self._scroll_bottom()
+        elif removed:
+            # keep the paused view on the same lines while old ones leave the buffer
+            self._scroll_y(max(0, self.scroll_offset.y - removed))
+        self.refresh()
+        self._update_status()
+
+    # ------------------------------------------------------------------ filters
+
+    @property
+    def _filtering(self) -> bool:
+        return bool(self._include or self._exclude or self._levels or self._min_level)
+
+    def _keep(self, ln: LogLine) -> bool:
+        if self._min_level is not None and ln.level < self._min_level:
+            return False
+        if self._levels is not None and ln.level not in self._levels:
+            return False
+        if self._include is not None and not (self._include.search(ln.text) or self._include.search(ln.source)):
+            return False
+        if self._exclude is not None and (self._exclude.search(ln.text) or self._exclude.search(ln.source)):
+            return False
+        return True
+
+    def set_filter(
+        self,
+        include: str | None = None,
+        exclude: str | None = None,
+        *,
+        levels: Iterable[Level] | None = None,
+        min_level: Level | None = None,
+        ignore_case: bool = True,
+    ) -> None:
+        """Show only lines matching `include`, hiding those matching `exclude`, of these levels.
+
+        Raises ValueError (with a readable reason) for an invalid regex; nothing changes then.
+        """
+        flags = re.IGNORECASE if ignore_case else 0
+        try:
+            inc = re.compile(include, flags) if include else None
+            exc = re.compile(exclude, flags) if exclude else None
+        except re.error as err:
+            raise ValueError(f"invalid regex: {err}") from None
+        self._include, self._exclude = inc, exc
+        self._levels = frozenset(levels) if levels is not None else None
+        self._min_level = min_level
+        self._rebuild()
+
+    def clear_filter(self) -> None:
+        self.set_filter()
+
+    @property
+    def filter_description(self) -> str:
+        parts = []
+        if self._include is not None:
+            parts.append(f"/{self._include.pattern}/")
+        if self._exclude is not None:
+            parts.append(f"!/{self._exclude.pattern}/")
+        if self._min_level is not None:
+            parts.append(f"{self._min_level.name}+")
+        if self._levels is not None:
+            parts.append(",".join(sorted(lv.name for lv in self._levels)))
+        return " ".join(parts)
+
+    def _rebuild(self) -> None:
+        keep_seq = self._rows[self.cursor].seq if self.cursor is not None and self.cursor < len(self._rows) else None
+        self._rows = [ln for ln in self._all if self._keep(ln)] if self._filtering else list(self._all)
+        self.cursor = None
+        if keep_seq is not None:
+            for i, ln in enumerate(self._rows):
+                if ln.seq >= keep_seq:
+                    self.cursor = i
+                    break
+        self.virtual_size = Size(self.size.width, len(self._rows))
+        if self.following or self.cursor is None:
+            self._scroll_bottom()
+        else:
+            self._show_cursor()
+        self.refresh()
+        self._update_status()
+
+    def search(self, pattern: str | None, *, ignore_case: bool = True) -> bool:
+        """Highlight `pattern` and jump to its next match. Returns whether one was found."""
+        if not pattern:
+            self._search = None
+            self.refresh()
+            return False
+        try:
+            self._search = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+        except re.error as err:
+            raise ValueError(f"invalid regex: {err}") from None
+        self.refresh()
+        return self._jump(lambda ln: bool(self._search.search(ln.text)), forward=True, inclusive=True, wrap=True)
+
+    # ------------------------------------------------------------------ navigation
+
+    @property
+    def rows(self) -> list[LogLine]:
+        """The lines currently shown (after filters), oldest first."""
+        return self._rows
+
+    @property
+    def lines(self) -> list[LogLine]:
+        """Every line kept (bounded), filtered or not."""
+        return self._all
+
+    def _set_follow(self, following: bool) -> None:
+        if following == self.following:
+            return
+        self.following = following
+        if following:
+            self.new_while_paused = 0
+            self.cursor = None
+            if self._pending:
+                self.flush()
+            self._scroll_bottom()
+            self.refresh()
+        self._update_status()
+        self.post_message(self.FollowChanged(self, following))
+
+    def pause(self) -> None:
+        self._set_follow(False)
+
+    def resume(self) -> None:
+        self._set_follow(True)
+
+    def action_toggle_follow(self) -> None:
+        self._set_follow(not self.following)
+
+    def action_follow(self) -> None:
+        self._set_follow(True)
+
+    def action_top(self) -> None:
+        self._set_follow(False)
+        self.cursor = 0 if self._rows else None
+        self._scroll_y(0)
+        self.refresh()
+
+    def _scroll_bottom(self) -> None:
+        self._scroll_y(self.max_scroll_y)
+
+    def _scroll_y(self, y: float) -> None:
+        # force: right after virtual_size grows the scrollbar is not "shown" yet
+        self.scroll_to(y=y, animate=False, immediate=True, force=True)
+
+    def _view_top(self) -> int:
+        return int(self.scroll_offset.y)
+
+    def _start_index(self, forward: bool) -> int:
+        if self.cursor is not None:
+            return self.cursor
+        if forward:
+            return self._view_top() - 1
+        return min(len(self._rows), self._view_top() + max(1, self.size.height))
+
+    def _jump(self, pred, *, forward: bool, inclusive: bool = False, wrap: bool = False) -> bool:
+        rows = self._rows
+        start = self._start_index(forward)
+        if inclusive:
+            start = start - 1 if forward else start + 1
+        rng = range(start + 1, len(rows)) if forward else range(min(start, len(rows)) - 1, -1, -1)
+        if wrap:
+            import itertools
+
+            rest = range(0, min(start + 1, len(rows))) if forward else range(len(rows) - 1, max(start, -1), -1)
+            rng = itertools.chain(rng, rest)
+        for i in rng:
+            if pred(rows[i]):
+                self._set_follow(False)
+                self.cursor = i
+                self._show_cursor()
+                self.refresh()
+                return True
+        self.app.bell()
+        return False
+
+    def _show_cursor(self) -> None:
+        if self.cursor is None:
+            return
+        top = self._view_top()
+        h = max(1, self.size.height)
+        if self.cursor < top or self.cursor >= top + h:
+            self._scroll_y(max(0, self.cursor - h // 2))
+
+    def action_next_error(self) -> bool:
+        return self._jump(lambda ln: ln.level >= Level.ERROR, forward=True)
+
+    def action_prev_error(self) -> bool:
+        return self._jump(lambda ln: ln.level >= Level.ERROR, forward=False)
+
+    def action_next_match(self) -> bool:
+        if self._search is None:
+            return False
+        return self._jump(lambda ln: bool(self._search.search(ln.text)), forward=True, wrap=True)
+
+    def action_prev_match(self) -> bool:
+        if self._search is None:
+            return False
+        return self._jump(lambda ln: bool(self._search.search(ln.text)), forward=False, wrap=True)
+
+    def action_cycle_level(self) -> None:
+        i = _LEVEL_CYCLE.index(self._min_level) if self._min_level in _LEVEL_CYCLE else 0
+        self._min_level = _LEVEL_CYCLE[(i + 1) % len(_LEVEL_CYCLE)]
+        self._rebuild()
+
+    def _move(self, delta: int) -> None:
+        if not self._rows:
+            return
+        if self.cursor is None:
+            self.cursor = min(len(self._rows) - 1, self._view_top() + max(1, self.size.height) - 1)
+        self._set_follow(False)
+        self.cursor = max(0, min(len(self._rows) - 1, self.cursor + delta))
+        top = self._view_top()
+        h = max(1, self.size.height)
+        if self.cursor < top:
+            self._scroll_y(self.cursor)
+        elif self.cursor >= top + h:
+            self._scroll_y(self.cursor - h + 1)
+        self.refresh()
+
+    def action_cursor_up(self) -> None:
+        self._move(-1)
+
+    def action_cursor_down(self) -> None:
+        if self.cursor is not None and self.cursor >= len(self._rows) - 1:
+            self._set_follow(True)
+            return
+        self._move(1)
+
+    def action_page_up_rows(self) -> None:
+        self._move(-max(1, self.size.height - 1))
+
+    def action_page_down_rows(self) -> None:
+        self._move(max(1, self.size.height - 1))
+
+    def on_mouse_scroll_up(self, _event) -> None:
+        self._set_follow(False)
+
+    @property
+    def current_line(self) -> LogLine | None:
+        if self.cursor is not None and 0 <= self.cursor < len(self._rows):
+            return self._rows[self.cursor]
+        return self._rows[-1] if self._rows else None
+
+    def action_copy_line(self) -> None:
+        line = self.current_line
+        if line is None:
+            self.app.bell()
+            return
+        self.app.copy_to_clipboard(f"{line.source} {line.text}")
+        self.post_message(self.LineCopied(self, line))
+        self.notify("Copied the line to the clipboard", timeout=2)
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def status_text(self) -> str:
+        state = "FOLLOW" if self.following else "PAUSED"
+        parts = [state, f"{len(self._rows):,}/{len(self._all):,} lines", f"{self.errors_received:,} err"]
+        if not self.following and self.new_while_paused:
+            parts.append(f"+{self.new_while_paused:,} new")
+        if self._filtering:
+            parts.append(f"filter {self.filter_description}")
+        if self._search is not None:
+            parts.append(f"search /{self._search.pattern}/")
+        return " · ".join(parts)
+
+    def _update_status(self) -> None:
+        self.border_subtitle = self.status_text
+
+    # ------------------------------------------------------------------ rendering
+
+    def _color(self, variables: dict[str, str], names: Sequence[str], background: Color) -> Style:
+        for n in names:
+            value = variables.get(n)
+            if not value:
+                continue
+            try:
+                c = Color.parse(value)
+            except Exception:
+                continue
+            if c.a < 1.0:
+                c = background + c
+            return Style(color=c.rich_color)
+        return Style()
+
+    def _get_styles(self) -> dict[str, Style]:
+        if self._styles is not None:
+            return self._styles
+        app = self.app
+        variables = getattr(app, "theme_variables", None) or app.get_css_variables()
+        bg = self.styles.background if self.styles.background.a > 0 else Color.parse(variables.get("background", "#000000"))
+        crit = self._color(variables, ("status-crit", "error"), bg)
+        warn = self._color(variables, ("status-warn", "warning"), bg)
+        ok = self._color(variables, ("status-ok", "success"), bg)
+        unknown = self._color(variables, ("status-unknown", "text-muted", "foreground-muted"), bg)
+        muted = self._color(variables, ("text-muted", "status-unknown"), bg)
+        cursor_bg = self._color(variables, ("primary",), bg).color
+        self._styles = {
+            "crit": crit,
+            "crit_text": crit,
+            "warn": warn,
+            "warn_text": warn,
+            "ok": ok,
+            "unknown": unknown,
+            "muted": muted,
+            "tag": Style(bold=True),
+            "notice": muted + Style(italic=True),
+            "match": Style(reverse=True),
+            "cursor": Style(bgcolor=cursor_bg) if cursor_bg else Style(reverse=True),
+        }
+        return self._styles
+
+    def _time(self, at: datetime) -> str:
+        ts = int(at.timestamp())
+        if self._time_cache[0] == ts:
+            return self._time_cache[1]
+        text = at.astimezone().strftime("%H:%M:%S ")
+        self._time_cache = (ts, text)
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        index = self._view_top() + y
+        width = self.size.width
+        base = self.rich_style
+        if index < 0 or index >= len(self._rows) or width <= 0:
+            return Strip.blank(width, base)
+        line = self._rows[index]
+        return self._render_row(line, width, base, index == self.cursor)
+
+    def _render_row(self, line: LogLine, width: int, base: Style, is_cursor: bool) -> Strip:
+        st = self._get_styles()
+        segs: list[Segment] = []
+        if self.show_time:
+            segs.append(Segment(self._time(line.at), st["muted"]))
+        tag = line.source[: self.tag_width].ljust(self.tag_width) + " "
+        segs.append(Segment(tag, st["tag"]))
+        lv = line.level
+        if lv >= Level.ERROR:
+            lstyle, tstyle = st["crit"], st["crit_text"]
+        elif lv == Level.WARN:
+            lstyle, tstyle = st["warn"], st["warn_text"]
+        elif lv == Level.INFO:
+            lstyle, tstyle = st["ok"], None
+        elif lv in (Level.DEBUG, Level.TRACE):
+            lstyle, tstyle = st["muted"], st["muted"]
+        else:
+            lstyle, tstyle = st["unknown"], None
+        is_notice = lv is Level.UNKNOWN and line.fields.get("warroom") == "notice" if line.fields else False
+        if is_notice:
+            tstyle = st["notice"]
+        segs.append(Segment(_LABELS.get(lv, "     ") + " ", lstyle))
+        used = sum(len(s.text) for s in segs)
+        room = max(0, width - used)
+        text = line.text
+        if len(text) > room:
+            text = text[: max(0, room - 1)] + "…" if room else ""
+        if self._search is not None and text:
+            pos = 0
+            for m in self._search.finditer(text):
+                if m.start() == m.end():
+                    continue
+                if m.start() > pos:
+                    segs.append(Segment(text[pos : m.start()], tstyle))
+                segs.append(Segment(text[m.start() : m.end()], (tstyle or Style()) + st["match"]))
+                pos = m.end()
+            if pos < len(text):
+                segs.append(Segment(text[pos:], tstyle))
+        elif text:
+            segs.append(Segment(text, tstyle))
+        cursor = st["cursor"] if is_cursor else None
+        out = []
+        for seg in Strip(segs).crop_extend(0, width, None):
+            style = base + seg.style if seg.style else base
+            if cursor is not None:
+                style = style + cursor
+            out.append(Segment(seg.text, style))
+        return Strip(out, width)
