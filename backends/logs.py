@@ -345,6 +345,7 @@ class LogSpec:
     name: str
     path: str | None = None
     container: str | None = None
+    compose: tuple[str, str] | None = None  # (project, service): find the container by labels
     command: tuple[str, ...] | None = None
     silence_after: float | None = None  # seconds without a line -> finding
     silence_playbook: str | None = None
@@ -360,7 +361,7 @@ class LogSpec:
 
     @property
     def kind(self) -> str:
-        if self.container:
+        if self.container or self.compose:
             return "docker"
         if self.command:
             return "command"
@@ -368,6 +369,8 @@ class LogSpec:
 
     @property
     def target(self) -> str:
+        if self.compose:
+            return f"compose {self.compose[0]}/{self.compose[1]}"
         if self.container:
             return f"container {self.container}"
         if self.command:
@@ -475,7 +478,7 @@ def specs_from_config(config: Any) -> tuple[list[LogSpec], list[PatternSpec]]:
         name = str(_get(entry, "name"))
         service = _get(entry, "service")
         cmd = _get(entry, "command")
-        argv = _argv(cmd, commands)
+        argv = _argv(cmd, commands, service)
         success = _get(entry, "success") or ()
         if isinstance(success, str):
             success = (success,)
@@ -503,17 +506,36 @@ def specs_from_config(config: Any) -> tuple[list[LogSpec], list[PatternSpec]]:
             continue
         kw: dict[str, Any] = {}
         if logs == "docker":
-            container = _get(svc, "container") or _get(svc, "compose_service") or name
-            kw["container"] = container
+            project, cservice = _get(svc, "compose_project"), _get(svc, "compose_service")
+            if _get(svc, "container") or not (project and cservice):
+                kw["container"] = _get(svc, "container") or cservice or name
+            else:
+                kw["compose"] = (str(project), str(cservice))
         elif logs in commands:
-            kw["command"] = _argv(logs, commands)
+            kw["command"] = _argv(logs, commands, name)
         else:
             kw["path"] = str(logs)
+        same = next((i for i, s in enumerate(specs) if
+                     (kw.get("path") and s.path == kw["path"]) or
+                     (kw.get("container") and s.container == kw["container"])), None)
+        silence = _seconds(_get(svc, "silence_after"))
+        if same is not None:
+            # the service's logs are already a [[logs]] source: attach the service to it
+            from dataclasses import replace
+
+            s = specs[same]
+            specs[same] = replace(
+                s, service=s.service or name,
+                silence_after=s.silence_after if s.silence_after is not None else silence,
+                silence_playbook=playbook_for(s.service or name, None, s.name)
+                if not s.service else s.silence_playbook,
+            )
+            continue
         specs.append(
             LogSpec(
                 name=name,
                 service=name,
-                silence_after=_seconds(_get(svc, "silence_after")),
+                silence_after=silence,
                 silence_playbook=playbook_for(name, None, name),
                 **kw,
             )
@@ -521,33 +543,43 @@ def specs_from_config(config: Any) -> tuple[list[LogSpec], list[PatternSpec]]:
     patterns = []
     for p in _get(config, "log_patterns") or []:
         sev = _get(p, "severity", "P2")
-        sources = _get(p, "sources") or _get(p, "source") or ()
+        sources = _get(p, "logs") or _get(p, "sources") or _get(p, "source") or ()
         if isinstance(sources, str):
             sources = (sources,)
+        pat = _get(p, "pattern")
+        ignore_case = bool(_get(p, "ignore_case", False))
+        if isinstance(pat, re.Pattern):
+            ignore_case = ignore_case or bool(pat.flags & re.IGNORECASE)
+            pat = pat.pattern
         patterns.append(
             PatternSpec(
-                pattern=str(_get(p, "pattern")),
+                pattern=str(pat),
                 severity=sev if isinstance(sev, Severity) else Severity.parse(str(sev)),
                 playbook=_get(p, "playbook"),
                 name=str(_get(p, "name") or ""),
                 sources=tuple(sources),
                 window=min(float(WINDOW_S), _seconds(_get(p, "window"), 300.0) or 300.0),
                 min_count=int(_get(p, "min_count", 1) or 1),
+                ignore_case=ignore_case,
             )
         )
     return specs, patterns
 
 
-def _argv(cmd: Any, commands: Mapping[str, Any]) -> tuple[str, ...] | None:
+def _argv(cmd: Any, commands: Mapping[str, Any], service: str | None = None) -> tuple[str, ...] | None:
     if not cmd:
         return None
     if isinstance(cmd, (list, tuple)):
-        return tuple(str(a) for a in cmd)
-    if cmd in commands:
-        return tuple(str(a) for a in (_get(commands[cmd], "argv") or ()))
-    import shlex
+        argv = [str(a) for a in cmd]
+    elif cmd in commands:
+        argv = [str(a) for a in (_get(commands[cmd], "argv") or ())]
+    else:
+        import shlex
 
-    return tuple(shlex.split(str(cmd)))  # split like a shell would, but never run one
+        argv = shlex.split(str(cmd))  # split like a shell would, but never run one
+    if service:
+        argv = [service if a == "{service}" else a for a in argv]
+    return tuple(argv)
 
 
 # --------------------------------------------------------------------------- counting
@@ -1061,7 +1093,7 @@ class DockerFollower(_Follower):
             try:
                 if client is None:
                     client = self.client_factory()
-                container = client.containers.get(self.spec.container)
+                container = self._find(client)
                 if self.last_ns is None:
                     since: Any = max(0.0, time.time() - self.spec.since)
                 else:
@@ -1103,13 +1135,26 @@ class DockerFollower(_Follower):
                     self._set_state("reconnecting", "log stream ended (container stopped or restarted)")
             except Exception as exc:  # NotFound, connection refused, ...
                 name = type(exc).__name__
-                detail = ("container not found: " + str(self.spec.container)) if name == "NotFound" else describe_exception(exc)
+                detail = (f"container not found: {self.spec.target}") if name == "NotFound" else describe_exception(exc)
                 self._set_state("reconnecting" if name == "NotFound" else "failed", detail)
                 if name not in ("NotFound",):
                     client = None
                 delay = min(5.0, max(delay, 0.5) * 1.5)
                 first = False
             self._stop.wait(delay)
+
+    def _find(self, client):
+        if self.spec.compose:
+            project, service = self.spec.compose
+            found = client.containers.list(all=True, filters={"label": [
+                f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]})
+            if not found:
+                import docker
+
+                raise docker.errors.NotFound(f"no container for compose service {project}/{service}")
+            found.sort(key=lambda c: (c.status == "running", c.attrs.get("Created", "")), reverse=True)
+            return found[0]
+        return client.containers.get(self.spec.container)
 
     # loop side -------------------------------------------------------------
     def _deliver(self) -> None:
@@ -1175,7 +1220,7 @@ class LogHub:
             if s.name in seen:
                 raise ValueError(f"duplicate log source name {s.name!r}")
             seen.add(s.name)
-            if sum(bool(x) for x in (s.path, s.container, s.command)) != 1:
+            if sum(bool(x) for x in (s.path, s.container or s.compose, s.command)) != 1:
                 raise ValueError(f"log source {s.name!r} needs exactly one of path, container, command")
         self.patterns = list(patterns)
         compiled = []
@@ -1228,7 +1273,7 @@ class LogHub:
             spec = st.spec
             if spec.path:
                 f: _Follower = FileFollower(self, st, self.poll_interval)
-            elif spec.container:
+            elif spec.container or spec.compose:
                 f = DockerFollower(self, st, self.docker_client_factory or _docker_factory(None))
             else:
                 f = CommandFollower(self, st)
@@ -1452,12 +1497,20 @@ def _with_cwd(spec: LogSpec, base: str) -> LogSpec:
 
 
 def _docker_factory(base_url: str | None) -> Callable[[], Any]:
+    """A docker client for log streams: a long read timeout (a quiet container is not an error)."""
+
     def make():
         import docker  # lazy: heavy
 
-        if base_url:
-            return docker.DockerClient(base_url=base_url, timeout=10)
-        return docker.from_env(timeout=10)
+        kw: dict[str, Any] = {"base_url": base_url} if base_url else {}
+        if not base_url:
+            try:
+                from .docker import resolve_engine
+
+                kw, _where = resolve_engine(None)
+            except ImportError:
+                return docker.from_env(timeout=60)
+        return docker.DockerClient(**kw, version="auto", timeout=60)
 
     return make
 
