@@ -126,6 +126,19 @@ def describe_http_error(exc: BaseException, url: str, timeout: float) -> str:
     return describe_exception(exc)
 
 
+async def _read_body(resp, limit: int) -> bytes:
+    """The body up to `limit` bytes (StreamReader.read(n) may return less than is there)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await resp.content.read(min(65536, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 # --------------------------------------------------------------------------- settings for rules
 
 
@@ -231,7 +244,7 @@ class HttpCheck:
                     self.method, url, headers=headers, allow_redirects=True,
                     timeout=aiohttp.ClientTimeout(total=t_req),
                 ) as resp:
-                    body = await resp.content.read(MAX_BODY)
+                    body = await _read_body(resp, MAX_BODY)
                     status = resp.status
                     ctype = resp.headers.get("Content-Type", "")
         except Exception as exc:  # noqa: BLE001 - every failure is a reading with a reason
@@ -402,7 +415,7 @@ class MetricsCheck:
         async with asyncio.timeout(t_req):
             async with get_session().get(url, headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=t_req)) as resp:
-                body = await resp.content.read(METRICS_MAX_BODY)
+                body = await _read_body(resp, METRICS_MAX_BODY)
                 if resp.status != 200:
                     raise _ScrapeError(f"HTTP {resp.status} from {display_url(self.url)}")
         return body.decode("utf-8", "replace"), (time.perf_counter() - t0) * 1000.0
