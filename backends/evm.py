@@ -1,0 +1,761 @@
+"""EVM chains: RPC endpoint health and failover, contracts, watched balances, pause/unpause.
+
+Health polling speaks raw JSON-RPC (see `backends/jsonrpc.py`, shared with non-EVM
+chains); web3's stack is never imported for it. `eth_account` (slow to import) is
+loaded in a worker thread only when a transaction is signed.
+
+- `EvmChain` is a monitor `Source` producing one `ChainReading` per poll: every
+  endpoint (head, head age, lag, chain id vs expected, latency, error rate, block hash
+  at a common height), each contract (code present, ABI fingerprint, `paused()` where
+  the ABI has it) and each watched balance against its minimum. It is also the client
+  the orders module uses for `eth_getLogs` (`get_logs_chunked`).
+- `ContractPauseAction` is `chain.pause` / `chain.unpause`: build the transaction,
+  simulate it with `eth_call` (the dry-run shown in the plan), sign with a key from the
+  environment or an encrypted keystore (password asked at execution, never stored),
+  send, wait for the receipt, verify that `paused()` changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, ProgressFn
+from .errors import ActionRefused, BackendError, describe_exception
+from .jsonrpc import (
+    BalanceSpec,
+    ChainFailoverAction,
+    ChainPinAction,
+    ChainSpec,
+    ContractSpec,
+    EndpointSet,
+    HttpRpc,
+    Probe,
+    RpcError,
+    audit_switches,
+    parse_int,
+)
+from .model import BalanceReading, ChainReading, ContractReading, Finding, Severity, Status
+from .rules import rule
+
+# 4-byte selectors of the OpenZeppelin Pausable interface (keccak of the signature).
+SELECTORS = {"paused()": "0x5c975abb", "pause()": "0x8456cb59", "unpause()": "0x3f4ba83a"}
+
+
+# --------------------------------------------------------------------------- ABI helpers
+
+
+def load_abi(path: str | os.PathLike) -> tuple[dict, ...]:
+    """An ABI from a JSON file: a plain ABI list or a Hardhat/Foundry artifact with "abi"."""
+    data = json.loads(Path(path).expanduser().read_text())
+    if isinstance(data, dict) and "abi" in data:
+        data = data["abi"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: no ABI list found")
+    return tuple(data)
+
+
+def canonical_abi(abi: Sequence[dict]) -> str:
+    def key(item: dict) -> tuple:
+        return (
+            str(item.get("type", "")),
+            str(item.get("name", "")),
+            ",".join(str(i.get("type", "")) for i in item.get("inputs", []) or []),
+        )
+
+    return json.dumps(sorted(abi, key=key), sort_keys=True, separators=(",", ":"))
+
+
+def abi_fingerprint(abi: Sequence[dict]) -> str:
+    """sha256 of the canonical ABI (entries sorted, keys sorted, no whitespace)."""
+    if not abi:
+        return ""
+    return hashlib.sha256(canonical_abi(abi).encode()).hexdigest()
+
+
+def _sig_type(inp: dict) -> str:
+    t = inp.get("type", "")
+    if t.startswith("tuple"):
+        inner = ",".join(_sig_type(c) for c in inp.get("components", []))
+        return f"({inner}){t[5:]}"
+    return t
+
+
+def signature(item: dict) -> str:
+    return f"{item.get('name', '')}({','.join(_sig_type(i) for i in item.get('inputs', []) or [])})"
+
+
+def keccak(data: bytes) -> bytes:
+    from eth_hash.auto import keccak as _k
+
+    return _k(data)
+
+
+def has_function(abi: Sequence[dict], name: str, n_inputs: int = 0) -> bool:
+    return any(
+        i.get("type") == "function" and i.get("name") == name and len(i.get("inputs", []) or []) == n_inputs
+        for i in abi
+    )
+
+
+def find_event(abi: Sequence[dict], name: str) -> dict:
+    for i in abi:
+        if i.get("type") == "event" and i.get("name") == name:
+            return i
+    raise KeyError(f"event {name!r} not in ABI")
+
+
+def event_topic(event: dict | str) -> str:
+    sig = event if isinstance(event, str) else signature(event)
+    return "0x" + keccak(sig.encode()).hex()
+
+
+def format_amount(value: int | None, decimals: int = 18, symbol: str = "ETH") -> str:
+    if value is None:
+        return "?"
+    d = Decimal(value) / (Decimal(10) ** decimals)
+    text = f"{d:.6f}".rstrip("0").rstrip(".") if d else "0"
+    return f"{text} {symbol}"
+
+
+def _hex(n: int) -> str:
+    return hex(n)
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+class EvmChain:
+    """An EVM chain as a monitor source and as the RPC client of other modules."""
+
+    kind = "evm"
+
+    def __init__(self, spec: ChainSpec, *, audit: Any = None) -> None:
+        self.spec = spec
+        self.name = spec.source_name
+        self.interval = spec.interval
+        self.timeout = spec.timeout * 3 + 1  # endpoints in parallel, then hashes, then contracts
+        self.endpoints = EndpointSet(
+            spec.name,
+            spec.endpoints,
+            expected_chain_id=spec.chain_id,
+            failover=spec.failover,
+            failover_after=spec.failover_after,
+            max_lag=spec.max_lag,
+            max_head_age=spec.max_head_age,
+            timeout=spec.timeout,
+            on_switch=audit_switches(audit),
+        )
+        self.contracts = {c.name: c for c in spec.contracts}
+
+    @classmethod
+    def from_config(cls, config: Any, name: str, *, audit: Any = None) -> EvmChain:
+        return cls(chain_spec_from_config(config, name), audit=audit)
+
+    # ------------------------------------------------------------------ probes
+
+    @staticmethod
+    async def _probe(rpc: HttpRpc) -> Probe:
+        chain_id, block = await rpc.batch([("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])])
+        for r in (chain_id, block):
+            if isinstance(r, RpcError):
+                raise r
+        if not isinstance(block, dict):
+            raise ValueError("no latest block")
+        return Probe(
+            head=parse_int(block["number"]),
+            head_ts=float(parse_int(block["timestamp"])),
+            chain_id=parse_int(chain_id),
+            block_hash=block.get("hash"),
+        )
+
+    @staticmethod
+    async def _hash(rpc: HttpRpc, height: int) -> str | None:
+        b = await rpc.call("eth_getBlockByNumber", [_hex(height), False])
+        return b.get("hash") if isinstance(b, dict) else None
+
+    async def poll(self) -> list[ChainReading]:
+        eps = await self.endpoints.check(self._probe, self._hash)
+        contracts: tuple[ContractReading, ...] = ()
+        balances: tuple[BalanceReading, ...] = ()
+        if self.spec.contracts or self.spec.balances:
+            contracts, balances = await self._read_state()
+        return [
+            ChainReading(
+                source=self.name,
+                chain=self.spec.name,
+                expected_chain_id=self.spec.chain_id,
+                active_url=self.endpoints.active.display,
+                endpoints=tuple(eps),
+                contracts=contracts,
+                balances=balances,
+                disagreement=self.endpoints.disagreement,
+            )
+        ]
+
+    async def _read_state(self) -> tuple[tuple[ContractReading, ...], tuple[BalanceReading, ...]]:
+        calls: list[tuple[str, list]] = []
+        for c in self.spec.contracts:
+            calls.append(("eth_getCode", [c.address, "latest"]))
+            if has_function(c.abi, "paused"):
+                calls.append(("eth_call", [{"to": c.address, "data": SELECTORS["paused()"]}, "latest"]))
+        for b in self.spec.balances:
+            calls.append(("eth_getBalance", [b.address, "latest"]))
+        error = ""
+        try:
+            results: list[Any] = await self.endpoints.request_batch(calls, time_limit=self.spec.timeout)
+        except BackendError as exc:
+            results, error = [exc] * len(calls), exc.reason
+        it = iter(results)
+        contracts = []
+        for c in self.spec.contracts:
+            code = next(it)
+            paused_r = next(it) if has_function(c.abi, "paused") else None
+            present = None
+            detail = ""
+            paused = None
+            if isinstance(code, Exception):
+                detail = error or describe_exception(code)
+            else:
+                present = isinstance(code, str) and code not in ("0x", "0x0", "")
+                if not present:
+                    detail = f"no contract code at {c.address}"
+            if paused_r is not None and not isinstance(paused_r, Exception) and present:
+                try:
+                    paused = bool(parse_int(paused_r)) if paused_r not in ("0x", "") else None
+                except ValueError:
+                    paused = None
+            elif isinstance(paused_r, RpcError):
+                detail = detail or f"paused() failed: {paused_r.message}"
+            contracts.append(
+                ContractReading(
+                    source=self.name,
+                    chain=self.spec.name,
+                    name=c.name,
+                    address=c.address,
+                    code_present=present,
+                    abi_fingerprint=abi_fingerprint(c.abi),
+                    paused=paused,
+                    detail=detail,
+                )
+            )
+        balances = []
+        for b in self.spec.balances:
+            raw = next(it)
+            value = None if isinstance(raw, Exception) else parse_int(raw)
+            if value is None:
+                status = Status.UNKNOWN
+            elif b.minimum is not None and value < b.minimum:
+                status = Status.CRIT
+            elif b.minimum is not None and value < 2 * b.minimum:
+                status = Status.WARN
+            else:
+                status = Status.OK
+            balances.append(
+                BalanceReading(
+                    source=self.name,
+                    chain=self.spec.name,
+                    name=b.name,
+                    address=b.address,
+                    balance=value,
+                    display=format_amount(value, b.decimals, b.symbol),
+                    minimum=b.minimum,
+                    decimals=b.decimals,
+                    symbol=b.symbol,
+                    status=status,
+                )
+            )
+        return tuple(contracts), tuple(balances)
+
+    # ------------------------------------------------------------------ client calls
+
+    async def request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        return await self.endpoints.request(method, params, time_limit=self.spec.timeout)
+
+    async def head(self) -> int:
+        return parse_int(await self.request("eth_blockNumber", []))
+
+    async def block(self, ref: int | str) -> dict | None:
+        tag = _hex(ref) if isinstance(ref, int) else ref
+        b = await self.request("eth_getBlockByNumber", [tag, False])
+        return b if isinstance(b, dict) else None
+
+    async def finalized_head(self, head: int | None = None) -> int | None:
+        """The node's finalized block; else head - confirmations."""
+        try:
+            b = await self.block("finalized")
+            if b is not None:
+                return parse_int(b["number"])
+        except RpcError:
+            pass
+        if head is None:
+            head = await self.head()
+        return max(0, head - self.spec.confirmations)
+
+    async def call(self, to: str, data: str, *, sender: str | None = None, block: str = "latest") -> str:
+        tx: dict[str, Any] = {"to": to, "data": data}
+        if sender:
+            tx["from"] = sender
+        return await self.request("eth_call", [tx, block])
+
+    async def paused(self, contract: ContractSpec) -> bool:
+        return bool(parse_int(await self.call(contract.address, SELECTORS["paused()"])))
+
+    async def get_logs_chunked(
+        self,
+        address: str,
+        topics: list[Any],
+        from_block: int,
+        to_block: int,
+        *,
+        chunk: int | None = None,
+        concurrency: int = 4,
+    ) -> list[dict]:
+        """`eth_getLogs` over [from_block, to_block] in ranges of `chunk` blocks, concurrently."""
+        size = max(1, chunk or self.spec.getlogs_chunk)
+        ranges = [(a, min(a + size - 1, to_block)) for a in range(from_block, to_block + 1, size)]
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(a: int, b: int) -> list[dict]:
+            async with sem:
+                return await self.request(
+                    "eth_getLogs", [{"address": address, "topics": topics, "fromBlock": _hex(a), "toBlock": _hex(b)}]
+                )
+
+        parts = await asyncio.gather(*(one(a, b) for a, b in ranges))
+        return [log for part in parts for log in (part or [])]
+
+    async def cross_check_blocks(self, blocks: dict[int, str]) -> dict[int, str]:
+        """Ask the other healthy endpoints for the hashes of `blocks`; return those that differ."""
+        others = [e for i, e in enumerate(self.endpoints.endpoints)
+                  if i != self.endpoints.active_index and e.ok and e.healthy]
+        bad: dict[int, str] = {}
+        if not others or not blocks:
+            return bad
+        nums = sorted(blocks)
+        for e in others:
+            try:
+                res = await e.rpc.batch([("eth_getBlockByNumber", [_hex(n), False]) for n in nums])
+            except BackendError:
+                continue
+            for n, b in zip(nums, res, strict=True):
+                if isinstance(b, dict) and b.get("hash") and b["hash"] != blocks[n]:
+                    bad[n] = f"{e.name} has {b['hash'][:10]}… at block {n}, active has {blocks[n][:10]}…"
+                elif b is None and e.head is not None and e.head >= n:
+                    bad[n] = f"{e.name} has no block {n}"
+        return bad
+
+    async def aclose(self) -> None:
+        await self.endpoints.aclose()
+
+
+# --------------------------------------------------------------------------- signing
+
+
+async def _import_eth_account():
+    from .monitor import to_thread
+
+    def imp():
+        import eth_account
+
+        return eth_account
+
+    return await to_thread(imp)
+
+
+def _read_json(path: str) -> Any:
+    return json.loads(Path(path).expanduser().read_text())
+
+
+def keystore_address(path: str) -> str:
+    data = _read_json(path)
+    addr = data.get("address", "")
+    if not addr:
+        raise ValueError("keystore has no address field")
+    return addr if addr.startswith("0x") else "0x" + addr
+
+
+PasswordProvider = Callable[[str], "Awaitable[str] | str"]
+
+
+class Signer:
+    """Where the signing key comes from: an environment variable or an encrypted keystore."""
+
+    def __init__(self, *, env_name: str | None = None, keystore: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        if not env_name and not keystore:
+            raise ValueError("no signer configured (signer_env or keystore)")
+        self.env_name = env_name
+        self.keystore = keystore
+        self.env = env if env is not None else os.environ
+
+    def describe(self) -> str:
+        return f"keystore {self.keystore}" if self.keystore else f"key from ${self.env_name}"
+
+    async def address(self) -> str:
+        if self.keystore:
+            return keystore_address(self.keystore)
+        key = self.env.get(self.env_name or "", "")
+        if not key:
+            raise ActionRefused("chain.sign", f"environment variable {self.env_name} is not set")
+        ea = await _import_eth_account()
+        return ea.Account.from_key(key).address
+
+    async def sign(self, tx: dict, password_provider: PasswordProvider | None) -> bytes:
+        from .monitor import to_thread
+
+        ea = await _import_eth_account()
+        if self.keystore:
+            if password_provider is None:
+                raise ActionRefused("chain.sign", "the keystore needs a password and none can be asked")
+            pw = password_provider(self.keystore)
+            if asyncio.iscoroutine(pw) or isinstance(pw, Awaitable):
+                pw = await pw
+            data = _read_json(self.keystore)
+            try:
+                key = await to_thread(ea.Account.decrypt, data, pw)
+            except ValueError:
+                raise ActionRefused("chain.sign", "wrong keystore password") from None
+            finally:
+                pw = None  # noqa: F841  (never kept)
+        else:
+            key = self.env.get(self.env_name or "", "")
+            if not key:
+                raise ActionRefused("chain.sign", f"environment variable {self.env_name} is not set")
+        signed = ea.Account.sign_transaction(tx, key)
+        raw = getattr(signed, "raw_transaction", None) or signed.rawTransaction
+        return bytes(raw)
+
+
+# --------------------------------------------------------------------------- pause / unpause
+
+
+class ContractPauseAction(Action):
+    """`chain.pause` / `chain.unpause` on a Pausable contract."""
+
+    danger = Danger.TYPED
+    reason_required = True
+
+    def __init__(
+        self,
+        chains: dict[str, EvmChain],
+        *,
+        pause: bool = True,
+        password_provider: PasswordProvider | None = None,
+        env: dict[str, str] | None = None,
+        receipt_timeout: float = 60.0,
+    ) -> None:
+        self.chains = chains
+        self.pause = pause
+        self.id = "chain.pause" if pause else "chain.unpause"
+        self.title = "Pause contract" if pause else "Unpause contract"
+        self.description = ("Pause a contract (OpenZeppelin Pausable): simulate, sign, send, verify paused()."
+                            if pause else "Unpause a contract: simulate, sign, send, verify paused().")
+        self.password_provider = password_provider
+        self.env = env
+        self.receipt_timeout = receipt_timeout
+
+    def _resolve(self, chain: str | None, contract: str | None) -> tuple[EvmChain, ContractSpec]:
+        if chain is None and len(self.chains) == 1:
+            ch = next(iter(self.chains.values()))
+        elif chain in self.chains:
+            ch = self.chains[chain]
+        else:
+            raise ActionRefused(self.id, f"unknown chain {chain!r}")
+        if contract is None:
+            pausable = [c for c in ch.spec.contracts if c.pausable]
+            if len(pausable) != 1:
+                raise ActionRefused(self.id, "name the contract (several or none are pausable)")
+            c = pausable[0]
+        elif contract in ch.contracts:
+            c = ch.contracts[contract]
+        else:
+            raise ActionRefused(self.id, f"unknown contract {contract!r} on {ch.spec.name}")
+        fn = "pause" if self.pause else "unpause"
+        if not c.pausable or not has_function(c.abi, fn) or not has_function(c.abi, "paused"):
+            raise ActionRefused(self.id, f"{c.name} is not pausable (no {fn}() / paused() in its ABI)")
+        return ch, c
+
+    def _signer(self, ch: EvmChain) -> Signer:
+        try:
+            return Signer(env_name=ch.spec.signer_env, keystore=ch.spec.keystore, env=self.env)
+        except ValueError as exc:
+            raise ActionRefused(self.id, str(exc)) from None
+
+    async def _simulate(self, ch: EvmChain, c: ContractSpec, sender: str) -> tuple[bool, str]:
+        data = SELECTORS["pause()" if self.pause else "unpause()"]
+        try:
+            out = await ch.call(c.address, data, sender=sender)
+            return True, f"eth_call from {sender}: ok (returned {out or '0x'})"
+        except RpcError as exc:
+            return False, f"eth_call from {sender}: reverted: {exc.message}"
+
+    async def _build_tx(self, ch: EvmChain, c: ContractSpec, sender: str) -> dict:
+        data = SELECTORS["pause()" if self.pause else "unpause()"]
+        res = await ch.endpoints.request_batch(
+            [
+                ("eth_getTransactionCount", [sender, "pending"]),
+                ("eth_chainId", []),
+                ("eth_getBlockByNumber", ["latest", False]),
+                ("eth_maxPriorityFeePerGas", []),
+                ("eth_estimateGas", [{"from": sender, "to": c.address, "data": data}]),
+            ],
+            time_limit=ch.spec.timeout,
+        )
+        nonce, chain_id, block, tip, gas = res
+        for r in (nonce, chain_id, block):
+            if isinstance(r, Exception):
+                raise BackendError(ch.name, f"cannot build the transaction: {describe_exception(r)}")
+        tip_v = 1_000_000_000 if isinstance(tip, Exception) else parse_int(tip)
+        base = parse_int(block.get("baseFeePerGas", "0x0")) if isinstance(block, dict) else 0
+        gas_v = 100_000 if isinstance(gas, Exception) else int(parse_int(gas) * 1.2) + 1
+        return {
+            "from": sender,
+            "to": c.address,
+            "data": data,
+            "value": 0,
+            "nonce": parse_int(nonce),
+            "chainId": parse_int(chain_id),
+            "gas": gas_v,
+            "maxPriorityFeePerGas": tip_v,
+            "maxFeePerGas": base * 2 + tip_v,
+            "type": 2,
+        }
+
+    async def plan(self, chain: str | None = None, contract: str | None = None, reason: str | None = None,
+                   **_: Any) -> ActionPlan:
+        ch, c = self._resolve(chain, contract)
+        signer = self._signer(ch)
+        try:
+            sender = await signer.address()
+        except ValueError as exc:
+            raise ActionRefused(self.id, f"signer: {exc}") from None
+        current = await ch.paused(c)
+        want = self.pause
+        sim_ok, sim = await self._simulate(ch, c, sender)
+        tx = await self._build_tx(ch, c, sender)
+        state_ok = current != want
+        guard = Guard(
+            state_ok and sim_ok,
+            f"contract is {'not ' if want else ''}paused and the eth_call dry-run succeeds",
+            "" if state_ok and sim_ok else (sim if not sim_ok else f"paused() is already {current}"),
+        )
+        fn = "pause()" if want else "unpause()"
+        preview = "\n".join([
+            f"{fn} on {c.name} at {c.address} ({ch.spec.name}, chain id {tx['chainId']})",
+            f"signer: {sender} ({signer.describe()})",
+            f"paused(): {current} -> {want}",
+            f"tx: nonce {tx['nonce']}, gas {tx['gas']}, maxFee {tx['maxFeePerGas']} wei, tip {tx['maxPriorityFeePerGas']} wei",
+            f"dry-run: {sim}",
+        ])
+        return ActionPlan(
+            action=self.id,
+            title=self.title,
+            target=f"{ch.spec.name}:{c.name}",
+            changes=(
+                Change(f"{ch.spec.name}:{c.name}", "paused()", current, want),
+                Change(f"{ch.spec.name}:{c.name}", f"transaction {fn}", None,
+                       {k: v for k, v in tx.items()} | {"eth_call": sim}),
+            ),
+            guard=guard,
+            danger=Danger.TYPED,
+            confirm_text=c.name,
+            params={"chain": ch.spec.name, "contract": c.name, "sender": sender, "simulation": sim},
+            reason=reason,
+            reason_required=True,
+            preview=preview,
+            notes=(sim,),
+        )
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        ch, c = self._resolve(plan.params["chain"], plan.params["contract"])
+        current = await ch.paused(c)
+        if current == self.pause:
+            return Guard(False, "contract state", f"paused() is already {current}")
+        ok, sim = await self._simulate(ch, c, plan.params["sender"])
+        return Guard(ok, "eth_call dry-run succeeds", "" if ok else sim)
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        ch, c = self._resolve(plan.params["chain"], plan.params["contract"])
+        signer = self._signer(ch)
+        progress_total = 4
+        progress(_p(0, progress_total, "building transaction"))
+        tx = await self._build_tx(ch, c, plan.params["sender"])
+        tx.pop("from", None)
+        progress(_p(1, progress_total, "signing"))
+        raw = await signer.sign(tx, self.password_provider)
+        progress(_p(2, progress_total, "sending"))
+        try:
+            tx_hash = await ch.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+        except RpcError as exc:
+            return ActionResult(status="failed", summary=f"send rejected: {exc.message}", before=not self.pause)
+        progress(_p(3, progress_total, f"waiting for receipt of {tx_hash}"))
+        receipt = await self._wait_receipt(ch, tx_hash)
+        if receipt is None:
+            return ActionResult(status="failed", summary=f"no receipt for {tx_hash} after {self.receipt_timeout:g}s",
+                                before=not self.pause, details=(tx_hash,))
+        block = parse_int(receipt.get("blockNumber", "0x0"))
+        if parse_int(receipt.get("status", "0x0")) != 1:
+            return ActionResult(status="failed", summary=f"transaction {tx_hash} reverted in block {block}",
+                                before=not self.pause, details=(tx_hash,))
+        now = await ch.paused(c)
+        progress(_p(4, progress_total, "verified"))
+        if now != self.pause:
+            return ActionResult(status="failed", summary=f"tx {tx_hash} mined in block {block} but paused() is still {now}",
+                                before=not self.pause, after=now, details=(tx_hash,))
+        return ActionResult(
+            status="ok",
+            summary=f"{c.name} {'paused' if self.pause else 'unpaused'}: tx {tx_hash} in block {block}; paused() = {now}",
+            before=not self.pause,
+            after={"paused": now, "tx": tx_hash, "block": block},
+            details=(tx_hash,),
+        )
+
+    async def _wait_receipt(self, ch: EvmChain, tx_hash: str) -> dict | None:
+        deadline = time.monotonic() + self.receipt_timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            r = await ch.request("eth_getTransactionReceipt", [tx_hash])
+            if isinstance(r, dict) and r.get("blockNumber"):
+                return r
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        return None
+
+
+def _p(done: int, total: int, msg: str):
+    from .actions import Progress
+
+    return Progress(done, total, msg)
+
+
+def chain_actions(chains: dict[str, EvmChain], *, password_provider: PasswordProvider | None = None) -> list[Action]:
+    """Every chain action for these chains: failover, pin, pause, unpause."""
+    sets = {name: ch.endpoints for name, ch in chains.items()}
+    return [
+        ChainFailoverAction(sets),
+        ChainPinAction(sets),
+        ContractPauseAction(chains, pause=True, password_provider=password_provider),
+        ContractPauseAction(chains, pause=False, password_provider=password_provider),
+    ]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _seconds(v: Any, default: float | None) -> float | None:
+    if v is None:
+        return default
+    if hasattr(v, "total_seconds"):
+        return v.total_seconds()
+    if isinstance(v, int | float):
+        return float(v)
+    s = str(v).strip()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for u in ("ms", "s", "m", "h", "d"):
+        if s.endswith(u) and s[: -len(u)].replace(".", "", 1).isdigit():
+            return float(s[: -len(u)]) * units[u]
+    return float(s)
+
+
+def _reveal(v: Any) -> Any:
+    return v.reveal() if hasattr(v, "reveal") else v
+
+
+def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
+    """Build a ChainSpec from `[chain.NAME]` of a loaded config (attribute or dict access)."""
+    chains = _get(config, "chains", None) or _get(config, "chain", None) or {}
+    c = chains[name] if isinstance(chains, dict) else getattr(chains, name)
+    contracts = []
+    for ct in _get(c, "contracts", ()) or ():
+        abi = _get(ct, "abi", ())
+        if isinstance(abi, str | Path):
+            abi = load_abi(abi)
+        contracts.append(ContractSpec(name=_get(ct, "name"), address=str(_reveal(_get(ct, "address"))),
+                                      abi=tuple(abi or ()), pausable=bool(_get(ct, "pausable", True))))
+    balances = []
+    for b in _get(c, "balances", ()) or ():
+        minimum = _get(b, "minimum")
+        balances.append(BalanceSpec(name=_get(b, "name"), address=str(_reveal(_get(b, "address"))),
+                                    minimum=int(minimum) if minimum is not None else None,
+                                    decimals=int(_get(b, "decimals", 18)), symbol=str(_get(b, "symbol", "ETH"))))
+    kind = _get(c, "kind", "evm")
+    head_method = _get(c, "head_method", None) or ("eth_blockNumber" if kind == "evm" else "getblockcount")
+    return ChainSpec(
+        name=name,
+        kind=kind,
+        endpoints=tuple(str(_reveal(u)) for u in (_get(c, "endpoints", ()) or ()) if _reveal(u)),
+        chain_id=_get(c, "chain_id"),
+        failover=bool(_get(c, "failover", True)),
+        failover_after=int(_get(c, "failover_after", 1)),
+        max_lag=int(_get(c, "max_lag", 5)),
+        max_head_age=_seconds(_get(c, "max_head_age"), 60.0),
+        confirmations=int(_get(c, "confirmations", 65)),
+        getlogs_chunk=int(_get(c, "getlogs_chunk", 2000)),
+        timeout=_seconds(_get(c, "timeout"), 5.0) or 5.0,
+        interval=_seconds(_get(c, "interval"), 5.0) or 5.0,
+        head_method=head_method,
+        hash_method=_get(c, "hash_method", None) or (None if kind == "evm" else "getblockhash"),
+        version_method=_get(c, "version_method", None),
+        head_offset=int(_get(c, "head_offset", 0 if kind == "evm" or head_method != "getblockcount" else -1)),
+        signer_env=_get(c, "signer_env"),
+        keystore=_get(c, "keystore"),
+        contracts=tuple(contracts),
+        balances=tuple(balances),
+    )
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@rule(ChainReading)
+def chain_contract_rules(r: ChainReading, ctx: Any) -> list[Finding]:
+    out: list[Finding] = []
+    for c in r.contracts:
+        if c.code_present is False:
+            out.append(Finding(
+                key=f"contract-missing:{r.chain}:{c.name}", severity=Severity.P0, source=r.source,
+                summary=f"no contract code for {c.name} at {c.address} on {r.chain}",
+                evidence=("deployment check failed: wrong address or wrong network?", c.detail),
+                playbook="rpc-failure", target=f"{r.chain}:{c.name}",
+            ))
+        if c.paused:
+            out.append(Finding(
+                key=f"contract-paused:{r.chain}:{c.name}", severity=Severity.P3, source=r.source,
+                summary=f"contract {c.name} on {r.chain} is paused",
+                evidence=(f"{c.address}: paused() = true", "unpause once the incident is resolved (chain.unpause)"),
+                playbook="contract-exploit", target=f"{r.chain}:{c.name}",
+            ))
+    for b in r.balances:
+        if b.balance is not None and b.minimum is not None and b.balance < b.minimum:
+            out.append(Finding(
+                key=f"gas-low:{r.chain}:{b.name}",
+                severity=Severity.P0 if b.balance == 0 else Severity.P1,
+                source=r.source,
+                summary=f"{b.name} balance {b.display} is below its minimum "
+                        f"{format_amount(b.minimum, b.decimals, b.symbol)} on {r.chain}",
+                evidence=(b.address,), playbook="gas-low", target=f"{r.chain}:{b.name}",
+            ))
+    return out
+
+
+__all__ = [
+    "SELECTORS", "BalanceSpec", "ChainSpec", "ContractPauseAction", "ContractSpec", "EvmChain", "Signer",
+    "abi_fingerprint", "chain_actions", "chain_spec_from_config", "event_topic", "find_event",
+    "format_amount", "has_function", "load_abi", "signature",
+]

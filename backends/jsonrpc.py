@@ -1,0 +1,811 @@
+"""JSON-RPC endpoints of one chain: health, lag, agreement, the active endpoint, failover.
+
+This module holds what EVM and non-EVM (Neo N3) chains share:
+
+- `HttpRpc`: a raw JSON-RPC 2.0 client over aiohttp (imported lazily), with a timeout
+  on every call; errors become `RpcError` (the node answered with an error) or
+  `BackendError` (it did not answer: refused, hanging, bad HTTP).
+- `EndpointSet`: several endpoints of one chain, each probed per poll for its head,
+  head age, chain id, latency and error rate; the lag against the best endpoint;
+  the block hash at a common height (endpoints that disagree are reported). One
+  endpoint is *active*: when it fails its check `failover_after` times in a row and
+  failover is on, the set switches to the next healthy endpoint (audited through
+  `on_switch`). An operator can pin an endpoint (no automatic switch while pinned).
+- `JsonRpcChain`: a `Source` for non-EVM chains, probing with a configured method
+  (`getblockcount` for Neo N3).
+- `ChainFailoverAction` / `ChainPinAction`: the operator's `chain.failover` and
+  `chain.pin`, for any chain built on an `EndpointSet`.
+
+The EVM specifics (eth_* probes, contracts, balances, pause) live in `backends/evm.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, ProgressFn
+from .errors import ActionRefused, BackendError, describe_exception, redact
+from .model import ChainReading, EndpointReading, Finding, Severity, utcnow
+from .rules import rule
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContractSpec:
+    name: str
+    address: str
+    abi: tuple[dict, ...] = ()
+    pausable: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceSpec:
+    name: str
+    address: str
+    minimum: int | None = None  # smallest unit
+    decimals: int = 18
+    symbol: str = "ETH"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainSpec:
+    """One `[chain.NAME]` section, as plain values."""
+
+    name: str
+    endpoints: tuple[str, ...]
+    kind: str = "evm"  # evm | jsonrpc
+    chain_id: int | None = None  # expected (EVM chain id; Neo: network magic)
+    failover: bool = True
+    failover_after: int = 1  # consecutive failed checks of the active endpoint before switching
+    max_lag: int = 5
+    max_head_age: float | None = 60.0
+    confirmations: int = 65
+    getlogs_chunk: int = 2000
+    timeout: float = 5.0
+    interval: float = 5.0
+    head_method: str = "eth_blockNumber"
+    hash_method: str | None = None  # jsonrpc kind: method taking a height, e.g. "getblockhash"
+    version_method: str | None = None  # jsonrpc kind: e.g. "getversion" (network magic check)
+    head_offset: int = 0  # jsonrpc kind: getblockcount returns height + 1 -> -1
+    signer_env: str | None = None
+    keystore: str | None = None
+    contracts: tuple[ContractSpec, ...] = ()
+    balances: tuple[BalanceSpec, ...] = ()
+
+    @property
+    def source_name(self) -> str:
+        return f"chain.{self.name}"
+
+
+# --------------------------------------------------------------------------- raw JSON-RPC
+
+
+class RpcError(Exception):
+    """The node answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int | None, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"RPC error {code}: {message}")
+
+
+_LONG_SEGMENT = re.compile(r"/[A-Za-z0-9_-]{20,}")
+
+
+def display_url(url: str) -> str:
+    """The endpoint as shown on screen: credentials and API keys in the path masked."""
+    text = redact(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    path = _LONG_SEGMENT.sub("/***", parts.path or "")
+    query = "?***" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{path}{query}"
+
+
+def _host_of(url: str) -> str:
+    try:
+        p = urlsplit(url)
+        return f"{p.hostname}:{p.port}" if p.port else (p.hostname or url)
+    except ValueError:
+        return url
+
+
+class HttpRpc:
+    """JSON-RPC 2.0 over HTTP POST for one URL. One aiohttp session per event loop."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, source: str = "rpc") -> None:
+        self.url = url
+        self.timeout = timeout
+        self.source = source
+        self._session = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+
+    async def _get_session(self):
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16, force_close=False),
+                json_serialize=json.dumps,
+            )
+            self._loop = loop
+        return self._session
+
+    async def aclose(self) -> None:
+        s, self._session = self._session, None
+        if s is not None and not s.closed:
+            try:
+                if self._loop is asyncio.get_running_loop():
+                    await s.close()
+            except Exception:
+                pass
+
+    async def _post(self, payload: Any, time_limit: float | None) -> Any:
+        import aiohttp
+
+        t = self.timeout if time_limit is None else time_limit
+        session = await self._get_session()
+        try:
+            async with asyncio.timeout(t):
+                async with session.post(
+                    self.url, json=payload, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status != 200:
+                        raise BackendError(
+                            self.source,
+                            f"HTTP {resp.status} from {display_url(self.url)}: {body[:120].decode(errors='replace')}",
+                        )
+        except TimeoutError:
+            raise BackendError(self.source, f"{display_url(self.url)} timed out after {t:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else describe_exception(exc.os_error)
+            raise BackendError(self.source, f"{reason} at {_host_of(self.url)}") from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
+        except OSError as exc:
+            raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise BackendError(self.source, f"{display_url(self.url)} answered with invalid JSON") from None
+
+    @staticmethod
+    def _unwrap(reply: Any) -> Any:
+        if not isinstance(reply, dict):
+            raise RpcError(None, "malformed reply")
+        err = reply.get("error")
+        if err:
+            if isinstance(err, dict):
+                raise RpcError(err.get("code"), str(err.get("message", "")), err.get("data"))
+            raise RpcError(None, str(err))
+        return reply.get("result")
+
+    async def call(self, method: str, params: Sequence[Any] = (), *, time_limit: float | None = None) -> Any:
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        return self._unwrap(await self._post(payload, time_limit))
+
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, time_limit: float | None = None
+    ) -> list[Any]:
+        """Several calls in one HTTP request. Returns results in order; an error item
+        is returned as an `RpcError` instance (not raised)."""
+        if not calls:
+            return []
+        ids = [next(self._ids) for _ in calls]
+        payload = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        replies = await self._post(payload, time_limit)
+        if isinstance(replies, dict):  # some servers answer a batch with one error object
+            err = replies.get("error") or {}
+            raise BackendError(self.source, f"batch refused: {err.get('message', 'malformed reply')}")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        out: list[Any] = []
+        for i in ids:
+            r = by_id.get(i)
+            if r is None:
+                out.append(RpcError(None, "missing reply in batch"))
+                continue
+            try:
+                out.append(self._unwrap(r))
+            except RpcError as exc:
+                out.append(exc)
+        return out
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+# --------------------------------------------------------------------------- endpoint set
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What one endpoint said in one check."""
+
+    head: int
+    head_ts: float | None = None  # unix seconds of the head block
+    chain_id: int | None = None
+    block_hash: str | None = None  # hash of the head block (used when heights coincide)
+
+
+ProbeFn = Callable[[HttpRpc], Awaitable[Probe]]
+HashFn = Callable[[HttpRpc, int], Awaitable[str | None]]
+
+
+@dataclass
+class Endpoint:
+    url: str
+    name: str
+    rpc: HttpRpc
+    ok: bool = False
+    checked: bool = False
+    head: int | None = None
+    head_ts: float | None = None
+    chain_id: int | None = None
+    latency_ms: float | None = None
+    error: str = ""
+    fail_streak: int = 0
+    block_hash: str | None = None
+    outcomes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
+    healthy: bool = False
+    problem: str = ""
+    unhealthy_streak: int = 0  # consecutive checks that failed (down, wrong chain, lagging, stale)
+
+    @property
+    def display(self) -> str:
+        return display_url(self.url)
+
+    @property
+    def error_rate(self) -> float:
+        if not self.outcomes:
+            return 0.0
+        return sum(1 for o in self.outcomes if not o) / len(self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    chain: str
+    before: str
+    after: str
+    reason: str
+    automatic: bool
+    at: Any = field(default_factory=utcnow)
+
+
+class EndpointSet:
+    """The endpoints of one chain and which one is active."""
+
+    def __init__(
+        self,
+        chain: str,
+        urls: Sequence[str],
+        *,
+        expected_chain_id: int | None = None,
+        failover: bool = True,
+        failover_after: int = 1,
+        max_lag: int = 5,
+        max_head_age: float | None = 60.0,
+        timeout: float = 5.0,
+        on_switch: Callable[[Switch], None] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        urls = [u for u in urls if u and u.strip()]
+        if not urls:
+            raise ValueError(f"chain {chain!r} has no endpoints")
+        self.chain = chain
+        self.source = f"chain.{chain}"
+        self.endpoints = [
+            Endpoint(url=u, name=(names[i] if names and i < len(names) else f"rpc{i + 1}"),
+                     rpc=HttpRpc(u, timeout=timeout, source=self.source))
+            for i, u in enumerate(urls)
+        ]
+        self.expected_chain_id = expected_chain_id
+        self.failover = failover
+        self.failover_after = max(1, failover_after)
+        self.max_lag = max_lag
+        self.max_head_age = max_head_age
+        self.timeout = timeout
+        self.on_switch = on_switch
+        self.active_index = 0
+        self.pinned = False
+        self.switches: list[Switch] = []
+        self.disagreement = ""
+        self.common_height: int | None = None
+
+    # ------------------------------------------------------------------ lookup
+
+    @property
+    def active(self) -> Endpoint:
+        return self.endpoints[self.active_index]
+
+    def find(self, ref: str | int) -> int:
+        """Index of an endpoint by index, name, URL or display URL."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            i = int(ref)
+            if 0 <= i < len(self.endpoints):
+                return i
+        for i, e in enumerate(self.endpoints):
+            if ref in (e.name, e.url, e.display):
+                return i
+        raise KeyError(ref)
+
+    # ------------------------------------------------------------------ checks
+
+    async def check(self, probe: ProbeFn, block_hash: HashFn | None = None) -> list[EndpointReading]:
+        """Probe every endpoint concurrently, judge them, fail over if needed."""
+        await asyncio.gather(*(self._probe_one(e, probe) for e in self.endpoints))
+        ok = [e for e in self.endpoints if e.ok]
+        best = max((e.head for e in ok if e.head is not None), default=None)
+        now = time.time()
+        for e in self.endpoints:
+            e.healthy, e.problem = self._judge(e, best, now)
+            e.unhealthy_streak = 0 if e.healthy else e.unhealthy_streak + 1
+        await self._compare_hashes(ok, block_hash)
+        self._maybe_failover()
+        return self.readings(best)
+
+    async def _probe_one(self, e: Endpoint, probe: ProbeFn) -> None:
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                p = await probe(e.rpc)
+        except (BackendError, RpcError, ValueError, TypeError, KeyError, TimeoutError) as exc:
+            e.ok = False
+            e.error = (
+                f"timed out after {self.timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else (exc.reason if isinstance(exc, BackendError) else describe_exception(exc))
+            )
+            e.fail_streak += 1
+            e.outcomes.append(False)
+            e.latency_ms = None
+        else:
+            e.ok = True
+            e.error = ""
+            e.fail_streak = 0
+            e.outcomes.append(True)
+            e.head, e.head_ts, e.chain_id, e.block_hash = p.head, p.head_ts, p.chain_id, p.block_hash
+            e.latency_ms = (time.perf_counter() - t0) * 1000.0
+        e.checked = True
+
+    def _judge(self, e: Endpoint, best: int | None, now: float) -> tuple[bool, str]:
+        if not e.ok:
+            return False, e.error or "no answer"
+        if self.expected_chain_id is not None and e.chain_id is not None and e.chain_id != self.expected_chain_id:
+            return False, f"chain id {e.chain_id}, expected {self.expected_chain_id}"
+        if best is not None and e.head is not None and best - e.head > self.max_lag:
+            return False, f"{best - e.head} blocks behind the best endpoint"
+        if self.max_head_age is not None and e.head_ts is not None and now - e.head_ts > self.max_head_age:
+            return False, f"head is {now - e.head_ts:.0f}s old"
+        return True, ""
+
+    async def _compare_hashes(self, ok: list[Endpoint], block_hash: HashFn | None) -> None:
+        self.disagreement = ""
+        self.common_height = None
+        live = [e for e in ok if e.head is not None]
+        if len(live) < 2:
+            return
+        common = min(e.head for e in live)
+        self.common_height = common
+        hashes: dict[str, str | None] = {}
+
+        async def one(e: Endpoint) -> None:
+            if e.head == common and e.block_hash:
+                hashes[e.name] = e.block_hash
+                return
+            if block_hash is None:
+                return
+            try:
+                async with asyncio.timeout(self.timeout):
+                    hashes[e.name] = await block_hash(e.rpc, common)
+            except Exception:  # a failed hash lookup is not a disagreement
+                pass
+
+        await asyncio.gather(*(one(e) for e in live))
+        distinct = {h for h in hashes.values() if h}
+        if len(distinct) > 1:
+            detail = ", ".join(f"{n}={(h or '?')[:10]}" for n, h in sorted(hashes.items()))
+            self.disagreement = f"endpoints disagree on block {common}: {detail}"
+
+    def _maybe_failover(self) -> None:
+        a = self.active
+        if self.pinned or not self.failover or a.healthy or a.unhealthy_streak < self.failover_after:
+            return
+        nxt = self.next_healthy()
+        if nxt is None:
+            return
+        self.switch(nxt, f"automatic: {a.display} failed its check ({a.problem})", automatic=True)
+
+    def next_healthy(self) -> int | None:
+        n = len(self.endpoints)
+        for step in range(1, n):
+            i = (self.active_index + step) % n
+            if self.endpoints[i].healthy:
+                return i
+        return None
+
+    def switch(self, index: int, reason: str, *, automatic: bool) -> Switch:
+        before = self.active.display
+        self.active_index = index
+        sw = Switch(self.chain, before, self.active.display, reason, automatic)
+        self.switches.append(sw)
+        del self.switches[:-50]
+        if self.on_switch is not None:
+            try:
+                self.on_switch(sw)
+            except Exception:
+                pass
+        return sw
+
+    def pin(self, index: int | None, reason: str = "") -> Switch | None:
+        """Pin an endpoint as active (no automatic failover); None unpins."""
+        if index is None:
+            self.pinned = False
+            return None
+        sw = self.switch(index, reason or "pinned by operator", automatic=False) if index != self.active_index else None
+        self.pinned = True
+        return sw
+
+    def readings(self, best: int | None = None) -> list[EndpointReading]:
+        if best is None:
+            best = max((e.head for e in self.endpoints if e.ok and e.head is not None), default=None)
+        now = time.time()
+        out = []
+        for i, e in enumerate(self.endpoints):
+            out.append(
+                EndpointReading(
+                    source=self.source,
+                    chain=self.chain,
+                    url=e.display,
+                    name=e.name,
+                    ok=e.ok and e.healthy,
+                    active=i == self.active_index,
+                    pinned=self.pinned and i == self.active_index,
+                    head=e.head if e.ok else None,
+                    head_age_s=(now - e.head_ts) if (e.ok and e.head_ts is not None) else None,
+                    lag=(best - e.head) if (e.ok and best is not None and e.head is not None) else None,
+                    chain_id=e.chain_id if e.ok else None,
+                    chain_id_ok=(
+                        None
+                        if (self.expected_chain_id is None or not e.ok or e.chain_id is None)
+                        else e.chain_id == self.expected_chain_id
+                    ),
+                    latency_ms=e.latency_ms,
+                    error_rate=e.error_rate,
+                    block_hash=e.block_hash if e.ok else None,
+                    error=e.problem if not e.healthy else "",
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(self, method: str, params: Sequence[Any] = (), *, time_limit: float | None = None) -> Any:
+        """One call on the active endpoint (counted in its error rate)."""
+        e = self.active
+        try:
+            result = await e.rpc.call(method, params, time_limit=time_limit)
+        except RpcError:
+            e.outcomes.append(True)  # the node answered
+            raise
+        except BackendError:
+            e.outcomes.append(False)
+            raise
+        e.outcomes.append(True)
+        return result
+
+    async def request_batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, time_limit: float | None = None) -> list[Any]:
+        e = self.active
+        try:
+            out = await e.rpc.batch(calls, time_limit=time_limit)
+        except BackendError:
+            e.outcomes.append(False)
+            raise
+        e.outcomes.append(True)
+        return out
+
+    async def aclose(self) -> None:
+        for e in self.endpoints:
+            await e.rpc.aclose()
+
+
+def audit_switches(audit: Any, operator: str = "warroom (automatic failover)") -> Callable[[Switch], None]:
+    """An `on_switch` callback that writes automatic switches to the audit trail."""
+
+    def write(sw: Switch) -> None:
+        if not sw.automatic or audit is None:
+            return
+        audit.append(
+            action="chain.failover",
+            target=f"chain:{sw.chain}",
+            operator=operator,
+            params={"automatic": True},
+            reason=sw.reason,
+            before=sw.before,
+            after=sw.after,
+            result="ok",
+            summary=f"active endpoint {sw.before} -> {sw.after}",
+        )
+
+    return write
+
+
+# --------------------------------------------------------------------------- non-EVM chains
+
+
+class JsonRpcChain:
+    """A non-EVM chain (Neo N3): endpoints probed with a configured head method.
+
+    `head_method` (`getblockcount`) gives the height (+ `head_offset`); `hash_method`
+    (`getblockhash`, taking a height) compares endpoints at a common height;
+    `version_method` (`getversion`) gives the network magic compared with `chain_id`.
+    """
+
+    kind = "jsonrpc"
+
+    def __init__(self, spec: ChainSpec, *, audit: Any = None) -> None:
+        self.spec = spec
+        self.name = spec.source_name
+        self.interval = spec.interval
+        self.timeout = spec.timeout * 2 + 1
+        self.endpoints = EndpointSet(
+            spec.name,
+            spec.endpoints,
+            expected_chain_id=spec.chain_id,
+            failover=spec.failover,
+            failover_after=spec.failover_after,
+            max_lag=spec.max_lag,
+            max_head_age=spec.max_head_age,
+            timeout=spec.timeout,
+            on_switch=audit_switches(audit),
+        )
+
+    async def _probe(self, rpc: HttpRpc) -> Probe:
+        s = self.spec
+        calls: list[tuple[str, Sequence[Any]]] = [(s.head_method, [])]
+        if s.version_method:
+            calls.append((s.version_method, []))
+        results = await rpc.batch(calls) if len(calls) > 1 else [await rpc.call(s.head_method, [])]
+        for r in results:
+            if isinstance(r, RpcError):
+                raise r
+        head = parse_int(results[0]) + s.head_offset
+        chain_id = None
+        if s.version_method:
+            v = results[1]
+            if isinstance(v, dict):
+                proto = v.get("protocol") or {}
+                magic = proto.get("network", v.get("network"))
+                chain_id = parse_int(magic) if magic is not None else None
+            elif v is not None:
+                chain_id = parse_int(v)
+        return Probe(head=head, chain_id=chain_id)
+
+    async def _hash(self, rpc: HttpRpc, height: int) -> str | None:
+        if not self.spec.hash_method:
+            return None
+        h = await rpc.call(self.spec.hash_method, [height])
+        return str(h) if h is not None else None
+
+    async def poll(self) -> list[ChainReading]:
+        eps = await self.endpoints.check(self._probe, self._hash if self.spec.hash_method else None)
+        return [
+            ChainReading(
+                source=self.name,
+                chain=self.spec.name,
+                expected_chain_id=self.spec.chain_id,
+                active_url=self.endpoints.active.display,
+                endpoints=tuple(eps),
+                disagreement=self.endpoints.disagreement,
+            )
+        ]
+
+    async def aclose(self) -> None:
+        await self.endpoints.aclose()
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class ChainFailoverAction(Action):
+    """`chain.failover`: make the next healthy (or a named) endpoint active."""
+
+    id = "chain.failover"
+    title = "Fail over to another RPC endpoint"
+    danger = Danger.CONFIRM
+    description = "Switch the active RPC endpoint of a chain to the next healthy one (or the one named)."
+
+    def __init__(self, chains: dict[str, EndpointSet]) -> None:
+        self.chains = chains
+
+    def _set(self, chain: str | None) -> EndpointSet:
+        if chain is None and len(self.chains) == 1:
+            return next(iter(self.chains.values()))
+        if chain not in self.chains:
+            raise ActionRefused(self.id, f"unknown chain {chain!r} (known: {', '.join(sorted(self.chains))})")
+        return self.chains[chain]
+
+    async def plan(self, chain: str | None = None, to: str | None = None, reason: str | None = None, **_: Any) -> ActionPlan:
+        es = self._set(chain)
+        if to is not None:
+            try:
+                idx = es.find(to)
+            except KeyError:
+                raise ActionRefused(self.id, f"no endpoint {to!r} on chain {es.chain}") from None
+        else:
+            idx = es.next_healthy()
+            if idx is None:
+                raise ActionRefused(self.id, f"no other healthy endpoint on chain {es.chain}")
+        if idx == es.active_index:
+            raise ActionRefused(self.id, f"{es.endpoints[idx].display} is already active")
+        target = es.endpoints[idx]
+        return ActionPlan(
+            action=self.id,
+            title=self.title,
+            target=f"chain:{es.chain}",
+            changes=(Change(f"chain:{es.chain}", "active endpoint", es.active.display, target.display),),
+            guard=Guard(target.healthy, f"{target.display} passed its last check",
+                        target.problem or ("not checked yet" if not target.checked else "")),
+            danger=self.danger,
+            params={"chain": es.chain, "to": target.display, "index": idx},
+            reason=reason,
+            preview=f"active endpoint of {es.chain}: {es.active.display} -> {target.display}",
+        )
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        es = self._set(plan.params["chain"])
+        t = es.endpoints[plan.params["index"]]
+        return Guard(t.healthy, f"{t.display} passed its last check", t.problem)
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        es = self._set(plan.params["chain"])
+        before = es.active.display
+        was_pinned = es.pinned
+        es.pinned = False
+        es.switch(plan.params["index"], f"manual: {plan.reason or 'operator failover'}", automatic=False)
+        es.pinned = was_pinned
+        return ActionResult(status="ok", summary=f"{es.chain}: active endpoint {before} -> {es.active.display}",
+                            before=before, after=es.active.display)
+
+
+class ChainPinAction(ChainFailoverAction):
+    """`chain.pin`: pin one endpoint as active (no automatic failover), or unpin."""
+
+    id = "chain.pin"
+    title = "Pin the active RPC endpoint"
+    description = "Pin an endpoint as the active one (automatic failover stops until unpinned)."
+
+    async def plan(self, chain: str | None = None, to: str | None = None, reason: str | None = None,
+                   unpin: bool = False, **_: Any) -> ActionPlan:
+        es = self._set(chain)
+        if unpin:
+            return ActionPlan(
+                action=self.id, title="Unpin the active RPC endpoint", target=f"chain:{es.chain}",
+                changes=(Change(f"chain:{es.chain}", "pinned", es.pinned, False),),
+                danger=Danger.CONFIRM, params={"chain": es.chain, "unpin": True}, reason=reason,
+                preview=f"automatic failover resumes on {es.chain}",
+            )
+        if to is None:
+            idx = es.active_index
+        else:
+            try:
+                idx = es.find(to)
+            except KeyError:
+                raise ActionRefused(self.id, f"no endpoint {to!r} on chain {es.chain}") from None
+        t = es.endpoints[idx]
+        return ActionPlan(
+            action=self.id,
+            title=self.title,
+            target=f"chain:{es.chain}",
+            changes=(Change(f"chain:{es.chain}", "active endpoint (pinned)",
+                            {"active": es.active.display, "pinned": es.pinned}, {"active": t.display, "pinned": True}),),
+            guard=Guard(True, "an operator may pin any endpoint", t.problem),
+            danger=Danger.CONFIRM,
+            params={"chain": es.chain, "to": t.display, "index": idx},
+            reason=reason,
+            preview=f"pin {t.display} as the active endpoint of {es.chain}"
+            + (f" (warning: {t.problem})" if t.problem else ""),
+        )
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        return plan.guard
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        es = self._set(plan.params["chain"])
+        if plan.params.get("unpin"):
+            es.pin(None)
+            return ActionResult(status="ok", summary=f"{es.chain}: unpinned", before=True, after=False)
+        before = es.active.display
+        es.pin(plan.params["index"], f"manual pin: {plan.reason or 'operator'}")
+        return ActionResult(status="ok", summary=f"{es.chain}: pinned {es.active.display}",
+                            before=before, after=es.active.display)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _hints(ctx: Any) -> dict:
+    return getattr(ctx, "extra", None) or {}
+
+
+@rule(ChainReading)
+def chain_endpoint_rules(r: ChainReading, ctx: Any) -> list[Finding]:
+    """RPC down / wrong chain / lag / head age / disagreement, for every chain kind."""
+    out: list[Finding] = []
+    eps = r.endpoints
+    if not eps:
+        return out
+    down = [e for e in eps if e.head is None]
+    if len(down) == len(eps):
+        out.append(Finding(
+            key=f"rpc-failure:{r.chain}", severity=Severity.P0, source=r.source,
+            summary=f"all {len(eps)} RPC endpoint(s) of {r.chain} are down",
+            evidence=tuple(f"{e.name} {e.url}: {e.error or 'no answer'}" for e in eps),
+            playbook="rpc-failure", target=f"chain:{r.chain}",
+        ))
+    else:
+        for e in down:
+            sev = Severity.P1 if e.active else Severity.P2
+            out.append(Finding(
+                key=f"rpc-failure:{r.chain}:{e.name}", severity=sev, source=r.source,
+                summary=f"RPC endpoint {e.name} of {r.chain} is down" + (" (active)" if e.active else ""),
+                evidence=(f"{e.url}: {e.error or 'no answer'}", f"active endpoint: {r.active_url}"),
+                playbook="rpc-failure", target=f"chain:{r.chain}",
+            ))
+    for e in eps:
+        if e.chain_id_ok is False:
+            out.append(Finding(
+                key=f"rpc-wrong-chain:{r.chain}:{e.name}", severity=Severity.P0 if e.active else Severity.P1,
+                source=r.source,
+                summary=f"{e.name} of {r.chain} is on chain id {e.chain_id}, expected {r.expected_chain_id}",
+                evidence=(e.url, "wrong network: check RPC_URL and the contract addresses for this network"),
+                playbook="rpc-failure", target=f"chain:{r.chain}",
+            ))
+        if e.head is not None and e.lag is not None and e.error and "behind" in e.error:
+            out.append(Finding(
+                key=f"rpc-lag:{r.chain}:{e.name}", severity=Severity.P2, source=r.source,
+                summary=f"{e.name} of {r.chain} is {e.lag} blocks behind the best endpoint",
+                evidence=(e.url, f"head {e.head}"), playbook="rpc-failure", target=f"chain:{r.chain}",
+            ))
+        if e.head is not None and e.error and "old" in e.error:
+            out.append(Finding(
+                key=f"rpc-stale:{r.chain}:{e.name}", severity=Severity.P1 if e.active else Severity.P2,
+                source=r.source, summary=f"{e.name} of {r.chain}: {e.error}",
+                evidence=(e.url, f"head {e.head}"), playbook="rpc-failure", target=f"chain:{r.chain}",
+            ))
+    if r.disagreement:
+        out.append(Finding(
+            key=f"rpc-disagree:{r.chain}", severity=Severity.P1, source=r.source,
+            summary=f"RPC endpoints of {r.chain} disagree", evidence=(r.disagreement,),
+            playbook="rpc-failure", target=f"chain:{r.chain}",
+        ))
+    return out
+
+
+__all__ = [
+    "BalanceSpec", "ChainFailoverAction", "ChainPinAction", "ChainSpec", "ContractSpec", "Endpoint",
+    "EndpointSet", "HttpRpc", "JsonRpcChain", "Probe", "RpcError", "Switch", "audit_switches",
+    "display_url", "parse_int",
+]

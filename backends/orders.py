@@ -1,0 +1,1274 @@
+"""Stuck orders: readings, on-chain verification, safe fixes, the listener cursor.
+
+The seed's emergency-order-fix as a module (Meta Aggregator runbooks 000-002):
+
+- `OrdersSpec` maps the orders table (validated, quoted identifiers only) and the
+  pending / target states; `OrdersStore` runs the parameterised queries on the shared
+  asyncpg pool of `backends/postgres.py`.
+- `OrdersSource` (a monitor source) reads the stuck count, the oldest age, the oldest N
+  stuck orders (never the whole table), the counts by state for the last 24 h, the
+  listener cursor against head / finalized head, and checks once (then every few
+  minutes) with EXPLAIN that the stuck query can use an index.
+- `ReleaseVerifier` finds the release event of stuck orders on chain, batched: one
+  `eth_getLogs` per block range with the order ids OR-ed in topic[1]. Verdicts:
+  released (tx, block, confirmations, final at the configured depth), not_released
+  (checked up to the node's head, never beyond), unknown (RPC error, endpoints disagree).
+- Actions: `orders.verify` (read-only), `orders.fix` (one order, reason required),
+  `orders.bulk_fix` (by age, optionally only final releases, batches, canary),
+  `orders.reconcile` (settle exactly the orders whose release is final on chain),
+  `orders.resync` (rewind the listener cursor to block N <= head).
+
+Every update is conditional: `... WHERE id = ... AND state = ANY(pending) RETURNING`;
+an order that changed meanwhile is `skipped`, never overwritten. Operator input (order
+id pattern, state in the allowed set, numbers) is validated before any query.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, Progress, ProgressFn
+from .audit import operator_identity
+from .errors import ActionRefused, BackendError, describe_exception
+from .model import (
+    CursorReading,
+    Finding,
+    Order,
+    OrdersReading,
+    OrderVerdict,
+    Reading,
+    Severity,
+    Verdict,
+)
+from .rules import rule
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STATE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def qident(name: str, *, allow_schema: bool = False) -> str:
+    """A config identifier, validated and double-quoted (`public.orders` -> `"public"."orders"`)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    parts = name.split(".")
+    if len(parts) > (2 if allow_schema else 1) or not all(_IDENT.match(p) for p in parts):
+        raise ValueError(f"invalid SQL identifier {name!r} (expected ^[A-Za-z_][A-Za-z0-9_]*$)")
+    return ".".join(f'"{p}"' for p in parts)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number (seconds), a timedelta or text: 500ms, 10s, 5m, 2h, 1d."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", str(value))
+    if not m:
+        raise ValueError(f"invalid duration {value!r} (expected e.g. 10m, 2h, 1d)")
+    mult = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CursorSpec:
+    table: str = "listener_cursor"
+    key_column: str = "name"
+    key: str = "escrow"
+    block_column: str = "last_block"
+    updated_column: str | None = "updated_at"
+    max_gap_s: float = 300.0  # listener behind head by more than this -> finding
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrdersSpec:
+    """The `[orders]` mapping as plain values."""
+
+    table: str = "orders"
+    id_column: str = "id"
+    id_pattern: str = r"^[A-Za-z0-9_-]{1,128}$"
+    state_column: str = "state"
+    created_column: str = "created_at"
+    updated_column: str | None = "updated_at"
+    notes_column: str | None = "notes"
+    block_column: str | None = None
+    tx_column: str | None = None
+    pending_states: tuple[str, ...] = ("PENDING",)
+    target_states: tuple[str, ...] = ("SETTLED", "FAILED", "CANCELLED")
+    settled_state: str = "SETTLED"  # the target that means "released on chain"
+    stuck_after: float = 600.0
+    show: int = 50
+    bulk_batch: int = 500
+    id_encoding: str = "bytes32-utf8"  # bytes32-utf8 | uint256 | keccak
+    event: str = "EscrowReleased"
+    start_block: int = 0  # where verification scans from when orders carry no block number
+    large_table_rows: int = 100_000  # a missing index matters from this many rows
+    timeout: float = 10.0
+    interval: float = 10.0
+    verify_in_poll: bool = True
+    source: str = "orders"
+    cursor: CursorSpec | None = None
+
+    def __post_init__(self) -> None:
+        qident(self.table, allow_schema=True)
+        for col in (self.id_column, self.state_column, self.created_column, self.updated_column,
+                    self.notes_column, self.block_column, self.tx_column):
+            if col is not None:
+                qident(col)
+        if self.cursor is not None:
+            qident(self.cursor.table, allow_schema=True)
+            for col in (self.cursor.key_column, self.cursor.block_column, self.cursor.updated_column):
+                if col is not None:
+                    qident(col)
+        re.compile(self.id_pattern)
+        if not self.pending_states:
+            raise ValueError("pending_states is empty")
+        if self.id_encoding not in ("bytes32-utf8", "uint256", "keccak"):
+            raise ValueError(f"unknown id_encoding {self.id_encoding!r}")
+
+    # validation of operator input ------------------------------------------------
+
+    def check_id(self, action: str, order_id: Any) -> str:
+        if not isinstance(order_id, str) or not re.fullmatch(self.id_pattern, order_id):
+            shown = repr(order_id)[:60]
+            raise ActionRefused(action, f"order id {shown} does not match {self.id_pattern}")
+        return order_id
+
+    def check_state(self, action: str, state: Any) -> str:
+        if not isinstance(state, str) or state not in self.target_states:
+            shown = repr(state)[:40]
+            raise ActionRefused(action, f"state {shown} is not one of {', '.join(self.target_states)}")
+        return state
+
+
+# --------------------------------------------------------------------------- store
+
+
+class OrdersStore:
+    """The orders table (and listener cursor) on the shared asyncpg pool."""
+
+    def __init__(self, spec: OrdersSpec, dsn: Any, *, pool_max: int = 2) -> None:
+        self.spec = spec
+        self.dsn = dsn
+        self.pool_max = pool_max
+        self.source = spec.source
+        self.queries = 0  # every statement sent (tests check "refused before any query")
+        self._id_type: str | None = None
+        s = spec
+        self.t = qident(s.table, allow_schema=True)
+        self.c_id = qident(s.id_column)
+        self.c_state = qident(s.state_column)
+        self.c_created = qident(s.created_column)
+        self.c_updated = qident(s.updated_column) if s.updated_column else None
+        self.c_notes = qident(s.notes_column) if s.notes_column else None
+        self.c_block = qident(s.block_column) if s.block_column else None
+        self.c_tx = qident(s.tx_column) if s.tx_column else None
+        cols = [f"{self.c_id}::text AS id", f"{self.c_state}::text AS state", f"{self.c_created} AS created"]
+        cols.append(f"{self.c_updated} AS updated" if self.c_updated else "NULL::timestamptz AS updated")
+        cols.append(f"{self.c_block}::bigint AS block" if self.c_block else "NULL::bigint AS block")
+        cols.append(f"{self.c_tx}::text AS tx" if self.c_tx else "NULL::text AS tx")
+        cols.append(f"{self.c_notes}::text AS notes" if self.c_notes else "NULL::text AS notes")
+        self.cols = ", ".join(cols)
+        self.stuck_where = f"{self.c_state} = ANY($1) AND {self.c_created} < now() - $2::interval"
+        self.sql_stuck_summary = f"SELECT count(*) AS n, min({self.c_created}) AS oldest FROM {self.t} WHERE {self.stuck_where}"  # noqa: S608
+        self.sql_stuck_list = (
+            f"SELECT {self.cols} FROM {self.t} WHERE {self.stuck_where} "  # noqa: S608
+            f"ORDER BY {self.c_created} LIMIT $3"
+        )
+        self.sql_by_state = (
+            f"SELECT {self.c_state}::text AS state, count(*) AS n FROM {self.t} "  # noqa: S608
+            f"WHERE {self.c_created} > now() - interval '24 hours' GROUP BY 1"
+        )
+        sets = [f"{self.c_state} = $2"]
+        if self.c_updated:
+            sets.append(f"{self.c_updated} = now()")
+        if self.c_notes:
+            sets.append(f"{self.c_notes} = COALESCE({self.c_notes}, '') || $3")
+        set_sql = ", ".join(sets)
+        note_arg = "$3" if self.c_notes else "$3::text IS NOT NULL AND true"
+        self._cond_pending = "$4"
+        self.sql_update_one = (
+            f"UPDATE {self.t} SET {set_sql} WHERE {self.c_id} = $1 AND {self.c_state} = ANY($4) "  # noqa: S608
+            f"{'' if self.c_notes else 'AND ' + note_arg + ' '}RETURNING {self.cols}"
+        )
+        self.sql_update_many = (
+            f"UPDATE {self.t} SET {set_sql} WHERE {self.c_id} = ANY($1) AND {self.c_state} = ANY($4) "  # noqa: S608
+            f"{'' if self.c_notes else 'AND ' + note_arg + ' '}RETURNING {self.c_id}::text AS id"
+        )
+        self.sql_get = f"SELECT {self.cols} FROM {self.t} WHERE {self.c_id} = $1"  # noqa: S608
+        self.sql_get_many = f"SELECT {self.cols} FROM {self.t} WHERE {self.c_id} = ANY($1)"  # noqa: S608
+        self.sql_candidates = (
+            f"SELECT {self.cols} FROM {self.t} WHERE {self.c_state} = ANY($1) "  # noqa: S608
+            f"AND {self.c_created} < now() - $2::interval ORDER BY {self.c_created} LIMIT $3"
+        )
+        cur = spec.cursor
+        if cur is not None:
+            ct = qident(cur.table, allow_schema=True)
+            ck, cb = qident(cur.key_column), qident(cur.block_column)
+            cu = qident(cur.updated_column) if cur.updated_column else None
+            self.sql_cursor = (
+                f"SELECT {cb}::bigint AS block, {cu if cu else 'NULL::timestamptz'} AS updated "  # noqa: S608
+                f"FROM {ct} WHERE {ck} = $1"
+            )
+            self.sql_set_cursor = (
+                f"UPDATE {ct} SET {cb} = $2{', ' + cu + ' = now()' if cu else ''} WHERE {ck} = $1 "  # noqa: S608
+                f"RETURNING {cb}::bigint AS block"
+            )
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def run(self, fn: Callable[[Any], Awaitable[Any]], *, time_limit: float | None = None) -> Any:
+        """`fn(con)` on a pooled connection; every failure becomes BackendError."""
+        from .postgres import run
+
+        return await run(self.dsn, fn, source=self.source, timeout=time_limit or self.spec.timeout,
+                         max_size=self.pool_max, statement_timeout=max(self.spec.timeout, 30.0))
+
+    async def once(self, fn: Callable[[Any], Awaitable[Any]], *, time_limit: float | None = None) -> Any:
+        """Like `run` but never retried (for writes whose outcome must be reported exactly)."""
+        import asyncio
+
+        from .postgres import connection, describe_pg_error, reveal
+
+        t = time_limit or self.spec.timeout
+        try:
+            async with asyncio.timeout(t):
+                async with connection(self.dsn, source=self.source, timeout=t, max_size=self.pool_max,
+                                      statement_timeout=max(self.spec.timeout, 30.0)) as con:
+                    return await fn(con)
+        except BackendError:
+            raise
+        except TimeoutError:
+            raise BackendError(self.source, f"no answer from postgres within {t:g}s") from None
+        except Exception as exc:
+            raise BackendError(self.source, describe_pg_error(exc, reveal(self.dsn))) from None
+
+    def _count(self, n: int = 1) -> None:
+        self.queries += n
+
+    async def _id_conv(self, con: Any) -> Callable[[str], Any]:
+        if self._id_type is None:
+            self._count()
+            self._id_type = await con.fetchval(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+                self.t, self.spec.id_column,
+            ) or "text"
+        t = self._id_type
+        if t in ("integer", "bigint", "smallint"):
+            return int
+        if t == "uuid":
+            import uuid
+
+            return uuid.UUID
+        return str
+
+    def _order(self, r: Any, now: datetime | None = None) -> Order:
+        now = now or datetime.now(UTC)
+        created = r["created"]
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        updated = r["updated"]
+        if updated is not None and updated.tzinfo is None:
+            updated = updated.replace(tzinfo=UTC)
+        return Order(
+            id=r["id"], state=r["state"], created_at=created, updated_at=updated,
+            age_s=(now - created).total_seconds() if created else None,
+            block_number=r["block"], tx_hash=r["tx"], notes=r["notes"],
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def stuck_summary(self, stuck_after: float | None = None) -> tuple[int, float | None]:
+        age = timedelta(seconds=self.spec.stuck_after if stuck_after is None else stuck_after)
+
+        async def q(con):
+            self._count()
+            return await con.fetchrow(self.sql_stuck_summary, list(self.spec.pending_states), age)
+
+        row = await self.run(q)
+        oldest = row["oldest"]
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(row["n"]), ((datetime.now(UTC) - oldest).total_seconds() if oldest else None)
+
+    async def stuck(self, limit: int | None = None, older_than: float | None = None) -> list[Order]:
+        age = timedelta(seconds=self.spec.stuck_after if older_than is None else older_than)
+        lim = self.spec.show if limit is None else limit
+
+        async def q(con):
+            self._count()
+            return await con.fetch(self.sql_stuck_list, list(self.spec.pending_states), age, lim)
+
+        rows = await self.run(q)
+        now = datetime.now(UTC)
+        return [self._order(r, now) for r in rows]
+
+    async def by_state_24h(self) -> dict[str, int]:
+        async def q(con):
+            self._count()
+            return await con.fetch(self.sql_by_state)
+
+        return {r["state"]: int(r["n"]) for r in await self.run(q)}
+
+    async def get(self, order_id: str) -> Order | None:
+        async def q(con):
+            conv = await self._id_conv(con)
+            self._count()
+            return await con.fetchrow(self.sql_get, conv(order_id))
+
+        r = await self.run(q)
+        return self._order(r) if r else None
+
+    async def get_many(self, ids: Sequence[str]) -> dict[str, Order]:
+        async def q(con):
+            conv = await self._id_conv(con)
+            self._count()
+            return await con.fetch(self.sql_get_many, [conv(i) for i in ids])
+
+        return {r["id"]: self._order(r) for r in await self.run(q)}
+
+    async def candidates(self, older_than: float, limit: int) -> list[Order]:
+        async def q(con):
+            self._count()
+            return await con.fetch(self.sql_candidates, list(self.spec.pending_states),
+                                   timedelta(seconds=older_than), limit)
+
+        now = datetime.now(UTC)
+        return [self._order(r, now) for r in await self.run(q, time_limit=max(self.spec.timeout, 30.0))]
+
+    async def index_check(self) -> tuple[bool, str, int | None]:
+        """(index usable?, CREATE INDEX hint, estimated rows). Uses EXPLAIN with seq scans
+        disabled: if the plan still scans the whole table, no index can serve the query."""
+        import json as _json
+
+        async def q(con):
+            self._count(3)
+            async with con.transaction():
+                await con.execute("SET LOCAL enable_seqscan = off")
+                plan = await con.fetchval(
+                    "EXPLAIN (FORMAT JSON) " + self.sql_stuck_list,
+                    list(self.spec.pending_states), timedelta(seconds=self.spec.stuck_after), self.spec.show,
+                )
+            rows = await con.fetchval(
+                "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END FROM pg_class c "
+                "WHERE c.oid = to_regclass($1)", self.t)
+            if rows is None:
+                rows = await con.fetchval("SELECT count(*) FROM (SELECT 1 FROM " + self.t  # noqa: S608
+                                          + " LIMIT $1) s", self.spec.large_table_rows + 1)
+            return plan, rows
+
+        plan, rows = await self.run(q)
+        if isinstance(plan, str):
+            plan = _json.loads(plan)
+        seq = _has_seq_scan(plan, self.spec.table.split(".")[-1])
+        name = f"{self.spec.table.split('.')[-1]}_{self.spec.state_column}_{self.spec.created_column}_idx"
+        hint = (
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {qident(name[:63])} ON {self.t} "
+            f"({self.c_state}, {self.c_created});"
+        )
+        return (not seq), ("" if not seq else hint), (int(rows) if rows is not None else None)
+
+    async def cursor(self) -> tuple[int | None, datetime | None]:
+        if self.spec.cursor is None:
+            raise BackendError(self.source, "no listener cursor configured")
+
+        async def q(con):
+            self._count()
+            return await con.fetchrow(self.sql_cursor, self.spec.cursor.key)
+
+        r = await self.run(q)
+        if r is None:
+            return None, None
+        return (int(r["block"]) if r["block"] is not None else None), r["updated"]
+
+    # ------------------------------------------------------------------ writes
+
+    async def update_one(self, order_id: str, state: str, suffix: str) -> Order | None:
+        async def q(con):
+            conv = await self._id_conv(con)
+            self._count()
+            return await con.fetchrow(self.sql_update_one, conv(order_id), state, suffix,
+                                      list(self.spec.pending_states))
+
+        r = await self.once(q)
+        return self._order(r) if r else None
+
+    async def update_batch(self, ids: Sequence[str], state: str, suffix: str) -> list[str]:
+        """One transaction: the conditional update of `ids`; returns the ids changed."""
+
+        async def q(con):
+            conv = await self._id_conv(con)
+            self._count()
+            async with con.transaction():
+                rows = await con.fetch(self.sql_update_many, [conv(i) for i in ids], state, suffix,
+                                       list(self.spec.pending_states))
+            return [r["id"] for r in rows]
+
+        return await self.once(q, time_limit=max(self.spec.timeout, 30.0))
+
+    async def set_cursor(self, block: int) -> int | None:
+        async def q(con):
+            self._count()
+            return await con.fetchval(self.sql_set_cursor, self.spec.cursor.key, block)
+
+        return await self.once(q)
+
+
+def _has_seq_scan(plan: Any, table: str) -> bool:
+    if isinstance(plan, list):
+        return any(_has_seq_scan(p, table) for p in plan)
+    if isinstance(plan, dict):
+        if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") == table:
+            return True
+        return any(_has_seq_scan(v, table) for v in plan.values() if isinstance(v, dict | list))
+    return False
+
+
+# --------------------------------------------------------------------------- on-chain verification
+
+
+def encode_order_id(order_id: str, encoding: str) -> str:
+    """The indexed topic of an order id (0x + 64 hex)."""
+    if encoding == "bytes32-utf8":
+        raw = order_id.encode("utf-8")
+        if len(raw) > 32:
+            raise ValueError(f"order id {order_id!r} is longer than 32 bytes")
+        return "0x" + raw.ljust(32, b"\0").hex()
+    if encoding == "uint256":
+        n = int(order_id)
+        if n < 0 or n >= 2**256:
+            raise ValueError(f"order id {order_id!r} out of uint256 range")
+        return "0x" + n.to_bytes(32, "big").hex()
+    if encoding == "keccak":
+        from .evm import keccak
+
+        return "0x" + keccak(order_id.encode("utf-8")).hex()
+    raise ValueError(f"unknown id encoding {encoding!r}")
+
+
+class ReleaseVerifier:
+    """Finds the release event of orders on chain (batched `eth_getLogs`)."""
+
+    def __init__(
+        self,
+        chain: Any,  # backends.evm.EvmChain
+        *,
+        address: str,
+        event: dict | str = "EscrowReleased(bytes32,uint256)",
+        id_encoding: str = "bytes32-utf8",
+        confirmations: int | None = None,
+        chunk: int | None = None,
+        start_block: int = 0,
+        ids_per_call: int = 500,
+    ) -> None:
+        from .evm import event_topic, signature
+
+        self.chain = chain
+        self.address = address
+        self.event_name = (event["name"] if isinstance(event, dict) else event.split("(")[0])
+        self.signature = signature(event) if isinstance(event, dict) else event
+        self.topic0 = event_topic(event)
+        self.id_encoding = id_encoding
+        self.confirmations = chain.spec.confirmations if confirmations is None else confirmations
+        self.chunk = chunk or chain.spec.getlogs_chunk
+        self.start_block = start_block
+        self.ids_per_call = ids_per_call
+
+    async def verify(self, orders: Sequence[Order]) -> dict[str, OrderVerdict]:
+        from .jsonrpc import RpcError, parse_int
+
+        out: dict[str, OrderVerdict] = {}
+        topics: dict[str, str] = {}
+        for o in orders:
+            try:
+                topics[o.id] = encode_order_id(o.id, self.id_encoding)
+            except ValueError as exc:
+                out[o.id] = OrderVerdict(order_id=o.id, verdict=Verdict.UNKNOWN, reason=str(exc))
+        todo = [o for o in orders if o.id in topics]
+        if not todo:
+            return out
+
+        def unknown_all(reason: str) -> dict[str, OrderVerdict]:
+            for o in todo:
+                out[o.id] = OrderVerdict(order_id=o.id, verdict=Verdict.UNKNOWN, reason=reason)
+            return out
+
+        if self.chain.endpoints.disagreement:
+            return unknown_all(self.chain.endpoints.disagreement)
+        try:
+            head = await self.chain.head()
+        except (BackendError, RpcError) as exc:
+            return unknown_all(f"RPC error: {describe_exception(exc)}")
+        blocks = [o.block_number for o in todo if o.block_number is not None]
+        start = max(0, min(blocks)) if blocks else self.start_block
+        beyond = {o.id for o in todo if o.block_number is not None and o.block_number > head}
+        for oid in beyond:
+            o = next(x for x in todo if x.id == oid)
+            out[oid] = OrderVerdict(
+                order_id=oid, verdict=Verdict.UNKNOWN, checked_to_block=head,
+                reason=f"order's block {o.block_number} is beyond the node's head {head} (node behind?)",
+            )
+        todo = [o for o in todo if o.id not in beyond]
+        if not todo:
+            return out
+        start = min(start, head)
+        by_topic = {topics[o.id]: o.id for o in todo}
+        found: dict[str, dict] = {}
+        try:
+            tlist = sorted(by_topic)
+            for i in range(0, len(tlist), self.ids_per_call):
+                group = tlist[i : i + self.ids_per_call]
+                logs = await self.chain.get_logs_chunked(
+                    self.address, [self.topic0, group], start, head, chunk=self.chunk
+                )
+                for log in logs:
+                    if log.get("removed"):
+                        continue
+                    t = (log.get("topics") or [None, None])[1]
+                    t = t.lower() if isinstance(t, str) else t
+                    oid = by_topic.get(t)
+                    if oid is None:
+                        continue
+                    cur = found.get(oid)
+                    key = (parse_int(log["blockNumber"]), parse_int(log.get("logIndex", "0x0")))
+                    if cur is None or key < (parse_int(cur["blockNumber"]), parse_int(cur.get("logIndex", "0x0"))):
+                        found[oid] = log
+        except (BackendError, RpcError) as exc:
+            return unknown_all(f"RPC error: {describe_exception(exc)}")
+        # released logs: cross-check their blocks with the other healthy endpoints
+        bad: dict[int, str] = {}
+        if found:
+            blocks_seen = {parse_int(lg["blockNumber"]): lg.get("blockHash", "") for lg in found.values()}
+            try:
+                bad = await self.chain.cross_check_blocks({n: h for n, h in blocks_seen.items() if h})
+            except Exception:
+                bad = {}
+        for o in todo:
+            log = found.get(o.id)
+            if log is None:
+                out[o.id] = OrderVerdict(
+                    order_id=o.id, verdict=Verdict.NOT_RELEASED, checked_to_block=head,
+                    reason=f"no {self.event_name} in blocks {start}..{head}",
+                )
+                continue
+            bn = parse_int(log["blockNumber"])
+            if bn in bad:
+                out[o.id] = OrderVerdict(order_id=o.id, verdict=Verdict.UNKNOWN, block=bn,
+                                         tx_hash=log.get("transactionHash"), reason=bad[bn])
+                continue
+            conf = head - bn + 1
+            amount = None
+            data = log.get("data") or "0x"
+            if len(data) >= 66:
+                try:
+                    amount = int(data[2:66], 16)
+                except ValueError:
+                    amount = None
+            final = conf >= self.confirmations
+            out[o.id] = OrderVerdict(
+                order_id=o.id, verdict=Verdict.RELEASED, tx_hash=log.get("transactionHash"), block=bn,
+                confirmations=conf, final=final, checked_to_block=head, amount=amount,
+                reason=(f"final ({conf} confirmations)" if final
+                        else f"{conf} of {self.confirmations} confirmations"),
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- source
+
+
+class OrdersSource:
+    """Monitor source: stuck orders (+ verdicts of the oldest) and the listener cursor."""
+
+    kind = "orders"
+
+    def __init__(
+        self,
+        store: OrdersStore,
+        *,
+        verifier: ReleaseVerifier | None = None,
+        chain: Any = None,
+        index_check_every: float = 600.0,
+    ) -> None:
+        self.store = store
+        self.spec = store.spec
+        self.name = store.spec.source
+        self.interval = store.spec.interval
+        self.timeout = store.spec.timeout * 2 + 5
+        self.verifier = verifier
+        self.chain = chain if chain is not None else (verifier.chain if verifier else None)
+        self.index_check_every = index_check_every
+        self._index: tuple[bool, str, int | None] | None = None
+        self._index_at = 0.0
+
+    async def index_status(self) -> tuple[bool | None, str]:
+        if self._index is None or time.monotonic() - self._index_at > self.index_check_every:
+            self._index = await self.store.index_check()
+            self._index_at = time.monotonic()
+        usable, hint, rows = self._index
+        if usable:
+            return True, ""
+        large = rows is not None and rows >= self.spec.large_table_rows
+        return (False if large else None), hint
+
+    async def reading(self) -> OrdersReading:
+        count, oldest_age = await self.store.stuck_summary()
+        oldest = await self.store.stuck() if count else []
+        by_state = await self.store.by_state_24h()
+        try:
+            index_ok, hint = await self.index_status()
+        except BackendError:
+            index_ok, hint = None, ""
+        if oldest and self.verifier is not None and self.spec.verify_in_poll:
+            verdicts = await self.verifier.verify(oldest)
+            oldest = [replace(o, verdict=verdicts.get(o.id)) for o in oldest]
+        return OrdersReading(
+            source=self.name,
+            stuck_count=count,
+            oldest_age_s=oldest_age,
+            oldest=tuple(oldest),
+            by_state_24h=by_state,
+            stuck_after_s=self.spec.stuck_after,
+            index_ok=index_ok,
+            index_hint=hint,
+        )
+
+    async def cursor_reading(self) -> CursorReading:
+        from .jsonrpc import parse_int
+
+        block, updated = await self.store.cursor()
+        cur = self.spec.cursor
+        name = cur.key if cur else "listener"
+        if self.chain is None:
+            return CursorReading(source=self.name, name=name, block=block, updated_at=updated)
+        head_b = await self.chain.block("latest")
+        head = parse_int(head_b["number"]) if head_b else None
+        finalized = await self.chain.finalized_head(head)
+        gap_s = None
+        if block is not None and head_b is not None:
+            cb = await self.chain.block(min(block, head)) if head is not None else None
+            if cb is not None:
+                gap_s = float(parse_int(head_b["timestamp"]) - parse_int(cb["timestamp"]))
+        return CursorReading(
+            source=self.name, name=name, block=block, head=head, finalized=finalized,
+            gap_blocks=(head - block) if (head is not None and block is not None) else None,
+            gap_s=gap_s, updated_at=updated,
+        )
+
+    async def poll(self) -> list[Reading]:
+        out: list[Reading] = [await self.reading()]
+        if self.spec.cursor is not None:
+            try:
+                out.append(await self.cursor_reading())
+            except BackendError as exc:
+                if exc.source == self.name:
+                    raise
+                # chain down: the cursor alone is still worth showing
+                block, updated = await self.store.cursor()
+                out.append(CursorReading(source=self.name, name=self.spec.cursor.key, block=block,
+                                         updated_at=updated))
+        return out
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _note_suffix(operator: str, reason: str, at: datetime | None = None) -> str:
+    ts = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    clean = " ".join(str(reason).split())
+    who = " ".join(str(operator).split())
+    return f" [MANUAL FIX: {ts} by {who}: {clean}]"
+
+
+def _row(o: Order | None) -> dict | None:
+    if o is None:
+        return None
+    return {
+        "id": o.id, "state": o.state,
+        "created_at": o.created_at.isoformat() if o.created_at else None,
+        "updated_at": o.updated_at.isoformat() if o.updated_at else None,
+        "block_number": o.block_number, "tx_hash": o.tx_hash, "notes": o.notes,
+    }
+
+
+def _verdict_text(v: OrderVerdict | None) -> str:
+    if v is None:
+        return "not verified"
+    if v.verdict is Verdict.RELEASED:
+        return (f"released in block {v.block} (tx {v.tx_hash}), {v.confirmations} confirmations"
+                + (", final" if v.final else ", NOT final yet"))
+    if v.verdict is Verdict.NOT_RELEASED:
+        return f"no release event (checked up to block {v.checked_to_block})"
+    return f"unknown: {v.reason}"
+
+
+def _reason(action: str, reason: Any, required: bool = True) -> str | None:
+    if reason is None or not str(reason).strip():
+        if required:
+            raise ActionRefused(action, "a reason is required")
+        return None
+    text = " ".join(str(reason).split())
+    if len(text) > 500:
+        raise ActionRefused(action, "the reason is longer than 500 characters")
+    return text
+
+
+class _OrdersAction(Action):
+    def __init__(self, store: OrdersStore, *, verifier: ReleaseVerifier | None = None,
+                 operator: str | Callable[[], str] | None = None) -> None:
+        self.store = store
+        self.spec = store.spec
+        self.verifier = verifier
+        self._operator = operator
+
+    def operator(self, override: Any = None) -> str:
+        if isinstance(override, str) and override.strip():
+            return override.strip()
+        op = self._operator
+        if callable(op):
+            return op()
+        return op or operator_identity()
+
+
+class OrdersVerifyAction(_OrdersAction):
+    """`orders.verify`: on-chain verdicts for given ids or the oldest stuck orders (read-only)."""
+
+    id = "orders.verify"
+    title = "Verify stuck orders on chain"
+    mutating = False
+    danger = Danger.SAFE
+    description = "Look for the release event of stuck orders on chain (batched eth_getLogs)."
+
+    async def plan(self, ids: Sequence[str] | None = None, limit: int | None = None, **_: Any) -> ActionPlan:
+        if ids is not None:
+            ids = [self.spec.check_id(self.id, i) for i in ids]
+        if limit is not None and (not isinstance(limit, int) or limit < 1 or limit > 100_000):
+            raise ActionRefused(self.id, "limit must be an integer between 1 and 100000")
+        if self.verifier is None:
+            raise ActionRefused(self.id, "no chain configured for the orders")
+        orders = list((await self.store.get_many(ids)).values()) if ids else await self.store.stuck(limit=limit)
+        verdicts = await self.verifier.verify(orders)
+        lines = [f"{o.id}: {_verdict_text(verdicts.get(o.id))}" for o in orders]
+        counts: dict[str, int] = {}
+        for v in verdicts.values():
+            k = "released_final" if v.verdict is Verdict.RELEASED and v.final else v.verdict.value
+            counts[k] = counts.get(k, 0) + 1
+        return ActionPlan(
+            action=self.id, title=self.title, target="orders", danger=Danger.SAFE,
+            params={"ids": [o.id for o in orders], "counts": counts,
+                    "verdicts": {k: _verdict_text(v) for k, v in verdicts.items()}},
+            preview="\n".join(lines[:200]) or "no stuck orders",
+            total=len(orders),
+        )
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        return ActionResult(status="ok", summary=", ".join(f"{k} {v}" for k, v in plan.params["counts"].items())
+                            or "nothing to verify", counts=plan.params["counts"])
+
+
+class OrdersFixAction(_OrdersAction):
+    """`orders.fix`: set one pending order to a target state, with a reason."""
+
+    id = "orders.fix"
+    title = "Fix one order"
+    danger = Danger.CONFIRM
+    reason_required = True
+    description = "Set one stuck order to a target state (conditional UPDATE, reason appended to notes)."
+
+    async def plan(self, order_id: Any = None, state: Any = None, reason: Any = None,
+                   operator: Any = None, **_: Any) -> ActionPlan:
+        # validate everything before any query
+        oid = self.spec.check_id(self.id, order_id)
+        st = self.spec.check_state(self.id, state)
+        why = _reason(self.id, reason)
+        op = self.operator(operator)
+        row = await self.store.get(oid)
+        if row is None:
+            raise ActionRefused(self.id, f"no order {oid}")
+        pending = row.state in self.spec.pending_states
+        suffix = _note_suffix(op, why)
+        after = replace(row, state=st, notes=(row.notes or "") + suffix if self.spec.notes_column else row.notes,
+                        updated_at=datetime.now(UTC) if self.spec.updated_column else row.updated_at)
+        notes = []
+        verdict = None
+        if self.verifier is not None:
+            verdict = (await self.verifier.verify([row])).get(oid)
+            notes.append(f"on chain: {_verdict_text(verdict)}")
+            if st == self.spec.settled_state and (verdict is None or not (verdict.verdict is Verdict.RELEASED and verdict.final)):
+                notes.append(f"warning: setting {st} without a final release on chain")
+        preview = "\n".join([
+            f"UPDATE order {oid}: state {row.state} -> {st}",
+            f"notes += {suffix!r}",
+            "only if the state is still one of " + ", ".join(self.spec.pending_states) + " (else skipped)",
+            *notes,
+        ])
+        return ActionPlan(
+            action=self.id, title=self.title, target=f"order:{oid}",
+            changes=(Change(f"order:{oid}", f"state {row.state} -> {st}", _row(row), _row(after)),),
+            guard=Guard(pending, f"order {oid} is {' / '.join(self.spec.pending_states)}",
+                        "" if pending else f"it is {row.state}"),
+            danger=self.danger, reason=why, reason_required=True,
+            params={"order_id": oid, "state": st, "operator": op,
+                    "verdict": _verdict_text(verdict) if self.verifier else None},
+            preview=preview, notes=tuple(notes), total=1,
+        )
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        oid, st = plan.params["order_id"], plan.params["state"]
+        suffix = _note_suffix(plan.params["operator"], plan.reason or "")
+        before = plan.changes[0].before
+        row = await self.store.update_one(oid, st, suffix)
+        progress(Progress(1, 1, f"order {oid}"))
+        if row is None:
+            try:
+                now = await self.store.get(oid)
+            except BackendError:
+                now = None
+            return ActionResult(
+                status="skipped",
+                summary=f"order {oid} changed meanwhile (now {now.state if now else 'unknown'}); not overwritten",
+                before=before, after=_row(now), counts={"fixed": 0, "skipped": 1, "failed": 0},
+            )
+        return ActionResult(status="ok", summary=f"order {oid}: {before['state']} -> {row.state}",
+                            before=before, after=_row(row), counts={"fixed": 1, "skipped": 0, "failed": 0})
+
+
+class OrdersBulkFixAction(_OrdersAction):
+    """`orders.bulk_fix`: pending orders older than X to a target state, in batches."""
+
+    id = "orders.bulk_fix"
+    title = "Bulk fix stuck orders"
+    danger = Danger.TYPED
+    reason_required = True
+    description = ("Set every pending order older than X to a target state (optionally only those whose "
+                   "release is final on chain), in batches, with an optional canary.")
+
+    def __init__(self, *a: Any, after_batch: Callable[[int, dict], Awaitable[None] | None] | None = None,
+                 max_orders: int = 100_000, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.after_batch = after_batch  # hook (tests, progress UIs): after_batch(batch_no, counts)
+        self.max_orders = max_orders
+
+    def _validate(self, older_than: Any, state: Any, reason: Any, canary: Any, batch: Any,
+                  only_released: Any) -> tuple[float, str, str, int, int, bool]:
+        try:
+            age = parse_duration(older_than if older_than is not None else self.spec.stuck_after)
+        except ValueError as exc:
+            raise ActionRefused(self.id, str(exc)) from None
+        if age < 0:
+            raise ActionRefused(self.id, "older_than must not be negative")
+        st = self.spec.check_state(self.id, state)
+        why = _reason(self.id, reason)
+        if not isinstance(canary, int) or isinstance(canary, bool) or canary < 0:
+            raise ActionRefused(self.id, "canary must be a whole number >= 0")
+        b = self.spec.bulk_batch if batch is None else batch
+        if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 10_000:
+            raise ActionRefused(self.id, "batch must be between 1 and 10000")
+        only = (st == self.spec.settled_state) if only_released is None else bool(only_released)
+        if only and self.verifier is None:
+            raise ActionRefused(self.id, "only_released needs a chain to verify against (none configured)")
+        return age, st, why, canary, b, only
+
+    async def plan(self, older_than: Any = None, state: Any = None, reason: Any = None, *,
+                   hours: Any = None, only_released: Any = None, canary: Any = 0, batch: Any = None,
+                   operator: Any = None, **_: Any) -> ActionPlan:
+        if hours is not None and older_than is None:
+            try:
+                older_than = float(hours) * 3600
+            except (TypeError, ValueError):
+                raise ActionRefused(self.id, f"hours {hours!r} is not a number") from None
+        age, st, why, canary, b, only = self._validate(older_than, state, reason, canary, batch, only_released)
+        op = self.operator(operator)
+        cands = await self.store.candidates(age, self.max_orders)
+        notes: list[str] = []
+        verdicts: dict[str, OrderVerdict] = {}
+        if only:
+            verdicts = await self.verifier.verify(cands)
+            keep = [o for o in cands if (v := verdicts.get(o.id)) and v.verdict is Verdict.RELEASED and v.final]
+            counts = _verdict_counts(verdicts)
+            notes.append("on chain: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            notes.append(f"{len(cands) - len(keep)} of {len(cands)} left out: release not final on chain")
+            cands = keep
+        return self._make_plan(cands, st, why, op, age, only, canary, b, notes)
+
+    def _make_plan(self, cands: list[Order], st: str, why: str, op: str, age: float, only: bool,
+                   canary: int, b: int, notes: list[str]) -> ActionPlan:
+        if not cands:
+            raise ActionRefused(self.id, f"no pending orders older than {fmt_age(age)}"
+                                + (" with a final release on chain" if only else ""))
+        ids = [o.id for o in cands]
+        shown = ids[:50]
+        preview = "\n".join([
+            f"{len(ids)} order(s) {'/'.join(self.spec.pending_states)} older than {fmt_age(age)} -> {st}",
+            f"in batches of {b}, each its own transaction" + (f"; canary: first {canary}, re-verified" if canary else ""),
+            "only orders still pending are changed (the rest are skipped)",
+            f"notes += ' [MANUAL FIX: <ts> by {op}: {why}]'",
+            *notes,
+            "ids: " + ", ".join(shown) + (f" … and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""),
+        ])
+        return ActionPlan(
+            action=self.id, title=self.title, target=f"orders:{st}",
+            changes=(Change("orders", f"{len(ids)} orders -> {st}",
+                            {"state": list(self.spec.pending_states), "ids": ids}, {"state": st}),),
+            guard=Guard(True, f"{len(ids)} order(s) selected; each update re-checks the state"),
+            danger=Danger.TYPED, confirm_text=str(len(ids)), reason=why, reason_required=True,
+            params={"ids": ids, "state": st, "older_than_s": age, "only_released": only,
+                    "canary": canary, "batch": b, "operator": op},
+            preview=preview, notes=tuple(notes), total=len(ids),
+        )
+
+    async def _reverify(self, ids: list[str], st: str) -> str | None:
+        """After the canary: the rows show the target state and the chain agrees. Returns a mismatch."""
+        rows = await self.store.get_many(ids)
+        for oid in ids:
+            r = rows.get(oid)
+            if r is None or r.state != st:
+                return f"order {oid}: database shows {r.state if r else 'no row'} after the fix"
+        if self.verifier is None:
+            return None
+        verdicts = await self.verifier.verify([rows[i] for i in ids])
+        for oid in ids:
+            v = verdicts.get(oid)
+            if st == self.spec.settled_state:
+                if v is None or not (v.verdict is Verdict.RELEASED and v.final):
+                    return f"order {oid}: set {st} but on chain: {_verdict_text(v)}"
+            elif v is not None and v.verdict is Verdict.RELEASED:
+                return f"order {oid}: set {st} but it was released on chain ({_verdict_text(v)})"
+        return None
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        import inspect
+
+        p = plan.params
+        ids: list[str] = list(p["ids"])
+        st, b, canary = p["state"], p["batch"], p["canary"]
+        suffix = _note_suffix(p["operator"], plan.reason or "")
+        fixed: list[str] = []
+        skipped: list[str] = []
+        failed: list[str] = []
+        not_done: list[str] = []
+        stop_reason = ""
+        batches: list[list[str]] = []
+        rest = ids
+        if canary:
+            batches.append(ids[:canary])
+            rest = ids[canary:]
+        batches += [rest[i : i + b] for i in range(0, len(rest), b)]
+        total = len(ids)
+        done = 0
+        for n, chunk in enumerate(batches, 1):
+            try:
+                changed = await self.store.update_batch(chunk, st, suffix)
+            except BackendError as exc:
+                failed += chunk
+                not_done += [i for c in batches[n:] for i in c]
+                stop_reason = f"batch {n} failed (rolled back): {exc.reason}"
+                progress(Progress(done, total, stop_reason))
+                break
+            cs = set(changed)
+            fixed += [i for i in chunk if i in cs]
+            skipped += [i for i in chunk if i not in cs]
+            done += len(chunk)
+            progress(Progress(done, total, f"batch {n}/{len(batches)}: {len(cs)} fixed, {len(chunk) - len(cs)} skipped"))
+            if self.after_batch is not None:
+                r = self.after_batch(n, {"fixed": len(fixed), "skipped": len(skipped)})
+                if inspect.isawaitable(r):
+                    await r
+            if canary and n == 1:
+                try:
+                    mismatch = await self._reverify([i for i in chunk if i in cs], st)
+                except BackendError as exc:
+                    mismatch = f"canary could not be re-verified: {exc.reason}"
+                if mismatch:
+                    not_done += [i for c in batches[n:] for i in c]
+                    stop_reason = f"canary stopped: {mismatch}"
+                    progress(Progress(done, total, stop_reason))
+                    break
+        counts = {"fixed": len(fixed), "skipped": len(skipped), "failed": len(failed), "not_done": len(not_done)}
+        if failed or not_done:
+            status = "partial" if fixed else "failed"
+        elif not fixed:
+            status = "skipped"
+        else:
+            status = "ok"
+        summary = f"{len(fixed)} fixed, {len(skipped)} skipped, {len(failed)} failed"
+        if not_done:
+            summary += f", {len(not_done)} not done"
+        if stop_reason:
+            summary += f" — {stop_reason}"
+        return ActionResult(
+            status=status, summary=summary,
+            before={"state": list(self.spec.pending_states), "ids": ids},
+            after={"state": st, "fixed": fixed, "skipped": skipped, "failed": failed, "not_done": not_done},
+            counts=counts,
+            details=(stop_reason,) if stop_reason else (),
+        )
+
+
+def _verdict_counts(verdicts: dict[str, OrderVerdict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in verdicts.values():
+        if v.verdict is Verdict.RELEASED:
+            k = "released (final)" if v.final else "released (not final)"
+        else:
+            k = v.verdict.value.replace("_", " ")
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+class OrdersReconcileAction(OrdersBulkFixAction):
+    """`orders.reconcile`: settle exactly the stuck orders whose release event is final on chain."""
+
+    id = "orders.reconcile"
+    title = "Reconcile stuck orders with the chain"
+    danger = Danger.CONFIRM
+    reason_required = False
+    description = "Settle exactly the pending orders whose release event is final on chain (the fallback event checker)."
+
+    async def plan(self, older_than: Any = None, reason: Any = None, *, batch: Any = None,
+                   operator: Any = None, **_: Any) -> ActionPlan:
+        if self.verifier is None:
+            raise ActionRefused(self.id, "no chain configured for the orders")
+        why = _reason(self.id, reason, required=False) or "reconcile: release final on chain"
+        age, st, why, _c, b, _o = self._validate(
+            older_than, self.spec.settled_state, why, 0, batch, True)
+        op = self.operator(operator)
+        cands = await self.store.candidates(age, self.max_orders)
+        verdicts = await self.verifier.verify(cands)
+        keep = [o for o in cands if (v := verdicts.get(o.id)) and v.verdict is Verdict.RELEASED and v.final]
+        notes = ["on chain: " + ", ".join(f"{k} {v}" for k, v in _verdict_counts(verdicts).items())]
+        plan = self._make_plan(keep, st, why, op, age, True, 0, b, notes)
+        return replace(plan, action=self.id, title=self.title, danger=Danger.CONFIRM, confirm_text=None,
+                       reason_required=False, target="orders:reconcile")
+
+
+class OrdersResyncAction(_OrdersAction):
+    """`orders.resync`: rewind the listener cursor to block N (N <= head)."""
+
+    id = "orders.resync"
+    title = "Resync the listener from a block"
+    danger = Danger.CONFIRM
+    reason_required = True
+    description = "Rewind the listener's cursor to block N so it re-processes events from there."
+
+    def __init__(self, store: OrdersStore, *, chain: Any = None, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self.chain = chain
+
+    async def plan(self, block: Any = None, reason: Any = None, **_: Any) -> ActionPlan:
+        if isinstance(block, str) and block.strip().isdigit():
+            block = int(block.strip())
+        if not isinstance(block, int) or isinstance(block, bool) or block < 0:
+            raise ActionRefused(self.id, f"block must be a whole number >= 0, not {block!r}"[:120])
+        why = _reason(self.id, reason)
+        if self.spec.cursor is None:
+            raise ActionRefused(self.id, "no listener cursor configured ([orders.cursor])")
+        current, updated = await self.store.cursor()
+        if current is None and updated is None:
+            raise ActionRefused(self.id, f"no cursor row {self.spec.cursor.key!r}")
+        head = await self.chain.head() if self.chain is not None else None
+        ok = head is None or block <= head
+        return ActionPlan(
+            action=self.id, title=self.title, target=f"cursor:{self.spec.cursor.key}",
+            changes=(Change(f"cursor:{self.spec.cursor.key}", "last processed block", current, block),),
+            guard=Guard(ok, f"block {block} <= chain head" + (f" {head}" if head is not None else " (no chain)"),
+                        "" if ok else f"head is {head}"),
+            danger=self.danger, reason=why, reason_required=True,
+            params={"block": block, "head": head, "previous": current},
+            preview=f"listener cursor {self.spec.cursor.key}: {current} -> {block} (head {head})",
+        )
+
+    async def check_guard(self, plan: ActionPlan) -> Guard:
+        if self.chain is None:
+            return plan.guard
+        head = await self.chain.head()
+        n = plan.params["block"]
+        return Guard(n <= head, f"block {n} <= chain head {head}", "" if n <= head else f"head is {head}")
+
+    async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        n = plan.params["block"]
+        got = await self.store.set_cursor(n)
+        if got is None:
+            return ActionResult(status="failed", summary=f"cursor row {self.spec.cursor.key!r} is gone")
+        return ActionResult(status="ok", summary=f"listener cursor {plan.params['previous']} -> {got}",
+                            before=plan.params["previous"], after=got)
+
+
+def orders_actions(store: OrdersStore, *, verifier: ReleaseVerifier | None = None, chain: Any = None,
+                   operator: str | Callable[[], str] | None = None) -> list[Action]:
+    chain = chain if chain is not None else (verifier.chain if verifier else None)
+    kw = {"verifier": verifier, "operator": operator}
+    return [
+        OrdersVerifyAction(store, **kw),
+        OrdersFixAction(store, **kw),
+        OrdersBulkFixAction(store, **kw),
+        OrdersReconcileAction(store, **kw),
+        OrdersResyncAction(store, chain=chain, **kw),
+    ]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _g(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def orders_spec_from_config(oc: Any) -> OrdersSpec:
+    """An OrdersSpec from `[orders]` of a loaded config (attribute or dict access)."""
+    pat = _g(oc, "id_pattern", r"^[A-Za-z0-9_-]{1,128}$")
+    cur = _g(oc, "cursor")
+    targets = tuple(_g(oc, "target_states", ("SETTLED", "FAILED", "CANCELLED")))
+    settled = _g(oc, "settled_state", None) or ("SETTLED" if "SETTLED" in targets else targets[0])
+    def opt(v: Any) -> str | None:
+        return str(v) if v else None
+
+    return OrdersSpec(
+        table=str(_g(oc, "table", "orders")),
+        id_column=str(_g(oc, "id_column", "id")),
+        id_pattern=pat.pattern if hasattr(pat, "pattern") else str(pat),
+        state_column=str(_g(oc, "state_column", "state")),
+        created_column=str(_g(oc, "created_column", "created_at")),
+        updated_column=opt(_g(oc, "updated_column", "updated_at")),
+        notes_column=opt(_g(oc, "notes_column")),
+        block_column=opt(_g(oc, "block_column")),
+        tx_column=opt(_g(oc, "tx_column")),
+        pending_states=tuple(_g(oc, "pending_states", ("PENDING",))),
+        target_states=targets,
+        settled_state=settled,
+        stuck_after=parse_duration(_g(oc, "stuck_after", 600.0)),
+        show=int(_g(oc, "show", 50)),
+        bulk_batch=int(_g(oc, "bulk_batch", 500)),
+        id_encoding=str(_g(oc, "id_encoding", "bytes32-utf8")),
+        event=str(_g(oc, "event", "EscrowReleased")),
+        start_block=int(_g(oc, "start_block", 0) or 0),
+        interval=parse_duration(_g(oc, "interval", None) or 10.0),
+        cursor=CursorSpec(
+            table=str(_g(cur, "table")),
+            key_column=str(_g(cur, "key_column", "name")),
+            key=str(_g(cur, "key", "escrow")),
+            block_column=str(_g(cur, "block_column", "last_block")),
+            updated_column=opt(_g(cur, "updated_column")),
+        ) if cur is not None else None,
+    )
+
+
+@dataclass
+class OrdersBundle:
+    """What `from_config` builds: the store, the verifier (when a chain is set), the source, actions."""
+
+    store: OrdersStore
+    source: OrdersSource
+    verifier: ReleaseVerifier | None = None
+    actions: list[Action] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: Any, *, chains: dict[str, Any] | None = None,
+                    operator: str | None = None) -> OrdersBundle:
+        oc = config.orders
+        if oc is None:
+            raise ValueError("no [orders] section")
+        spec = orders_spec_from_config(oc)
+        pg = config.postgres[oc.postgres]
+        store = OrdersStore(spec, pg.dsn, pool_max=max(2, int(getattr(pg, "pool_max", 2))))
+        verifier = None
+        chain_name = _g(oc, "chain")
+        if chain_name and chains and chain_name in chains:
+            ch = chains[chain_name]
+            cname = _g(oc, "contract")
+            contract = ch.contracts.get(cname) if cname else (ch.spec.contracts[0] if ch.spec.contracts else None)
+            if contract is not None:
+                from .evm import find_event
+
+                try:
+                    event: dict | str = find_event(contract.abi, spec.event)
+                except KeyError:
+                    event = f"{spec.event}(bytes32,uint256)"
+                verifier = ReleaseVerifier(ch, address=contract.address, event=event,
+                                           id_encoding=spec.id_encoding, start_block=spec.start_block)
+        source = OrdersSource(store, verifier=verifier,
+                              chain=chains.get(chain_name) if (chains and chain_name) else None)
+        actions = orders_actions(store, verifier=verifier, chain=source.chain, operator=operator)
+        return cls(store=store, source=source, verifier=verifier, actions=actions)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@rule(OrdersReading)
+def orders_rules(r: OrdersReading, ctx: Any) -> list[Finding]:
+    out: list[Finding] = []
+    if r.stuck_count:
+        ids = ", ".join(o.id for o in r.oldest[:5])
+        out.append(Finding(
+            key=f"orders-stuck:{r.source}", severity=Severity.P1, source=r.source,
+            summary=f"{r.stuck_count} order(s) stuck for more than {fmt_age(r.stuck_after_s)} "
+                    f"(oldest {fmt_age(r.oldest_age_s)})",
+            evidence=tuple(x for x in (f"oldest: {ids}" if ids else "",
+                                       "by state (24 h): " + ", ".join(f"{k} {v}" for k, v in sorted(r.by_state_24h.items())))
+                           if x),
+            playbook="orders-stuck", target="orders",
+        ))
+        released = [o for o in r.oldest if o.verdict is not None and o.verdict.verdict is Verdict.RELEASED]
+        if released:
+            out.append(Finding(
+                key=f"listener-failure:{r.source}", severity=Severity.P1, source=r.source,
+                summary=f"{len(released)} stuck order(s) are released on chain: the listener is not processing events",
+                evidence=tuple(f"{o.id}: {_verdict_text(o.verdict)}" for o in released[:5]),
+                playbook="listener-failure", target="orders",
+            ))
+    if r.index_ok is False:
+        out.append(Finding(
+            key=f"orders-index:{r.source}", severity=Severity.P2, source=r.source,
+            summary="the stuck-orders query cannot use an index on a large table",
+            evidence=(f"run: {r.index_hint}",), playbook="orders-stuck", target="orders",
+        ))
+    return out
+
+
+@rule(CursorReading)
+def cursor_rules(r: CursorReading, ctx: Any) -> list[Finding]:
+    extra = getattr(ctx, "extra", None) or {}
+    max_gap = float(extra.get("cursor_max_gap_s", 300.0))
+    if r.gap_s is not None and r.gap_s > max_gap:
+        return [Finding(
+            key=f"listener-behind:{r.source}:{r.name}", severity=Severity.P1, source=r.source,
+            summary=f"listener cursor {r.name} is {r.gap_blocks} blocks ({fmt_age(r.gap_s)}) behind head",
+            evidence=(f"cursor {r.block}, head {r.head}, finalized {r.finalized}",),
+            playbook="listener-failure", target=f"cursor:{r.name}",
+        )]
+    return []
+
+
+__all__ = [
+    "CursorSpec", "OrdersBulkFixAction", "OrdersBundle", "OrdersFixAction", "OrdersReconcileAction",
+    "OrdersResyncAction", "OrdersSource", "OrdersSpec", "OrdersStore", "OrdersVerifyAction",
+    "ReleaseVerifier", "encode_order_id", "orders_actions", "orders_spec_from_config", "qident",
+]
