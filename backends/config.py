@@ -128,9 +128,11 @@ def validate_ident(name: str) -> Ident:
     return Ident(name)
 
 
-def quote_ident(name: str) -> str:
+def quote_ident(name: str, *, allow_schema: bool = True) -> str:
     """`schema.table` -> `"schema"."table"`; raises ValueError for anything not an identifier."""
     validate_ident(name)
+    if not allow_schema and "." in name:
+        raise ValueError(f"invalid SQL identifier {name!r} (expected ^[A-Za-z_][A-Za-z0-9_]*$, no schema)")
     return ".".join(f'"{part}"' for part in name.split("."))
 
 
@@ -187,6 +189,12 @@ class Amount:
     value: int
     symbol: str = ""
     decimals: int = 0
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __index__(self) -> int:
+        return self.value
 
     def __str__(self) -> str:
         if not self.symbol:
@@ -283,8 +291,8 @@ class WarroomConfig:
     refresh: float = 2.0
     timeout: float = 5.0
     operator: str = ""
-    audit_path: Path | None = None  # None: state_dir / "audit.jsonl"
-    state_dir: Path | None = None
+    audit_path: Path | None = None  # filled at load: state_dir / "audit.jsonl" unless given
+    state_dir: Path | None = None  # filled at load: platformdirs.user_state_dir("warroom") unless given
     read_only: bool = False
     theme: str = "dark"
 
@@ -329,6 +337,8 @@ class BalanceConfig:
     address: str
     minimum: Amount | None = None
     token: str | None = None  # a contract name or address; None: the native coin
+    symbol: str = "ETH"  # from `symbol`, else minimum's unit, else the chain kind (evm ETH, jsonrpc GAS)
+    decimals: int = 18
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,6 +348,7 @@ class ChainConfig:
     chain_id: int | None = None
     endpoints: tuple[Secret, ...] = ()
     failover: bool = True
+    failover_after: int = 1  # consecutive failures of the active endpoint before switching
     max_lag: int = 5
     max_head_age: float = 60.0
     confirmations: int = 65
@@ -345,6 +356,9 @@ class ChainConfig:
     timeout: float = 5.0
     interval: float = 5.0
     head_method: str = "eth_blockNumber"
+    hash_method: str | None = None  # jsonrpc: e.g. "getblockhash"
+    version_method: str | None = None  # jsonrpc: e.g. "getversion"
+    head_offset: int = 0  # added to head_method's result (Neo getblockcount = height + 1 -> -1)
     signer_env: str | None = None
     keystore: Path | None = None
     contracts: tuple[ContractConfig, ...] = ()
@@ -352,6 +366,9 @@ class ChainConfig:
 
     def contract(self, name: str) -> ContractConfig | None:
         return next((c for c in self.contracts if c.name == name), None)
+
+
+SERVICE_ROLES = ("api", "worker", "listener", "indexer", "postgres", "redis", "other")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -366,12 +383,14 @@ class ServiceConfig:
     depends_on: tuple[str, ...] = ()
     health_url: str | None = None
     latency_warn: float = 0.5
-    logs: str | None = None  # "docker" | a [[commands]] name | a path/glob
+    logs: str | None = None  # "docker" | a [[commands]] name | a path/glob (made absolute at load)
     silence_after: float | None = None
     restart: str | None = None  # "docker" | a [[commands]] name
     restart_command: str | None = None  # a [[commands]] name
     interval: float | None = None
     timeout: float | None = None
+    role: str | None = None  # api | worker | listener | indexer | postgres | redis | other (guessed if unset)
+    playbook: str | None = None  # playbook for this service's findings
 
     @property
     def restart_via(self) -> str | None:
@@ -461,6 +480,8 @@ class OrdersConfig:
     tx_column: Ident | None = None
     pending_states: tuple[str, ...] = ("PENDING",)
     target_states: tuple[str, ...] = ("SETTLED", "FAILED", "CANCELLED")
+    settled_state: str = "SETTLED"  # the target state when the release event is on chain
+    start_block: int = 0  # first block to search for release events
     stuck_after: float = 600.0
     show: int = 50
     chain: str | None = None
@@ -475,12 +496,16 @@ class OrdersConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     name: str
-    path: str | None = None  # file or glob (relative to the config file)
+    path: str | None = None  # file or glob; relative paths are resolved against the config file's dir
     container: str | None = None
     command: str | None = None  # a [[commands]] name
     service: str | None = None
     silence_after: float | None = None
     success: tuple[str, ...] = ()
+    playbook: str | None = None  # playbook when the source falls silent
+    since: float | None = None  # history read at start (default 5m)
+    error_spike: int | None = None  # errors per minute that make a finding (default 20)
+    max_line: int | None = None  # characters of a line kept (default 4096)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -489,7 +514,9 @@ class LogPatternConfig:
     severity: Severity = Severity.P2
     name: str | None = None
     playbook: str | None = None
-    logs: tuple[str, ...] = ()  # [[logs]] names it applies to; empty = all
+    sources: tuple[str, ...] = ()  # [[logs]] / [[services]] names it applies to; empty = all
+    window: float | None = None  # counting window (default 5m)
+    min_count: int | None = None  # matches within the window before a finding (default 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1007,6 +1034,11 @@ class _Loader:
             out.append((name, _Table(self, item, path + (name,))))
         return out
 
+    def resolve_glob(self, text: str) -> str:
+        """A file path or glob, relative to the config file's directory."""
+        p = os.path.expanduser(text)
+        return p if os.path.isabs(p) else str(self.base_dir / p)
+
     def resolve_path(self, text: str) -> Path:
         p = Path(text).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
@@ -1279,6 +1311,16 @@ def c_path(ld: _Loader):
     return conv
 
 
+def c_glob(ld: _Loader):
+    @_conv("a file path or glob")
+    def conv(v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            raise _Invalid(f"expected a path, got {_tname(v)}", "a file path or glob")
+        return ld.resolve_glob(v)
+
+    return conv
+
+
 def c_address(v: Any) -> str:
     if not isinstance(v, str) or not _ADDRESS_RE.match(v):
         shown = repr(v) if isinstance(v, str) else _tname(v)
@@ -1353,6 +1395,10 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
                                         expected=" | ".join(THEMES)), "dark"),
         )
         t.done()
+    if warroom.state_dir is None or warroom.audit_path is None:
+        state_dir = warroom.state_dir or _default_state_dir()
+        audit = warroom.audit_path or (state_dir / "audit.jsonl" if isinstance(state_dir, Path) else None)
+        warroom = _replace(warroom, state_dir=state_dir, audit_path=audit)
 
     # [keys]
     keys: dict[str, str] = {}
@@ -1411,12 +1457,23 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             ))
             ct.done()
         balances = []
+        native = ("GAS", 8) if kind == "jsonrpc" else ("ETH", 18)
         for bt in ld.array_of_tables(t.raw("balances"), ("chain", name, "balances")):
+            minimum = bt.take("minimum", c_opt(c_amount), None)
+            symbol = bt.take("symbol", c_opt(c_str(pattern=re.compile(r"^[A-Za-z0-9]{1,16}$"),
+                                                   expected="a token symbol like ETH or GAS")), None)
+            decimals = bt.take("decimals", c_opt(c_int(min=0, max=36)), None)
+            unit = minimum if isinstance(minimum, Amount) and minimum.symbol else None
+            if unit and symbol and symbol.upper() != unit.symbol:
+                ld.error(bt.path + ("minimum",), f"minimum is in {unit.symbol} but symbol is {symbol}",
+                         f"a minimum in {symbol}, or an integer in its smallest unit")
             balances.append(BalanceConfig(
                 name=bt.take("name", c_name),
                 address=bt.take("address", c_address),
-                minimum=bt.take("minimum", c_opt(c_amount), None),
+                minimum=minimum,
                 token=bt.take("token", c_opt(c_text), None),
+                symbol=symbol or (unit.symbol if unit else native[0]),
+                decimals=decimals if isinstance(decimals, int) else (unit.decimals if unit else native[1]),
             ))
             bt.done()
         chains[name] = ChainConfig(
@@ -1427,6 +1484,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
                                                  drop_empty=True, min_len=1,
                                                  expected="at least one http(s):// or ws(s):// RPC URL")),
             failover=t.take("failover", c_bool, True),
+            failover_after=t.take("failover_after", c_int(min=1), 1),
             max_lag=t.take("max_lag", c_int(min=0), 5),
             max_head_age=t.take("max_head_age", c_duration, 60.0),
             confirmations=t.take("confirmations", c_int(min=0), 65),
@@ -1436,6 +1494,10 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             head_method=t.take("head_method", c_str(pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"),
                                                     expected="a JSON-RPC method name"),
                                "getblockcount" if kind == "jsonrpc" else "eth_blockNumber"),
+            hash_method=t.take("hash_method", c_opt(c_text), "getblockhash" if kind == "jsonrpc" else None),
+            version_method=t.take("version_method", c_opt(c_text), None),
+            head_offset=t.take("head_offset", c_int(), -1 if kind == "jsonrpc" and
+                               t.data.get("head_method", "getblockcount") == "getblockcount" else 0),
             signer_env=t.take("signer_env", c_opt(c_env_name), None),
             keystore=t.take("keystore", c_opt(pr), None),
             contracts=tuple(contracts),
@@ -1482,6 +1544,8 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             restart_command=t.take("restart_command", c_opt(c_name), None),
             interval=t.take("interval", c_opt(c_duration), None),
             timeout=t.take("timeout", c_opt(c_duration), None),
+            role=t.take("role", c_opt(c_str(choices=SERVICE_ROLES)), None),
+            playbook=t.take("playbook", c_opt(c_name), None),
         )
         p = t.path
         if kind == "docker" and not (svc.container or svc.compose_service):
@@ -1496,6 +1560,9 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         if svc.restart and svc.restart_command:
             ld.error(p + ("restart_command",), "both restart and restart_command are set",
                      "one of restart or restart_command")
+        if isinstance(svc.logs, str) and svc.logs != "docker" and svc.logs not in \
+                {c.name for c in commands}:
+            svc = _replace(svc, logs=ld.resolve_glob(svc.logs))
         services.append(svc)
         t.done()
 
@@ -1606,6 +1673,8 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             tx_column=t.take("tx_column", c_opt(c_ident), None),
             pending_states=t.take("pending_states", c_list(c_text, min_len=1), ("PENDING",)),
             target_states=t.take("target_states", c_list(c_text, min_len=1), ("SETTLED", "FAILED", "CANCELLED")),
+            settled_state=t.take("settled_state", c_opt(c_text), None),
+            start_block=t.take("start_block", c_int(min=0), 0),
             stuck_after=t.take("stuck_after", c_duration, 600.0),
             show=t.take("show", c_int(min=1, max=10000), 50),
             chain=t.take("chain", c_opt(c_name), None),
@@ -1628,6 +1697,13 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
                          f"a [[chain.{orders.chain}.contracts]] entry with that name")
         elif orders.contract and orders.contract is not BAD:
             ld.error(("orders", "contract"), "contract is set but chain is not", 'chain = "NAME" of a [chain.NAME]')
+        ts = orders.target_states
+        if ts is not BAD and orders.settled_state is not BAD:
+            if orders.settled_state is None:
+                orders = _replace(orders, settled_state="SETTLED" if "SETTLED" in ts else ts[0])
+            elif orders.settled_state not in ts:
+                ld.error(("orders", "settled_state"), f"{orders.settled_state!r} is not in target_states",
+                         "one of: " + ", ".join(ts))
         if orders.pending_states is not BAD and orders.target_states is not BAD:
             both = set(orders.pending_states) & set(orders.target_states)
             if both:
@@ -1640,12 +1716,16 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     for t in ld.array_of_tables(root.raw("logs"), ("logs",)):
         lg = LogConfig(
             name=t.take("name", c_name),
-            path=t.take("path", c_opt(c_text), None),
+            path=t.take("path", c_opt(c_glob(ld)), None),
             container=t.take("container", c_opt(c_text), None),
             command=t.take("command", c_opt(c_name), None),
             service=t.take("service", c_opt(c_name), None),
             silence_after=t.take("silence_after", c_opt(c_duration), None),
             success=t.take("success", _str_list(), ()),
+            playbook=t.take("playbook", c_opt(c_name), None),
+            since=t.take("since", c_opt(c_duration), None),
+            error_spike=t.take("error_spike", c_opt(c_int(min=1)), None),
+            max_line=t.take("max_line", c_opt(c_int(min=80, max=1_000_000)), None),
         )
         given = [k for k in ("path", "container", "command") if getattr(lg, k)]
         if len(given) != 1:
@@ -1663,7 +1743,9 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             severity=t.take("severity", c_severity, Severity.P2),
             name=t.take("name", c_opt(c_text), None),
             playbook=t.take("playbook", c_opt(c_name), None),
-            logs=t.take("logs", _str_list(), ()),
+            sources=t.take("sources", _str_list(), ()),
+            window=t.take("window", c_opt(c_duration), None),
+            min_count=t.take("min_count", c_opt(c_int(min=1)), None),
         ))
         t.done()
 
@@ -1842,10 +1924,10 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         if lg.service and lg.service is not BAD and lg.service not in service_names:
             _ref(ld, ("logs", i, "service"), lg.service, service_names, "services")
     for i, lp in enumerate(log_patterns):
-        if lp.logs is not BAD:
-            for j, name in enumerate(lp.logs):
+        if lp.sources is not BAD:
+            for j, name in enumerate(lp.sources):
                 if name not in log_names and name not in service_names:
-                    ld.error(("log_patterns", i, "logs", j), f"unknown log source {name!r}",
+                    ld.error(("log_patterns", i, "sources", j), f"unknown log source {name!r}",
                              "a [[logs]] or [[services]] name")
     for i, ck in enumerate(checks):
         if ck.command and ck.command is not BAD:
@@ -2010,8 +2092,11 @@ def load_config_text(
     return config
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file. Raises ConfigError."""
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file (None: look it up with `find_config`). Raises ConfigError."""
+    if path is None:
+        path = find_config(None, env=env)
     p = Path(path).expanduser()
     try:
         text = p.read_text(encoding="utf-8")

@@ -800,3 +800,85 @@ def test_check_imports_nothing_heavy():
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result == {"rc": 0, "loaded": []}
+
+
+# ---------------------------------------------------------------------------
+# Shapes other modules read
+# ---------------------------------------------------------------------------
+
+
+def test_neo_chain_balances_and_jsonrpc_defaults():
+    cfg = load(
+        """\
+        [chain.neo]
+        kind = "jsonrpc"
+        endpoints = ["http://127.0.0.1:10332", "${NEO_BACKUP:-}"]
+
+        [[chain.neo.contracts]]
+        name = "gasbank"
+        address = "0x0000000000000000000000000000000000000003"
+
+        [[chain.neo.balances]]
+        name = "platform"
+        address = "NXV7ZhHiyM1aHXwpVsRZC6BwNFP2jghXAq"
+        minimum = "12.5 GAS"
+
+        [[chain.neo.balances]]
+        name = "raw"
+        address = "NXV7ZhHiyM1aHXwpVsRZC6BwNFP2jghXAq"
+        minimum = 1000
+        """
+    )
+    neo = cfg.chain["neo"]
+    assert neo.head_method == "getblockcount" and neo.head_offset == -1 and neo.hash_method == "getblockhash"
+    assert len(neo.endpoints) == 1
+    platform, raw = neo.balances
+    assert (int(platform.minimum), platform.symbol, platform.decimals) == (1_250_000_000, "GAS", 8)
+    assert (int(raw.minimum), raw.symbol, raw.decimals) == (1000, "GAS", 8)
+
+
+def test_bad_address_and_no_endpoints():
+    text = '[chain.c]\nendpoints = ["${RPC_URL:-}"]\n[[chain.c.contracts]]\nname = "x"\naddress = "0x12"\n'
+    errs = errors_of(text)
+    assert_error(errs[0], line=2, key="chain.c.endpoints", expected="at least one http(s)://")
+    assert_error(errs[1], line=5, key="chain.c.contracts[0].address", expected="0x address")
+
+
+def test_orders_settled_state_and_paths(tmp_path):
+    text = BASE + (
+        '\n[orders]\npostgres = "main"\ntarget_states = ["DONE", "FAILED"]\n'
+        '\n[[logs]]\nname = "listener"\npath = "logs/*.log"\n'
+    )
+    cfg = load_config_text(text, FILE, env={}, base_dir=tmp_path)
+    assert cfg.orders.settled_state == "DONE"
+    assert cfg.logs[0].path == str(tmp_path / "logs" / "*.log")
+    assert cfg.warroom.audit_path is not None and cfg.warroom.audit_path.name == "audit.jsonl"
+    assert cfg.audit_path == cfg.warroom.audit_path
+    err = one_error(BASE + '\n[orders]\npostgres = "main"\nsettled_state = "PAID"\n')
+    assert err.key == "orders.settled_state" and "SETTLED" in err.expected
+
+
+def test_incident_response_keys_are_severities():
+    text = '[incident]\nroles = ["IC"]\n[incident.response]\nP0 = "10m"\nP9 = "1h"\n'
+    err = one_error(text)
+    assert_error(err, line=5, key="incident.response.P9", expected="P0, P1, P2 or P3")
+    cfg = load('[incident.response]\nP0 = "10m"\n')
+    assert cfg.incident.response[Severity.P0] == 600 and cfg.incident.response[Severity.P1] == 3600
+
+
+def test_load_config_none_uses_the_lookup(places):
+    _write(places["xdg"], "from-xdg")
+    assert load_config(None).warroom.name == "from-xdg"
+
+
+def test_loading_connects_to_nothing(monkeypatch):
+    import socket
+
+    def refuse(*a, **k):
+        raise AssertionError("config loading tried to open a socket")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    cfg = load_config(ROOT / "examples" / "reference.toml", env=REFERENCE_ENV)
+    assert cfg.summary()
