@@ -1215,7 +1215,7 @@ def c_size(v: Any) -> int:
         raise _Invalid(str(e), _SIZE_EXPECTED) from None
 
 
-_IDENT_EXPECTED = "an SQL identifier matching ^[A-Za-z_][A-Za-z0-9_]*$ (optionally schema.table)"
+_IDENT_EXPECTED = "an SQL identifier matching ^[A-Za-z_][A-Za-z0-9_]*$, optionally schema.table"
 
 
 @_conv(_IDENT_EXPECTED)
