@@ -205,3 +205,53 @@ def test_docker_unhealthy_and_exit_code(docker_engine):
     assert done.wait(timeout=20)["StatusCode"] == 3
     with pytest.raises(ValueError):
         docker_engine.run_container("wr-harness-bridge", network_mode="bridge")
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.postgres
+def test_postgres_standalone_teardown_leaves_nothing(pg):
+    from tests.harness.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    pid, tmp = server.postmaster_pid(), server.tmp
+    assert pid and _pid_alive(pid)
+    assert server.psql("SELECT 1").strip() == "1"
+    server.stop()
+    assert not _pid_alive(pid)
+    assert not tmp.exists()
+
+
+@pytest.mark.redis
+def test_redis_standalone_teardown_leaves_nothing(redis_server):
+    from tests.harness import port_open
+    from tests.harness.redis import RedisServer
+
+    server = RedisServer().start()
+    pid, tmp, port = server.process.pid, server.tmp, server.port
+    assert port != redis_server.port and server.ping()
+    server.close()
+    assert not _pid_alive(pid) and not port_open(port) and not tmp.exists()
+
+
+@pytest.mark.evm
+def test_start_anvil_restart_on_same_port():
+    node = start_anvil()
+    port = node.port
+    node.rpc("anvil_mine", ["0x3"])
+    assert node.block_number() == 3
+    node.stop()
+    assert node.process.poll() is not None
+    again = start_anvil(port=port)
+    try:
+        assert again.url == node.url
+        assert again.block_number() == 0  # a fresh chain
+    finally:
+        again.stop()

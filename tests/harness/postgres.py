@@ -26,6 +26,7 @@ class PostgresServer:
         self._system_user: str | None = None
         self._bin: Path | None = None
         self.startup_seconds = 0.0
+        self._own_runtime: str | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> PostgresServer:
@@ -34,7 +35,9 @@ class PostgresServer:
         runtime = self.tmp / "xdg-runtime"
         runtime.mkdir(mode=0o700)
         # pgserver reads XDG_RUNTIME_DIR at import time; only set it if missing.
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+            self._own_runtime = str(runtime)
         from pgserver._commands import POSTGRES_BIN_PATH
 
         self._bin = Path(POSTGRES_BIN_PATH)
@@ -91,7 +94,15 @@ class PostgresServer:
         finally:
             if self.tmp is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+            if self._own_runtime and os.environ.get("XDG_RUNTIME_DIR") == self._own_runtime:
+                del os.environ["XDG_RUNTIME_DIR"]
             self.pgdata = None
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError, TypeError):
+            return None
 
     def _kill_postmaster(self) -> None:
         import signal

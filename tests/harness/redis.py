@@ -44,7 +44,8 @@ class RedisServer:
 
         def up() -> bool:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (self.process.stderr.read().decode(errors="replace")
+                       if self.process.stderr else "")
                 raise RuntimeError(f"redis-server exited ({self.process.returncode}): "
                                    f"{err.strip()} {tail(self.tmp / 'redis.log', 5)}")
             return port_open(self.port) and self.ping()
