@@ -41,6 +41,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigErrors",
+    "ConfigNotFound",
     "Ident",
     "Secret",
     "find_config",
@@ -63,14 +64,22 @@ CONFIG_NAME = "warroom.toml"
 
 
 class Secret:
-    """A secret string. str(), repr() and format() are masked; `.reveal()` gives the text."""
+    """A secret string. str(), repr() and format() are masked; `.reveal()` gives the text.
+
+    The value is registered with `register_secret` so `redact()` scrubs it from any text.
+    With `url_parts=True` (DSNs, Redis and RPC URLs) only the parts of the URL that are
+    secret are registered (password, token-like path segments, query values), so that
+    `redact(url)` still shows `redis://127.0.0.1:6379/0` or `postgresql://app:********@host/db`.
+    """
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, url_parts: bool = False) -> None:
         self._value = str(value)
-        register_secret(self._value)
-        _register_url_parts(self._value)
+        if _URL_RE.match(self._value):
+            _register_url_parts(self._value)
+        if not url_parts:
+            register_secret(self._value)
 
     def reveal(self) -> str:
         return self._value
@@ -106,6 +115,7 @@ class Secret:
         return (Secret, (self._value,))
 
 
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]*"
 IDENT_RE = re.compile(rf"^{_IDENT_PART}(?:\.{_IDENT_PART})?$")
 
@@ -750,6 +760,13 @@ class ConfigErrors(ConfigError):
         )
 
 
+class ConfigNotFound(ConfigError):
+    """No config file in any of the places looked at (the message lists them)."""
+
+    def render(self) -> str:
+        return self.message + (f" (expected {self.expected})" if self.expected else "")
+
+
 # ---------------------------------------------------------------------------
 # Line locator: dotted key paths -> line numbers (tomllib keeps none)
 # ---------------------------------------------------------------------------
@@ -1247,7 +1264,7 @@ def c_severity(v: Any) -> Severity:
         raise _Invalid(f"invalid severity {v!r}", "P0, P1, P2 or P3") from None
 
 
-def c_secret(*, schemes: tuple[str, ...] | None = None, empty: bool = False):
+def c_secret(*, schemes: tuple[str, ...] | None = None, empty: bool = False, url_parts: bool = False):
     exp = ("a URL starting with " + " or ".join(f"{s}://" for s in schemes)) if schemes else "a string"
 
     @_conv(exp)
@@ -1260,7 +1277,7 @@ def c_secret(*, schemes: tuple[str, ...] | None = None, empty: bool = False):
             scheme = v.split("://", 1)[0] if "://" in v else None
             what = f"unsupported scheme {scheme!r}" if scheme else "not a URL"
             raise _Invalid(what + " (value hidden: it is a secret)", exp)
-        return Secret(v)
+        return Secret(v, url_parts=url_parts)
 
     return conv
 
@@ -1420,7 +1437,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     for name, t in ld.named_tables(root.raw("postgres"), ("postgres",)):
         postgres[name] = PostgresConfig(
             name=name,
-            dsn=t.take("dsn", c_secret(schemes=("postgresql", "postgres"))),
+            dsn=t.take("dsn", c_secret(schemes=("postgresql", "postgres"), url_parts=True)),
             pool_max=t.take("pool_max", c_int(min=1, max=100), 2),
             timeout=t.take("timeout", c_duration, 3.0),
             interval=t.take("interval", c_duration, 5.0),
@@ -1436,7 +1453,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     for name, t in ld.named_tables(root.raw("redis"), ("redis",)):
         redis[name] = RedisConfig(
             name=name,
-            url=t.take("url", c_secret(schemes=("redis", "rediss", "unix"))),
+            url=t.take("url", c_secret(schemes=("redis", "rediss", "unix"), url_parts=True)),
             timeout=t.take("timeout", c_duration, 2.0),
             interval=t.take("interval", c_duration, 2.0),
             max_memory=t.take("max_memory", c_size, 500 * 1024 * 1024),
@@ -1480,7 +1497,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             name=name,
             kind=kind,
             chain_id=t.take("chain_id", c_int(min=0), None),
-            endpoints=t.take("endpoints", c_list(c_secret(schemes=("http", "https", "ws", "wss")),
+            endpoints=t.take("endpoints", c_list(c_secret(schemes=("http", "https", "ws", "wss"), url_parts=True),
                                                  drop_empty=True, min_len=1,
                                                  expected="at least one http(s):// or ws(s):// RPC URL")),
             failover=t.take("failover", c_bool, True),
@@ -1764,7 +1781,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         ck = CheckConfig(
             name=t.take("name", c_name),
             kind=kind,
-            url=t.take("url", c_opt(c_secret(schemes=("http", "https", "ws", "wss"))), None),
+            url=t.take("url", c_opt(c_secret(schemes=("http", "https", "ws", "wss"), url_parts=True)), None),
             expect_status=t.take("expect_status", c_int(min=100, max=599), 200),
             expect=t.take("expect", c_opt(c_text), None),
             latency_warn=t.take("latency_warn", c_duration, 0.5),
@@ -2142,6 +2159,6 @@ def find_config(explicit: str | os.PathLike[str] | None = None, *, env: Mapping[
         if p.is_file():
             return p
     looked = "; ".join(f"{what}: {p if p else 'not set'}" for what, p in places)
-    raise ConfigError(f"no configuration file found (looked at {looked})", file="warroom",
-                      expected="a config file: pass --config PATH, set $WARROOM_CONFIG, or create "
+    raise ConfigNotFound(f"no configuration file found (looked at {looked})",
+                         expected="a config file: pass --config PATH, set $WARROOM_CONFIG, or create "
                                "./warroom.toml (start from examples/minimal.toml)")

@@ -491,6 +491,28 @@ def test_secret_masking_everywhere():
     assert "pagerduty configured" in summary
 
 
+def test_url_secrets_register_only_their_secret_parts():
+    cfg = load(
+        """\
+        [postgres.main]
+        dsn = "postgresql://app:dsn-pass-5150@127.0.0.1:5432/app"
+
+        [redis.main]
+        url = "redis://127.0.0.1:6390/0"
+
+        [chain.eth]
+        endpoints = ["https://rpc.example.invalid/v2/abcdefghijklmnopqrstuvwx"]
+        """
+    )
+    # the connection address stays readable in redacted text; the password and API key never do
+    assert redact("cannot reach redis://127.0.0.1:6390/0") == "cannot reach redis://127.0.0.1:6390/0"
+    dsn = redact(cfg.postgres["main"].dsn.reveal())
+    assert dsn == f"postgresql://app:{MASK}@127.0.0.1:5432/app"
+    assert redact("auth failed: dsn-pass-5150") == f"auth failed: {MASK}"
+    assert "abcdefghijklmnopqrstuvwx" not in redact("POST /v2/abcdefghijklmnopqrstuvwx: 429")
+    assert cfg.chain["eth"].endpoints[0].display() == "https://rpc.example.invalid"
+
+
 def test_secret_is_not_echoed_in_errors():
     err = one_error('[postgres.main]\ndsn = "mysql://root:topsecret-99@127.0.0.1/db"\n')
     assert "topsecret-99" not in str(err)
