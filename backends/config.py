@@ -947,6 +947,8 @@ def _interpolate(value: str, env: Mapping[str, str]) -> str:
             )
         name, default = m.group(1), m.group(2)
         if name in env and (env[name] != "" or default is None):
+            if _SECRET_NAME.search(name) or name.endswith(("_KEY", "_PASS", "_PW")):
+                register_secret(env[name])  # e.g. ${DB_PASSWORD} used in a key that is not a Secret
             return env[name]
         if default is not None:
             return default

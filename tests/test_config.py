@@ -513,6 +513,12 @@ def test_url_secrets_register_only_their_secret_parts():
     assert cfg.chain["eth"].endpoints[0].display() == "https://rpc.example.invalid"
 
 
+def test_secret_named_env_value_is_not_echoed_in_errors():
+    err = one_error('[postgres.main]\ndsn = "postgresql://127.0.0.1/db"\npool_max = "${DB_PASSWORD}"\n',
+                    env={"DB_PASSWORD": "hunter2-hunter2"})
+    assert err.key == "postgres.main.pool_max" and "hunter2-hunter2" not in str(err)
+
+
 def test_secret_is_not_echoed_in_errors():
     err = one_error('[postgres.main]\ndsn = "mysql://root:topsecret-99@127.0.0.1/db"\n')
     assert "topsecret-99" not in str(err)
