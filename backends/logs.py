@@ -51,7 +51,8 @@ DEFAULT_BUFFER = 10_000
 # --------------------------------------------------------------------------- parsing
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 controls, and bidi/zero-width format characters that could disguise a line
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _LEVEL_WORDS = {
     "trace": Level.TRACE,
     "trc": Level.TRACE,
@@ -100,6 +101,11 @@ _SYSLOG_PRIORITY = {0: Level.FATAL, 1: Level.FATAL, 2: Level.FATAL, 3: Level.ERR
                     5: Level.INFO, 6: Level.INFO, 7: Level.DEBUG}
 
 
+def _escape_char(m: re.Match) -> str:
+    n = ord(m.group())
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
 def sanitize(raw: bytes | str, max_chars: int = MAX_LINE_CHARS) -> str:
     """Bytes of one line -> text safe to display: decoded, ANSI stripped, escaped, cut."""
     total = len(raw) + getattr(raw, "dropped", 0)
@@ -110,7 +116,7 @@ def sanitize(raw: bytes | str, max_chars: int = MAX_LINE_CHARS) -> str:
     if "\t" in text:
         text = text.replace("\t", "    ")
     if _CONTROL.search(text):
-        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+        text = _CONTROL.sub(_escape_char, text)
     if len(text) > max_chars or total > len(head):
         unit = "bytes" if isinstance(raw, bytes) else "chars"
         text = f"{text[:max_chars]} … [cut: line of {total:,} {unit}]"
@@ -453,6 +459,8 @@ def _default_silence_playbook(name: str) -> str:
         return "listener-failure"
     if "processor" in n or "event" in n:
         return "events-not-processed"
+    if "api" in n or "gateway" in n:
+        return "api-down"
     return "service-down"
 
 
@@ -868,7 +876,8 @@ class FileFollower(_Follower):
                 lines = lines[1:] if back < size else lines  # first piece may be a partial line
                 tail_partial = lines.pop() if lines else b""
                 h.split.feed(tail_partial)
-                lines = [ln.rstrip(b"\r") for ln in lines][-self.spec.backlog_lines :]
+                n = self.spec.backlog_lines
+                lines = [ln.rstrip(b"\r") for ln in lines][-n:] if n > 0 else []
                 self.hub._note_activity(self.st, fst.st_mtime)
                 if lines:
                     self.hub._ingest(self.st, lines, backlog=True)
@@ -1135,6 +1144,10 @@ class DockerFollower(_Follower):
                     self._set_state("reconnecting", "log stream ended (container stopped or restarted)")
             except Exception as exc:  # NotFound, connection refused, ...
                 name = type(exc).__name__
+                if "Timeout" in name or "timed out" in str(exc):
+                    # a quiet container: the read timed out; follow again from the last line
+                    self._stop.wait(0.1)
+                    continue
                 detail = (f"container not found: {self.spec.target}") if name == "NotFound" else describe_exception(exc)
                 self._set_state("reconnecting" if name == "NotFound" else "failed", detail)
                 if name not in ("NotFound",):
