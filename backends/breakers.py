@@ -154,7 +154,8 @@ class PostgresBreakers(BreakerSource):
         )
 
     async def _run(self, fn):
-        return await pg_run(self.dsn, fn, source=self.name, timeout=self.timeout, max_size=self.pool_max)
+        return await pg_run(self.dsn, fn, source=self.name, timeout=max(0.05, self.timeout * 0.9),
+                            max_size=self.pool_max)
 
     def _breaker(self, r, now: datetime) -> BreakerReading:
         state = normalise_state(r["state"])
@@ -266,7 +267,8 @@ class RedisBreakers(BreakerSource):
             pipe.time()
             return await pipe.execute()
 
-        values, (sec, usec) = await redis_call(self.url, q, source=self.name, timeout=self.timeout)
+        values, (sec, usec) = await redis_call(self.url, q, source=self.name,
+                                               timeout=max(0.05, self.timeout * 0.9))
         now = datetime.fromtimestamp(int(sec) + int(usec) / 1e6, UTC)
         out = []
         for i, ns in enumerate(namespaces):

@@ -145,7 +145,8 @@ async def get_pool(
     statement_timeout: float | None = 30.0,
     command_timeout: float | None = None,
 ):
-    """The shared asyncpg pool for `dsn` on the running loop (created lazily, reused).
+    """The shared asyncpg pool for `dsn` on the running loop (created lazily, reused by
+    every caller; the first caller's settings win -- each acquire has its own timeout).
 
     `min_size=0`: creating the pool never connects, so it cannot fail or hang; each
     acquire connects (within `connect_timeout`) when no idle connection is left, and
@@ -156,7 +157,7 @@ async def get_pool(
     plain = reveal(dsn)
     _register_dsn_secret(plain)
     loop = asyncio.get_running_loop()
-    key = (plain, max_size, connect_timeout, statement_timeout)
+    key = (plain,)  # one pool per database: the first caller's settings win
     entry = _POOLS.get(key)
     if entry is not None and entry.loop() is loop and not entry.pool.is_closing():
         return entry.pool
@@ -218,8 +219,8 @@ async def connection(
         pool = await get_pool(
             plain,
             max_size=max_size,
-            connect_timeout=timeout,
-            statement_timeout=statement_timeout or max(timeout, 1.0),
+            connect_timeout=max(timeout, 3.0),
+            statement_timeout=statement_timeout or 30.0,
         )
         con = await pool.acquire(timeout=timeout)
     except BackendError:
@@ -331,7 +332,10 @@ class PostgresSource:
         return display_dsn(self.dsn)
 
     async def run(self, fn):
-        return await run(self.dsn, fn, source=self.name, timeout=self.timeout, max_size=self.pool_max)
+        # 90 % of the poll timeout: the reason is ours ("no answer from host:port"),
+        # not the monitor's generic "timed out".
+        return await run(self.dsn, fn, source=self.name, timeout=max(0.05, self.timeout * 0.9),
+                         max_size=self.pool_max)
 
     async def poll(self) -> Sequence[PostgresReading]:
         async def read(con):

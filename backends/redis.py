@@ -196,7 +196,7 @@ class RedisSource:
             info = await client.info()
             return latency, info
 
-        latency, info = await call(self.url, read, source=self.name, timeout=self.timeout)
+        latency, info = await call(self.url, read, source=self.name, timeout=max(0.05, self.timeout * 0.9))
         server_max = int(info.get("maxmemory") or 0)
         limit = min(self.max_memory, server_max) if server_max else self.max_memory
         return [
@@ -393,7 +393,7 @@ class QueueSource:
                     plan.append((q, "dead"))
             return await pipe.execute(raise_on_error=False)
 
-        results = await call(self.url, read, source=self.name, timeout=self.timeout)
+        results = await call(self.url, read, source=self.name, timeout=max(0.05, self.timeout * 0.9))
         for r in results:  # connection-level failures surface as exceptions in every slot
             if isinstance(r, Exception) and not _is_response_error(r):
                 raise BackendError(self.name, describe_redis_error(r, reveal(self.url)))
