@@ -1,0 +1,130 @@
+"""Breakers pane: counts (open / half-open / closed of total) and the breakers, not-closed first:
+state, failures, last failure, time to half-open.
+
+Keys: `b` reset the breaker under the cursor, `B` reset all open breakers, `enter` detail.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding
+
+from backends.model import BreakerReading, BreakersReading, Snapshot, Status
+
+from .common import Health, Row, TablePane, age_s, ago, fmt_duration, fmt_int
+
+STATE_STATUS = {"open": Status.CRIT, "half-open": Status.WARN, "closed": Status.OK}
+STATE_RANK = {"open": 0, "half-open": 1, "closed": 2}
+MAX_CLOSED_ROWS = 100  # closed breakers beyond this are counted, not listed
+
+
+def normal_state(state: str) -> str:
+    s = (state or "").strip().lower().replace("_", "-").replace(" ", "-")
+    return "half-open" if s in ("half-open", "halfopen") else s or "closed"
+
+
+class BreakersPane(TablePane):
+    """Circuit breakers."""
+
+    READING_TYPES = (BreakersReading, BreakerReading)
+    SOURCE_KINDS = frozenset({"breakers", "breaker"})
+    COLUMNS = (("status", "State"), ("name", "Breaker"), ("failures", "Failures"),
+               ("last", "Last failure"), ("half_open", "Half-open in"))
+    DETAIL_KIND = "breaker"
+    NOUN = "breakers"
+    MUTATING = frozenset({"reset", "reset_all"})
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("b", "reset", "Reset breaker", id="reset_breaker"),
+        Binding("B", "reset_all", "Reset all breakers", id="reset_all_breakers"),
+    ]
+
+    @staticmethod
+    def breakers_of(readings: list) -> tuple[list[BreakerReading], int, int, int]:
+        """(breakers, total, open, half_open) across every reading of the pane."""
+        items: list[BreakerReading] = []
+        total = opened = half = 0
+        for r in readings:
+            if isinstance(r, BreakersReading):
+                items.extend(r.breakers)
+                total += r.total or len(r.breakers)
+                opened += r.open if (r.open or r.total) else sum(
+                    1 for b in r.breakers if normal_state(b.state) == "open")
+                half += r.half_open if (r.half_open or r.total) else sum(
+                    1 for b in r.breakers if normal_state(b.state) == "half-open")
+            else:
+                items.append(r)
+                total += 1
+                s = normal_state(r.state)
+                opened += s == "open"
+                half += s == "half-open"
+        return items, total, opened, half
+
+    def build_summary(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
+        _, total, opened, half = self.breakers_of(readings)
+        st = self.styles_
+        text = Text()
+        text.append(f"{Status.CRIT.symbol} {opened} open", style=f"bold {st.crit}" if opened else "")
+        text.append("  ")
+        text.append(f"{Status.WARN.symbol} {half} half-open", style=f"bold {st.warn}" if half else "")
+        text.append("  ")
+        text.append(f"{Status.OK.symbol} {fmt_int(max(0, total - opened - half))} closed",
+                    style=st.ok if not (opened or half) else "")
+        text.append(f" of {fmt_int(total)}")
+        return text
+
+    def build_rows(self, snapshot: Snapshot, readings: list, health: Health) -> list[Row]:
+        st = self.styles_
+        items, _, _, _ = self.breakers_of(readings)
+        now = snapshot.at
+
+        def order(b: BreakerReading):
+            last = age_s(b.last_failure_at, now)
+            return (STATE_RANK.get(normal_state(b.state), 1), last if last is not None else float("inf"), b.name)
+
+        rows: list[Row] = []
+        closed = 0
+        seen: set[str] = set()
+        for b in sorted(items, key=order):
+            state = normal_state(b.state)
+            if state == "closed":
+                closed += 1
+                if closed > MAX_CLOSED_ROWS:
+                    break
+            if b.name in seen:
+                continue
+            seen.add(b.name)
+            status = STATE_STATUS.get(state, Status.UNKNOWN)
+            half_in = "-"
+            if state == "open":
+                half_in = "due" if b.half_open_in_s is not None and b.half_open_in_s <= 0 else (
+                    fmt_duration(b.half_open_in_s) if b.half_open_in_s is not None else "?")
+            cells = (
+                st.status_cell(status, state.upper()),
+                Text(b.name, style="bold" if state != "closed" else ""),
+                Text(fmt_int(b.failures), style=st.of(status) if b.failures and state != "closed" else ""),
+                Text(ago(age_s(b.last_failure_at, now)) if b.last_failure_at else "-"),
+                Text(half_in),
+            )
+            rows.append(Row(b.name, cells, b, b.source, search=f"{b.name} {state}"))
+        return rows
+
+    def _breaker(self) -> BreakerReading | None:
+        row = self.cursor_row()
+        return row.item if row is not None else None
+
+    def action_reset(self) -> None:
+        b = self._breaker()
+        if b is None:
+            self.app.bell()
+            return
+        self.request("breaker.reset", {"name": b.name}, f"breaker:{b.name}")
+
+    def action_reset_all(self) -> None:
+        self.request("breaker.reset_all", {}, "breakers:all open")
+
+    def action_context(self, verb: str) -> dict:
+        b = self._breaker()
+        return {"name": b.name} if b is not None else {}

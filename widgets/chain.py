@@ -1,0 +1,269 @@
+"""Chain pane: per chain its RPC endpoints (active marker, head, lag, chain id check, latency,
+error), whether the contract is paused, watched balances against their minimum, and the
+event listener's cursor gap.
+
+Keys: `o` fail over (to the endpoint under the cursor when it is not the active one),
+`P` pause the contract, `U` unpause it, `enter` detail.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from backends.model import (
+    BalanceReading,
+    ChainReading,
+    ContractReading,
+    CursorReading,
+    EndpointReading,
+    Snapshot,
+    Status,
+)
+
+from .common import Health, Row, TablePane, fmt_duration, fmt_int, fmt_ms
+
+ACTIVE = "▶"
+
+
+def fmt_amount(value: int | None, decimals: int, symbol: str) -> str:
+    if value is None:
+        return "-"
+    v = value / (10 ** decimals) if decimals else value
+    text = f"{v:,.4f}".rstrip("0").rstrip(".")
+    return f"{text} {symbol}".strip()
+
+
+class ChainPane(TablePane):
+    """RPC endpoints per chain, contract pause state, balances, listener cursor."""
+
+    READING_TYPES = (ChainReading, EndpointReading, ContractReading, BalanceReading, CursorReading)
+    SOURCE_KINDS = frozenset({"evm", "jsonrpc", "chain"})
+    COLUMNS = (("status", "St"), ("chain", "Chain"), ("endpoint", "Endpoint"), ("head", "Head"),
+               ("lag", "Lag"), ("chain_id", "Chain id"), ("latency", "Latency"), ("error", "Error"))
+    DETAIL_KIND = "endpoint"
+    NOUN = "chains"
+    MUTATING = frozenset({"failover", "pause", "unpause"})
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("o", "failover", "Fail over RPC", id="chain_failover"),
+        Binding("P", "pause", "Pause contract", id="chain_pause"),
+        Binding("U", "unpause", "Unpause contract", id="chain_unpause"),
+    ]
+
+    DEFAULT_CSS = """
+    ChainPane > .pane-extra { height: auto; max-height: 8; }
+    ChainPane.-empty > .pane-extra { display: none; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield Static("", classes="pane-extra")
+
+    # ------------------------------------------------------------------ gathering
+
+    @staticmethod
+    def gather(readings: list) -> dict[str, dict]:
+        """chain -> {"chain": ChainReading|None, "endpoints": [...], "contracts": [...], "balances": [...]}
+        plus "" -> {"cursors": [...]} (cursor readings name no chain)."""
+        out: dict[str, dict] = {}
+
+        def slot(name: str) -> dict:
+            return out.setdefault(name, {"chain": None, "endpoints": [], "contracts": [], "balances": []})
+
+        cursors: list[CursorReading] = []
+        for r in readings:
+            if isinstance(r, ChainReading):
+                s = slot(r.chain)
+                s["chain"] = r
+                s["endpoints"].extend(r.endpoints)
+                s["contracts"].extend(r.contracts)
+                s["balances"].extend(r.balances)
+            elif isinstance(r, EndpointReading):
+                slot(r.chain)["endpoints"].append(r)
+            elif isinstance(r, ContractReading):
+                slot(r.chain)["contracts"].append(r)
+            elif isinstance(r, BalanceReading):
+                slot(r.chain)["balances"].append(r)
+            elif isinstance(r, CursorReading):
+                cursors.append(r)
+        for s in out.values():  # the same endpoint twice (chain reading + standalone): first wins
+            seen: set[str] = set()
+            s["endpoints"] = [e for e in s["endpoints"] if not (e.url in seen or seen.add(e.url))]
+        out[""] = {"cursors": cursors}
+        return out
+
+    # ------------------------------------------------------------------ rendering
+
+    def build_summary(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
+        st = self.styles_
+        chains = self.gather(readings)
+        text = Text()
+        for name, s in chains.items():
+            if not name:
+                continue
+            if text:
+                text.append("  ")
+            eps = s["endpoints"]
+            up = sum(1 for e in eps if e.ok)
+            status = Status.OK if eps and up == len(eps) else (Status.CRIT if not up else Status.WARN)
+            text.append(f"{status.symbol} {name}", style=f"bold {st.of(status)}")
+            text.append(f" {up}/{len(eps)} up")
+            chain = s["chain"]
+            if chain is not None and chain.disagreement:
+                text.append(f" {Status.CRIT.symbol} {chain.disagreement}", style=st.crit)
+        return text
+
+    def build_rows(self, snapshot: Snapshot, readings: list, health: Health) -> list[Row]:
+        st = self.styles_
+        rows = []
+        for name, s in self.gather(readings).items():
+            if not name:
+                continue
+            chain = s["chain"]
+            expected = chain.expected_chain_id if chain is not None else None
+            for e in s["endpoints"]:
+                active = e.active or (chain is not None and chain.active_url == e.url)
+                status = Status.OK if e.ok else Status.CRIT
+                if e.ok and (e.lag or 0) > 0:
+                    status = Status.WARN
+                label = e.name or e.url
+                if e.chain_id_ok is True:
+                    cid = Text(f"✓ {e.chain_id}", style=st.ok)
+                elif e.chain_id_ok is False:
+                    cid = Text(f"✖ {e.chain_id}" + (f" ≠ {expected}" if expected is not None else ""),
+                               style=f"bold {st.crit}")
+                else:
+                    cid = Text(f"? {e.chain_id}" if e.chain_id is not None else "?", style=st.unknown)
+                word = "UP" if e.ok else "DOWN"
+                if e.ok and status is Status.WARN:
+                    word = "LAG"
+                cells = (
+                    st.status_cell(status, word),
+                    Text(name),
+                    Text(f"{ACTIVE} {label}" if active else f"  {label}", style="bold" if active else ""),
+                    Text(fmt_int(e.head)),
+                    Text(fmt_int(e.lag) if e.lag is not None else "-", style=st.warn if e.lag else ""),
+                    cid,
+                    Text(fmt_ms(e.latency_ms)),
+                    Text(e.error or "", style=st.crit if e.error else ""),
+                )
+                rows.append(Row(f"{name}|{e.url}", cells, e, e.source,
+                                search=f"{name} {label} {e.url} {e.error}"))
+        return rows
+
+    def extra_text(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
+        st = self.styles_
+        degraded = {s.name for s in health.degraded}
+        text = Text()
+        chains = self.gather(readings)
+        for name, s in chains.items():
+            if not name:
+                continue
+            for c in s["contracts"]:
+                stale = c.source in degraded
+                line = Text()
+                if c.paused is True:
+                    line.append(f"{Status.CRIT.symbol} PAUSED", style=f"bold {st.crit}")
+                elif c.paused is False:
+                    line.append(f"{Status.OK.symbol} not paused", style=st.ok)
+                else:
+                    line.append(f"{Status.UNKNOWN.symbol} paused?", style=st.unknown)
+                if c.code_present is False:
+                    line.append(f" {Status.CRIT.symbol} no code at {c.address}", style=st.crit)
+                self._line(text, f"{name} {c.name}: ", line, stale)
+            for b in s["balances"]:
+                stale = b.source in degraded
+                line = Text()
+                line.append(f"{b.status.symbol} {b.status.word} ", style=f"bold {st.of(b.status)}")
+                line.append(b.display or fmt_amount(b.balance, b.decimals, b.symbol))
+                if b.minimum is not None:
+                    line.append(f" (min {fmt_amount(b.minimum, b.decimals, b.symbol)})", style="dim")
+                self._line(text, f"{name} {b.name}: ", line, stale)
+        for c in chains[""]["cursors"]:
+            stale = c.source in degraded
+            line = Text()
+            gap = c.gap_blocks
+            status = Status.UNKNOWN if gap is None else (Status.OK if gap <= 5 else Status.WARN)
+            line.append(f"{status.symbol} ", style=st.of(status))
+            line.append(f"block {fmt_int(c.block)} of head {fmt_int(c.head)}")
+            if gap is not None:
+                line.append(f", gap {fmt_int(gap)} blocks", style=f"bold {st.of(status)}" if gap > 5 else "")
+            if c.gap_s is not None:
+                line.append(f" ({fmt_duration(c.gap_s)})")
+            self._line(text, f"cursor {c.name}: ", line, stale)
+        return text
+
+    def _line(self, text: Text, label: str, line: Text, stale: bool) -> None:
+        if text:
+            text.append("\n")
+        if stale:
+            text.append(f"{Status.UNKNOWN.symbol} STALE {label}{line.plain}", style=self.styles_.stale)
+            return
+        text.append(label, style="dim")
+        text.append_text(line)
+
+    def _apply(self, snapshot: Snapshot, *, table_too: bool) -> None:
+        super()._apply(snapshot, table_too=table_too)
+        readings = self.readings_of(snapshot)
+        self._set_text("extra", self.extra_text(snapshot, readings, self.health(snapshot, readings)))
+
+    # ------------------------------------------------------------------ actions
+
+    def _endpoint(self) -> EndpointReading | None:
+        row = self.cursor_row()
+        return row.item if row is not None else None
+
+    def _chain_name(self) -> str | None:
+        e = self._endpoint()
+        if e is not None:
+            return e.chain
+        if self._snapshot is None:
+            return None
+        names = [n for n in self.gather(self.readings_of(self._snapshot)) if n]
+        return names[0] if len(names) == 1 else None
+
+    def _contract(self, chain: str) -> ContractReading | None:
+        if self._snapshot is None:
+            return None
+        s = self.gather(self.readings_of(self._snapshot)).get(chain)
+        if not s:
+            return None
+        pausable = [c for c in s["contracts"] if c.paused is not None]
+        return (pausable or s["contracts"] or [None])[0]
+
+    def action_failover(self) -> None:
+        e = self._endpoint()
+        chain = self._chain_name()
+        if chain is None:
+            self.app.bell()
+            return
+        params: dict = {"chain": chain}
+        if e is not None and not e.active:
+            params["to"] = e.name or e.url
+        self.request("chain.failover", params, f"chain:{chain}")
+
+    def _pause(self, action_id: str) -> None:
+        chain = self._chain_name()
+        if chain is None:
+            self.app.bell()
+            return
+        c = self._contract(chain)
+        params: dict = {"chain": chain}
+        if c is not None:
+            params["contract"] = c.name
+        self.request(action_id, params, f"contract:{chain}/{c.name}" if c is not None else f"chain:{chain}")
+
+    def action_pause(self) -> None:
+        self._pause("chain.pause")
+
+    def action_unpause(self) -> None:
+        self._pause("chain.unpause")
+
+    def action_context(self, verb: str) -> dict:
+        chain = self._chain_name()
+        return {"chain": chain} if chain else {}

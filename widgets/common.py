@@ -1,0 +1,561 @@
+"""Shared pieces of the panes: formatting, staleness, status cells and the table pane base.
+
+Every pane is a `TablePane` (a container): an optional notice (degraded sources, their
+reason and how old the data is), a one-line summary with the age of the reading, a
+`DataTable` updated cell by cell, and an empty-state line. `show(snapshot)` is cheap and
+does no I/O; it touches only what changed, so a snapshot that changes nothing writes
+nothing to the terminal.
+
+Colours come only from the theme's semantic variables (`$status-ok`, `$status-warn`,
+`$status-crit`, `$status-unknown`, and `status-stale` when the theme has it); every
+state also has a symbol and a word (`Status.symbol` / `Status.word`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.coordinate import Coordinate
+from textual.timer import Timer
+from textual.widgets import DataTable, Static
+
+from backends.model import Reading, Snapshot, SourceState, SourceStatus, Status
+
+from .messages import ActionRequested, DetailRequested
+
+HOLD_S = 3.0  # pause a focused table's refresh this long after the last cursor move
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+STALE_WORD = "STALE"
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """45s, 3m12s, 2h05m, 3d04h; "-" for None. Negative values count as 0."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def fmt_coarse(seconds: float | None) -> str:
+    """Minute resolution (changes at most once a minute): <1m, 12m, 3h12m, 3d04h; "-" for None."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return "<1m"
+    m = s // 60
+    if m < 60:
+        return f"{m}m"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def ago(seconds: float | None) -> str:
+    """'3m12s ago'; 'never' for None."""
+    if seconds is None:
+        return "never"
+    return f"{fmt_duration(seconds)} ago"
+
+
+def age_s(at: datetime | None, now: datetime) -> float | None:
+    """Seconds from `at` to `now` (never negative), None when `at` is None."""
+    if at is None:
+        return None
+    return max(0.0, (now - at).total_seconds())
+
+
+def read_ago(age: float | None) -> str:
+    """How old a reading is, worded for a pane: 'read just now', 'read 3m12s ago'.
+
+    Ages under 10 s read 'just now' so a healthy pane does not repaint on every poll.
+    """
+    if age is None:
+        return "not read yet"
+    if age < 10:
+        return "read just now"
+    return f"read {ago(age)}"
+
+
+def fmt_int(value: int | float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{int(value):,}"
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}s"
+    if value >= 1000:
+        return f"{value / 1000:.1f}s"
+    return f"{value:.0f}ms"
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    """Unicode block sparkline of the last `width` values (scaled from 0 to the max)."""
+    vals = [float(v) for v in list(values)[-width:] if v is not None]
+    if not vals:
+        return ""
+    top = max(vals)
+    if top <= 0:
+        return SPARK_BLOCKS[0] * len(vals)
+    n = len(SPARK_BLOCKS) - 1
+    return "".join(SPARK_BLOCKS[min(n, max(0, round(v / top * n)))] for v in vals)
+
+
+def is_stale(at: datetime | None, status: SourceStatus | None, now: datetime) -> bool:
+    """A reading is stale when its source is degraded or it is much older than its interval."""
+    if status is not None and status.state is SourceState.DEGRADED:
+        return True
+    if at is None or status is None or not status.interval:
+        return False
+    age = age_s(at, now) or 0.0
+    return age > 3 * status.interval + 10
+
+
+def compile_filter(text: str) -> Callable[[str], bool] | None:
+    """A case-insensitive matcher: the text as a regex, or as a substring when it is not one."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        rx = re.compile(text, re.IGNORECASE)
+    except re.error:
+        needle = text.lower()
+        return lambda s: needle in s.lower()
+    return lambda s: rx.search(s) is not None
+
+
+# --------------------------------------------------------------------------- styles
+
+
+class Styles:
+    """Rich styles for cells, resolved from the app theme's semantic variables."""
+
+    def __init__(self, variables: dict[str, str] | None = None) -> None:
+        v = variables or {}
+        self.ok = v.get("status-ok", "")
+        self.warn = v.get("status-warn", "")
+        self.crit = v.get("status-crit", "")
+        self.unknown = v.get("status-unknown", "")
+        self.stale = v.get("status-stale", "") or "dim"
+
+    def of(self, status: Status) -> str:
+        return {Status.OK: self.ok, Status.WARN: self.warn, Status.CRIT: self.crit,
+                Status.UNKNOWN: self.unknown}[status]
+
+    def status_cell(self, status: Status, word: str | None = None) -> Text:
+        """'● OK' in the status colour; `word` replaces the status word ('● running')."""
+        return Text(f"{status.symbol} {word or status.word}", style=f"bold {self.of(status)}".strip())
+
+    def stale_cell(self) -> Text:
+        return Text(f"{Status.UNKNOWN.symbol} {STALE_WORD}", style=f"bold {self.stale}")
+
+
+def status_cell(status: Status, word: str | None = None, styles: Styles | None = None) -> Text:
+    return (styles or Styles()).status_cell(status, word)
+
+
+# --------------------------------------------------------------------------- table
+
+
+class PaneTable(DataTable):
+    """A DataTable that remembers when the operator last moved its cursor."""
+
+    DEFAULT_CSS = """
+    PaneTable { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.last_move = -math.inf
+        self.programmatic = 0
+        self.monotonic: Callable[[], float] = time.monotonic
+
+    def watch_cursor_coordinate(self, old_coordinate: Coordinate, new_coordinate: Coordinate) -> None:
+        super().watch_cursor_coordinate(old_coordinate, new_coordinate)
+        if not self.programmatic and old_coordinate != new_coordinate:
+            self.last_move = self.monotonic()
+
+
+@dataclass
+class Row:
+    """One table row as a pane wants it shown."""
+
+    key: str
+    cells: tuple[Text, ...]
+    item: Any = None
+    source: str = ""
+    stale: bool = False
+    search: str = ""  # what the filter matches; default: the row's text
+
+
+def _sig(cell: Text) -> tuple:
+    return (cell.plain, str(cell.style), tuple((s.start, s.end, str(s.style)) for s in cell.spans))
+
+
+@dataclass
+class Health:
+    """What a pane knows about its sources in one snapshot."""
+
+    sources: list[SourceStatus] = field(default_factory=list)
+    degraded: list[SourceStatus] = field(default_factory=list)
+    pending: list[SourceStatus] = field(default_factory=list)
+
+    def status_of(self, name: str) -> SourceStatus | None:
+        for st in self.sources:
+            if st.name == name:
+                return st
+        return None
+
+
+class TablePane(Vertical):
+    """Base of the table panes: notice, summary, table, empty state, hold, filter, actions.
+
+    Subclasses set READING_TYPES / SOURCE_KINDS / COLUMNS / DETAIL_KIND and implement
+    `build_rows(snapshot, readings, health)` (and optionally `build_summary`).
+    """
+
+    READING_TYPES: ClassVar[tuple[type, ...]] = ()
+    SOURCE_KINDS: ClassVar[frozenset[str]] = frozenset()
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    DETAIL_KIND: ClassVar[str] = ""
+    STATUS_INDEX: ClassVar[int] = 0  # the cell that says "? STALE" on a stale row
+    NOUN: ClassVar[str] = "items"  # "No <noun> configured."
+    MUTATING: ClassVar[frozenset[str]] = frozenset()  # binding actions hidden in read-only
+
+    DEFAULT_CSS = """
+    TablePane { height: 1fr; width: 1fr; }
+    TablePane > .pane-notice { height: auto; color: $status-crit; display: none; }
+    TablePane.-degraded > .pane-notice { display: block; }
+    TablePane > .pane-summary { height: auto; max-height: 3; }
+    TablePane > .pane-empty { height: auto; color: $text-muted; display: none; padding: 0 1; }
+    TablePane.-empty > .pane-empty { display: block; }
+    TablePane.-empty > PaneTable { display: none; }
+    TablePane.-stale > .pane-summary { color: $text-disabled; }
+    """
+
+    def __init__(self, *, sources: Iterable[str] = (), hold_s: float = HOLD_S, name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+        super().__init__(name=name, id=id, classes=classes)
+        self.hold_s = hold_s
+        self.filter_text = ""
+        self._matcher: Callable[[str], bool] | None = None
+        self._explicit_sources = tuple(sources)
+        self._known_sources: dict[str, None] = {}
+        self._snapshot: Snapshot | None = None
+        self._rows: dict[str, tuple] = {}
+        self._items: dict[str, Row] = {}
+        self._pending = False
+        self._timer: Timer | None = None
+        self._texts: dict[str, tuple] = {}
+        self._degraded: set[str] = set()
+        self._styles = Styles()
+        self.update_calls = 0  # cells updated in place (tests and benchmarks read it)
+        self.monotonic: Callable[[], float] = time.monotonic
+
+    # ------------------------------------------------------------------ compose
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="pane-notice")
+        yield Static("", classes="pane-summary")
+        yield PaneTable()
+        yield Static("", classes="pane-empty")
+
+    def on_mount(self) -> None:
+        table = self.table
+        table.monotonic = lambda: self.monotonic()
+        for key, label in self.COLUMNS:
+            table.add_column(label, key=key)
+        self._styles = Styles(getattr(self.app, "theme_variables", None))
+        self.app.theme_changed_signal.subscribe(self, self._on_theme)
+        if self._snapshot is None:
+            self._set_text("empty", Text(f"Waiting for the first reading of {self.NOUN}…"))
+            self.add_class("-empty")
+        else:
+            self._apply(self._snapshot, table_too=True)
+
+    def _on_theme(self, _theme: Any) -> None:
+        self._styles = Styles(getattr(self.app, "theme_variables", None))
+        self._rows = {k: tuple(None for _ in v) for k, v in self._rows.items()}
+        self._texts.clear()
+        if self._snapshot is not None:
+            self._apply(self._snapshot, table_too=True)
+
+    @property
+    def table(self) -> PaneTable:
+        return self.query_one(PaneTable)
+
+    @property
+    def styles_(self) -> Styles:
+        return self._styles
+
+    # ------------------------------------------------------------------ contract
+
+    def show(self, snapshot: Snapshot) -> None:
+        """Show a snapshot. The focused table holds still for `hold_s` after a cursor move."""
+        self._snapshot = snapshot
+        if not self.is_mounted:
+            return
+        wait = self.hold_remaining()
+        self._apply(snapshot, table_too=wait <= 0)
+        if wait > 0:
+            self._pending = True
+            if self._timer is None:
+                self._timer = self.set_timer(wait, self._release)
+
+    def hold_remaining(self) -> float:
+        """Seconds the table should still hold still (0 when it may refresh)."""
+        table = self.table
+        if not table.has_focus or self.hold_s <= 0:
+            return 0.0
+        return max(0.0, table.last_move + self.hold_s - self.monotonic())
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
+
+    def _release(self) -> None:
+        self._timer = None
+        if not self._pending or self._snapshot is None:
+            return
+        wait = self.hold_remaining()
+        if wait > 0:
+            self._timer = self.set_timer(wait, self._release)
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        """Apply the held snapshot now."""
+        self._pending = False
+        if self._snapshot is not None and self.is_mounted:
+            self._apply(self._snapshot, table_too=True)
+
+    def set_filter(self, text: str) -> None:
+        """Show only rows matching `text` (a regex, or a substring when it is not a valid one)."""
+        self.filter_text = (text or "").strip()
+        self._matcher = compile_filter(self.filter_text)
+        if self._snapshot is not None and self.is_mounted:
+            self._apply(self._snapshot, table_too=True)
+
+    # ------------------------------------------------------------------ subclass API
+
+    def build_rows(self, snapshot: Snapshot, readings: list, health: Health) -> list[Row]:
+        raise NotImplementedError
+
+    def build_summary(self, snapshot: Snapshot, readings: list, health: Health) -> Text | None:
+        return None
+
+    def empty_text(self, snapshot: Snapshot, readings: list, health: Health) -> Text | None:
+        """The empty-state line, or None when the pane has something to show."""
+        if readings:
+            return None
+        if not health.sources:
+            return Text(f"No {self.NOUN} configured.")
+        if health.degraded:
+            return Text(f"No {self.NOUN}: no reading yet (source degraded, see above).")
+        return Text(f"Waiting for the first reading of {self.NOUN}…")
+
+    def readings_of(self, snapshot: Snapshot) -> list:
+        out: list = []
+        for cls in self.READING_TYPES:
+            out.extend(snapshot.of_type(cls))
+        return out
+
+    # ------------------------------------------------------------------ apply
+
+    def health(self, snapshot: Snapshot, readings: Sequence[Reading]) -> Health:
+        names = dict.fromkeys(self._explicit_sources)
+        names.update(dict.fromkeys(r.source for r in readings))
+        names.update(self._known_sources)
+        for name, st in snapshot.sources.items():
+            if st.kind and st.kind.lower() in self.SOURCE_KINDS:
+                names.setdefault(name)
+        self._known_sources.update(dict.fromkeys(r.source for r in readings))
+        h = Health()
+        for name in names:
+            st = snapshot.sources.get(name)
+            if st is None:
+                continue
+            h.sources.append(st)
+            if st.state is SourceState.DEGRADED:
+                h.degraded.append(st)
+            elif st.state is SourceState.PENDING:
+                h.pending.append(st)
+        return h
+
+    def _apply(self, snapshot: Snapshot, *, table_too: bool) -> None:
+        readings = self.readings_of(snapshot)
+        health = self.health(snapshot, readings)
+        now = snapshot.at
+        # notice: degraded sources, their reason and the age of what is still shown
+        notice = Text()
+        for st in health.degraded:
+            if notice:
+                notice.append("\n")
+            notice.append(f"{Status.CRIT.symbol} DEGRADED ", style="bold")
+            notice.append(f"{st.name}: {st.reason or 'poll failed'}")
+            notice.append(f" · last good {ago(age_s(st.last_good, now))}", style="dim")
+        self.set_class(bool(health.degraded), "-degraded")
+        self._set_text("notice", notice)
+        self._degraded = degraded_names = {st.name for st in health.degraded}
+        self.set_class(any(r.source in degraded_names for r in readings), "-stale")
+        empty = self.empty_text(snapshot, readings, health)
+        self.set_class(empty is not None, "-empty")
+        self._set_text("empty", empty or Text(""))
+        summary = self.build_summary(snapshot, readings, health) if empty is None else None
+        if summary is None:
+            summary = Text()
+        elif readings and all(r.source in degraded_names for r in readings):
+            summary = Text(summary.plain, style=self._styles.stale)  # stale numbers, greyed
+        if empty is None:
+            self._append_age(summary, readings, health, now)
+        self._set_text("summary", summary)
+        if table_too:
+            self._sync_rows(self.build_rows(snapshot, readings, health) if empty is None else [])
+
+    def _append_age(self, summary: Text, readings: Sequence[Reading], health: Health, now: datetime) -> None:
+        if not readings:
+            return
+        oldest = min(r.at for r in readings)
+        stale = any(is_stale(r.at, health.status_of(r.source), now) for r in readings)
+        if summary.plain:
+            summary.append("  ")
+        if stale:
+            summary.append(f"{Status.UNKNOWN.symbol} {STALE_WORD}, read {ago(age_s(oldest, now))}",
+                           style=f"bold {self._styles.stale}")
+        else:
+            summary.append(read_ago(age_s(oldest, now)), style="dim")
+
+    def _set_text(self, which: str, text: Text) -> None:
+        sig = _sig(text)
+        if self._texts.get(which) == sig:
+            return
+        self._texts[which] = sig
+        self.query_one(f".pane-{which}", Static).update(text)
+
+    def stale_row(self, row: Row) -> Row:
+        """Grey a row of a degraded source: numbers kept but never shown as current."""
+        stale = self._styles.stale
+        cells = tuple(self._styles.stale_cell() if i == self.STATUS_INDEX else Text(c.plain, style=stale)
+                      for i, c in enumerate(row.cells))
+        return Row(row.key, cells, row.item, row.source, True, row.search)
+
+    def _sync_rows(self, rows: list[Row]) -> None:
+        table = self.table
+        wanted: list[Row] = []
+        for row in rows:
+            if self._matcher is not None and not self._matcher(row.search or " ".join(c.plain for c in row.cells)):
+                continue
+            if row.stale or row.source in self._degraded:
+                row = self.stale_row(row)
+            wanted.append(row)
+        keys = [r.key for r in wanted]
+        keep = set(keys)
+        columns = [k for k, _ in self.COLUMNS]
+        cursor_key = self.cursor_key()
+        table.programmatic += 1
+        try:
+            for gone in [k for k in self._rows if k not in keep]:
+                table.remove_row(gone)
+                del self._rows[gone]
+                self._items.pop(gone, None)
+            for row in wanted:
+                sig = tuple(_sig(c) for c in row.cells)
+                old = self._rows.get(row.key)
+                if old is None:
+                    table.add_row(*row.cells, key=row.key)
+                elif old != sig:
+                    for col, cell, before, after in zip(columns, row.cells, old, sig, strict=True):
+                        if before != after:
+                            grow = before is None or len(after[0]) > len(before[0])
+                            table.update_cell(row.key, col, cell, update_width=grow)
+                            self.update_calls += 1
+                self._rows[row.key] = sig
+                self._items[row.key] = row
+            current = [r.key.value for r in table.ordered_rows]
+            if current != keys and keys:
+                first = {id(table.get_cell(k, columns[0])): i for i, k in enumerate(keys)}
+                table.sort(key=lambda values: first.get(id(values[0]), 0))
+                if cursor_key is not None and cursor_key in keep:
+                    table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+        finally:
+            table.programmatic -= 1
+
+    # ------------------------------------------------------------------ selection
+
+    def cursor_key(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        try:
+            return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        except Exception:
+            return None
+
+    def cursor_row(self) -> Row | None:
+        key = self.cursor_key()
+        return self._items.get(key) if key is not None else None
+
+    def row_keys(self) -> list[str]:
+        return [r.key.value for r in self.table.ordered_rows]
+
+    def detail(self) -> Any:
+        row = self.cursor_row()
+        return row.item if row is not None else None
+
+    def selected_text(self) -> str:
+        row = self.cursor_row()
+        if row is None:
+            return ""
+        return " ".join(c.plain for c in row.cells if c.plain).strip()
+
+    def action_context(self, verb: str) -> dict:  # noqa: ARG002 - app contract
+        return {}
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key is None:
+            return
+        row = self._items.get(key)
+        self.post_message(DetailRequested(self.DETAIL_KIND, key, row.item if row else None))
+        # RowSelected keeps bubbling: the dashboard opens the detail through `detail()`.
+
+    # ------------------------------------------------------------------ actions
+
+    def request(self, action_id: str, params: dict | None = None, target: str = "") -> None:
+        self.post_message(ActionRequested(action_id, params or {}, target))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING and getattr(self.app, "read_only", False):
+            return False
+        return True
+
+
+def binding(key: str, action: str, description: str, id: str, show: bool = True) -> Binding:  # noqa: A002
+    return Binding(key, action, description, id=id, show=show)

@@ -1,0 +1,209 @@
+"""Findings pane (triage): what is wrong now, worst first, with severity badge, summary, how
+long it has lasted, its playbook and (with a `playbook_hint`) the next step and its key.
+
+Keys: `n` run the next playbook step of the finding under the cursor, `e` escalate it,
+`i` declare an incident for it, `enter` detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import Binding
+
+from backends.model import Finding, Severity, Snapshot, Status
+
+from .common import Health, Row, TablePane, age_s, fmt_coarse, read_ago
+
+SEVERITY_STATUS = {Severity.P0: Status.CRIT, Severity.P1: Status.CRIT, Severity.P2: Status.WARN,
+                   Severity.P3: Status.UNKNOWN}
+
+PlaybookHint = Callable[[Finding], "tuple[Any, str | None] | None"]
+
+# "service:api-gateway" -> the params of the actions that act on it
+TARGET_PARAMS = {"service": "service", "queue": "queue", "breaker": "name", "chain": "chain",
+                 "order": "order_id", "pid": "pid"}
+
+
+def step_text(step: Any) -> str:
+    if step is None:
+        return ""
+    return str(getattr(step, "text", None) or getattr(step, "title", None) or step)
+
+
+def target_params(target: str | None) -> dict:
+    """Action params from a finding's target ("service:api-gateway" -> {"service": "api-gateway"})."""
+    if not target or ":" not in target:
+        return {}
+    kind, _, name = target.partition(":")
+    param = TARGET_PARAMS.get(kind.strip().lower())
+    return {param: name.strip()} if param and name.strip() else {}
+
+
+class FindingsPane(TablePane):
+    """Findings, worst first."""
+
+    COLUMNS = (("sev", "Sev"), ("summary", "Finding"), ("since", "For"), ("playbook", "Playbook"),
+               ("next", "Next step"))
+    DETAIL_KIND = "finding"
+    NOUN = "findings"
+    MUTATING = frozenset({"next_step", "escalate", "declare_incident"})
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("n", "next_step", "Run next step", id="findings_next_step"),
+        Binding("e", "escalate", "Escalate", id="escalate"),
+        Binding("i", "declare_incident", "Declare incident", id="incident"),
+    ]
+
+    def __init__(self, *, playbook_hint: PlaybookHint | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.playbook_hint = playbook_hint
+
+    # ------------------------------------------------------------------ data
+
+    def readings_of(self, snapshot: Snapshot) -> list:
+        return []
+
+    def health(self, snapshot: Snapshot, readings) -> Health:
+        h = Health()
+        for st in snapshot.sources.values():
+            h.sources.append(st)
+            if st.degraded:
+                h.degraded.append(st)
+        return h
+
+    def _apply(self, snapshot: Snapshot, *, table_too: bool) -> None:
+        health = self.health(snapshot, [])
+        st = self.styles_
+        findings = sorted(snapshot.findings, key=Finding.sort_key)
+        notice = Text()
+        if health.degraded:
+            names = ", ".join(s.name for s in health.degraded)
+            notice.append(f"{Status.UNKNOWN.symbol} {len(health.degraded)} source(s) degraded ({names}): "
+                          "findings may be incomplete", style=st.unknown)
+        self.set_class(bool(health.degraded), "-degraded")
+        self._set_text("notice", notice)
+        self.set_class(not findings, "-empty")
+        if not findings:
+            if not snapshot.sources:
+                empty = Text("No findings: nothing configured to check.")
+            elif all(s.state.value == "pending" for s in snapshot.sources.values()):
+                empty = Text("No findings yet: waiting for the first readings…")
+            else:
+                empty = Text(f"{Status.OK.symbol} No findings: nothing wrong right now.", style=st.ok)
+            self._set_text("empty", empty)
+        else:
+            self._set_text("empty", Text(""))
+        summary = Text()
+        if findings:
+            counts: dict[Severity, int] = {}
+            for f in findings:
+                counts[f.severity] = counts.get(f.severity, 0) + 1
+            summary.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}", style="bold")
+            for sev in sorted(counts):
+                summary.append(f"  {SEVERITY_STATUS[sev].symbol} {sev.label} {counts[sev]}",
+                               style=st.of(SEVERITY_STATUS[sev]))
+        if snapshot.sources:
+            if summary:
+                summary.append("  ")
+            summary.append(read_ago(age_s(snapshot.at, self._now(snapshot))).replace("read", "checked"),
+                           style="dim")
+        self._set_text("summary", summary)
+        self._degraded = set()
+        if table_too:
+            self._sync_rows([self._row(f, snapshot.at) for f in findings])
+
+    def _now(self, snapshot: Snapshot) -> datetime:
+        clock = getattr(self.app, "clock", None)
+        if callable(clock):
+            try:
+                now = clock()
+                if isinstance(now, datetime):
+                    return now
+            except Exception:
+                pass
+        return snapshot.at
+
+    def hint(self, finding: Finding) -> tuple[Any, str | None] | None:
+        if self.playbook_hint is None:
+            return None
+        try:
+            return self.playbook_hint(finding)
+        except Exception:
+            return None
+
+    def _row(self, f: Finding, now: datetime) -> Row:
+        st = self.styles_
+        status = SEVERITY_STATUS[f.severity]
+        badge = Text(f" {status.symbol} {f.severity.label} ", style=f"bold reverse {st.of(status)}".strip())
+        nxt = Text()
+        hint = self.hint(f)
+        if hint:
+            step, key = hint
+            if key:
+                nxt.append(f"[{key}] ", style="bold")
+            nxt.append(step_text(step))
+        cells = (
+            badge,
+            Text(f.summary, style="bold" if f.severity <= Severity.P1 else ""),
+            Text(fmt_coarse(age_s(f.since, now))),
+            Text(f.playbook or "-", style="dim"),
+            nxt,
+        )
+        return Row(f.key, cells, f, f.source, search=f"{f.severity.label} {f.summary} {f.source} {f.playbook or ''}")
+
+    # ------------------------------------------------------------------ actions
+
+    def _finding(self) -> Finding | None:
+        row = self.cursor_row()
+        return row.item if row is not None else None
+
+    def action_next_step(self) -> None:
+        f = self._finding()
+        hint = self.hint(f) if f is not None else None
+        step = hint[0] if hint else None
+        action = getattr(step, "action", None)
+        if f is None or not action:
+            self.notify("No next step with an action for this finding.", severity="warning", timeout=3)
+            return
+        self.request(action, target_params(f.target), f.target or f.key)
+
+    def action_escalate(self) -> None:
+        f = self._finding()
+        params = {"finding": f.key, "severity": f.severity.label, "summary": f.summary} if f else {}
+        self.request("escalate", params, f.target or f.key if f else "")
+
+    def action_declare_incident(self) -> None:
+        f = self._finding()
+        params = {"severity": f.severity.label, "title": f.summary, "finding": f.key} if f else {}
+        self.request("incident.declare", params, f.target or f.key if f else "")
+
+    def action_context(self, verb: str) -> dict:
+        f = self._finding()
+        if f is None:
+            return {}
+        if verb == "incident":
+            return {"severity": f.severity.label, "title": f.summary, "finding": f.key}
+        if verb == "escalate":
+            return {"finding": f.key, "severity": f.severity.label, "summary": f.summary}
+        return target_params(f.target)
+
+    def selected_text(self) -> str:
+        f = self._finding()
+        return f"[{f.severity.label}] {f.summary}" if f else ""
+
+
+def builtin_playbook_hint(book: Any = None) -> PlaybookHint:
+    """A `playbook_hint` from `backends.playbooks` (the seeds' procedures): next step and its key."""
+    from backends.playbooks import PlaybookBook
+
+    book = book or PlaybookBook()
+
+    def hint(finding: Finding):
+        step = book.next_step(finding)
+        return (step, step.key) if step is not None else None
+
+    return hint

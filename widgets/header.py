@@ -1,0 +1,196 @@
+"""Status header: stack name, environment, operator, open incident (severity + SLA clock
+counting down), read-only badge and the clock.
+
+The clock is a function (`clock=`) so tests can freeze it; by default the app's `clock`
+attribute when it has one, else the system clock in UTC. The header repaints only when
+its text changes (once a second while an SLA clock or the clock runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from backends.model import Severity, Snapshot, Status
+
+from .common import Styles, fmt_duration
+
+PRODUCTION = ("production", "prod", "prd", "live", "mainnet")
+
+
+@dataclass(frozen=True)
+class IncidentInfo:
+    """What the header shows of an open incident (any object with these attributes works)."""
+
+    severity: Severity
+    title: str = ""
+    sla_due: datetime | None = None  # respond / resolve by
+    id: str = ""
+
+
+def sla_text(due: datetime | None, now: datetime) -> tuple[str, Status]:
+    """'SLA 12m04s left' (ok, warn in the last 5 min) or 'SLA overdue 3m12s' (crit)."""
+    if due is None:
+        return "", Status.UNKNOWN
+    left = (due - now).total_seconds()
+    if left < 0:
+        return f"SLA overdue {fmt_duration(-left)}", Status.CRIT
+    return f"SLA {fmt_duration(left)} left", Status.WARN if left < 300 else Status.OK
+
+
+class StatusHeader(Horizontal):
+    """One line across the top of the console."""
+
+    DEFAULT_CSS = """
+    StatusHeader { height: 1; dock: top; background: $panel; }
+    StatusHeader > .header-left { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    StatusHeader > .header-right { width: auto; height: 1; }
+    """
+
+    def __init__(self, *, name: str = "warroom", environment: str = "", operator: str = "",
+                 read_only: bool = False, kiosk: bool = False, incident: Any = None,
+                 clock: Callable[[], datetime] | None = None, tick: float = 1.0,
+                 id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id, classes=classes)
+        self.stack = name
+        self.environment = environment
+        self.operator = operator
+        self.read_only = read_only
+        self.kiosk = kiosk
+        self.incident = incident
+        self._clock = clock
+        self.tick = tick
+        self._snapshot: Snapshot | None = None
+        self._shown: dict[str, tuple] = {}
+        self.repaints = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="header-left")
+        yield Static("", classes="header-right")
+
+    def on_mount(self) -> None:
+        self.render_now()
+        if self.tick > 0:
+            self.set_interval(self.tick, self.render_now)
+        self.app.theme_changed_signal.subscribe(self, lambda _t: self._repaint())
+
+    def _repaint(self) -> None:
+        self._shown.clear()
+        self.render_now()
+
+    # ------------------------------------------------------------------ contract
+
+    def now(self) -> datetime:
+        if self._clock is not None:
+            return self._clock()
+        app_clock = getattr(self.app, "clock", None)
+        if callable(app_clock):
+            try:
+                value = app_clock()
+                if isinstance(value, datetime):
+                    return value
+            except Exception:
+                pass
+        return datetime.now(UTC)
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        if self.is_mounted:
+            self.render_now()
+
+    def set_incident(self, incident: Any) -> None:
+        """Show an open incident (None: no open incident)."""
+        self.incident = incident
+        if self.is_mounted:
+            self.render_now()
+
+    def set_read_only(self, read_only: bool) -> None:
+        self.read_only = read_only
+        if self.is_mounted:
+            self.render_now()
+
+    # ------------------------------------------------------------------ rendering
+
+    def left_text(self, now: datetime) -> Text:
+        st = Styles(getattr(self.app, "theme_variables", None))
+        variables = getattr(self.app, "theme_variables", {}) or {}
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f" {self.stack} ", style="bold reverse")
+        if self.environment:
+            prod = self.environment.strip().lower() in PRODUCTION
+            style = f"bold reverse {variables.get('badge-production', '') or st.crit}" if prod else "bold"
+            text.append(" ")
+            text.append(f" {self.environment} ", style=style.strip())
+        if self.operator:
+            text.append(f"  op {self.operator}", style="dim")
+        text.append("  ")
+        text.append_text(self.incident_text(now, st))
+        findings = self.findings_text(st)
+        if findings:
+            text.append("  ")
+            text.append_text(findings)
+        return text
+
+    def incident_text(self, now: datetime, st: Styles) -> Text:
+        inc = self.incident
+        if inc is None:
+            return Text("no open incident", style="dim")
+        sev = getattr(inc, "severity", None)
+        if isinstance(sev, str):
+            try:
+                sev = Severity.parse(sev)
+            except ValueError:
+                sev = None
+        status = Status.CRIT if sev is None or sev <= Severity.P1 else Status.WARN
+        label = sev.label if isinstance(sev, Severity) else "?"
+        title = getattr(inc, "title", "") or getattr(inc, "id", "") or "incident"
+        text = Text()
+        text.append(f" {status.symbol} INCIDENT {label} ", style=f"bold reverse {st.of(status)}".strip())
+        text.append(f" {title}", style="bold")
+        due = getattr(inc, "sla_due", None) or getattr(inc, "due_at", None) or getattr(inc, "respond_by", None)
+        sla, sla_status = sla_text(due, now) if isinstance(due, datetime) else ("", Status.UNKNOWN)
+        if sla:
+            text.append(f"  {sla_status.symbol} {sla}", style=f"bold {st.of(sla_status)}".strip())
+        return text
+
+    def findings_text(self, st: Styles) -> Text | None:
+        snap = self._snapshot
+        if snap is None:
+            return None
+        if not snap.findings:
+            return Text(f"{Status.OK.symbol} no findings", style=st.ok)
+        worst = min(f.severity for f in snap.findings)
+        status = Status.CRIT if worst <= Severity.P1 else Status.WARN
+        n = len(snap.findings)
+        return Text(f"{status.symbol} {n} finding{'s' if n != 1 else ''} (worst {worst.label})",
+                    style=f"bold {st.of(status)}".strip())
+
+    def right_text(self, now: datetime) -> Text:
+        variables = getattr(self.app, "theme_variables", {}) or {}
+        text = Text(no_wrap=True)
+        if self.read_only:
+            badge = " KIOSK · READ-ONLY " if self.kiosk else " READ-ONLY "
+            text.append(badge, style=f"bold reverse {variables.get('badge-readonly', '')}".strip())
+            text.append(" ")
+        text.append(now.strftime("%H:%M:%S %Z").strip() + " ", style="bold")
+        return text
+
+    def render_now(self) -> None:
+        now = self.now()
+        self._put("left", self.left_text(now))
+        self._put("right", self.right_text(now))
+
+    def _put(self, which: str, text: Text) -> None:
+        sig = (text.plain, tuple((s.start, s.end, str(s.style)) for s in text.spans))
+        if self._shown.get(which) == sig:
+            return
+        self._shown[which] = sig
+        self.repaints += 1
+        self.query_one(f".header-{which}", Static).update(text)
