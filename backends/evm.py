@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
@@ -115,6 +116,26 @@ def find_event(abi: Sequence[dict], name: str) -> dict:
 def event_topic(event: dict | str) -> str:
     sig = event if isinstance(event, str) else signature(event)
     return "0x" + keccak(sig.encode()).hex()
+
+
+def decode_revert(abi: Sequence[dict], exc: RpcError) -> str:
+    """The revert reason, with a custom error's selector named from the ABI when possible."""
+    data = exc.data if isinstance(exc.data, str) else ""
+    if not data:
+        m = re.search(r"0x[0-9a-fA-F]{8}\b", exc.message or "")
+        data = m.group(0) if m else ""
+    if data.startswith("0x") and len(data) >= 10:
+        sel = data[:10].lower()
+        for item in abi:
+            if item.get("type") == "error" and "0x" + keccak(signature(item).encode())[:4].hex() == sel:
+                args = data[10:]
+                words = [args[i : i + 64] for i in range(0, len(args), 64) if args[i : i + 64]]
+                shown = ", ".join(
+                    ("0x" + w[24:]) if inp.get("type") == "address" else str(int(w, 16))
+                    for inp, w in zip(item.get("inputs", []), words, strict=False)
+                )
+                return f"{signature(item).split('(')[0]}({shown})"
+    return exc.message
 
 
 def format_amount(value: int | None, decimals: int = 18, symbol: str = "ETH") -> str:
@@ -495,7 +516,7 @@ class ContractPauseAction(Action):
             out = await ch.call(c.address, data, sender=sender)
             return True, f"eth_call from {sender}: ok (returned {out or '0x'})"
         except RpcError as exc:
-            return False, f"eth_call from {sender}: reverted: {exc.message}"
+            return False, f"eth_call from {sender}: reverted: {decode_revert(c.abi, exc)}"
 
     async def _build_tx(self, ch: EvmChain, c: ContractSpec, sender: str) -> dict:
         data = SELECTORS["pause()" if self.pause else "unpause()"]
@@ -545,7 +566,7 @@ class ContractPauseAction(Action):
         guard = Guard(
             state_ok and sim_ok,
             f"contract is {'not ' if want else ''}paused and the eth_call dry-run succeeds",
-            "" if state_ok and sim_ok else (sim if not sim_ok else f"paused() is already {current}"),
+            "" if state_ok and sim_ok else (f"paused() is already {current}" if not state_ok else sim),
         )
         fn = "pause()" if want else "unpause()"
         preview = "\n".join([

@@ -159,27 +159,37 @@ class HttpRpc:
         import aiohttp
 
         t = self.timeout if time_limit is None else time_limit
-        session = await self._get_session()
-        try:
-            async with asyncio.timeout(t):
-                async with session.post(
-                    self.url, json=payload, headers={"Content-Type": "application/json"}
-                ) as resp:
-                    body = await resp.read()
-                    if resp.status != 200:
-                        raise BackendError(
-                            self.source,
-                            f"HTTP {resp.status} from {display_url(self.url)}: {body[:120].decode(errors='replace')}",
-                        )
-        except TimeoutError:
-            raise BackendError(self.source, f"{display_url(self.url)} timed out after {t:g}s") from None
-        except aiohttp.ClientConnectorError as exc:
-            reason = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else describe_exception(exc.os_error)
-            raise BackendError(self.source, f"{reason} at {_host_of(self.url)}") from None
-        except aiohttp.ClientError as exc:
-            raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
-        except OSError as exc:
-            raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
+        deadline = time.monotonic() + t
+        for attempt in (1, 2):
+            session = await self._get_session()
+            try:
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    async with session.post(
+                        self.url, json=payload, headers={"Content-Type": "application/json"}
+                    ) as resp:
+                        body = await resp.read()
+                        if resp.status != 200:
+                            raise BackendError(
+                                self.source,
+                                f"HTTP {resp.status} from {display_url(self.url)}: "
+                                f"{body[:120].decode(errors='replace')}",
+                            )
+                break
+            except TimeoutError:
+                raise BackendError(self.source, f"{display_url(self.url)} timed out after {t:g}s") from None
+            except aiohttp.ClientConnectorError as exc:
+                reason = ("connection refused" if isinstance(exc.os_error, ConnectionRefusedError)
+                          else describe_exception(exc.os_error))
+                raise BackendError(self.source, f"{reason} at {_host_of(self.url)}") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # a kept-alive connection the server closed: retry once on a fresh one
+                if attempt == 1 and time.monotonic() < deadline:
+                    continue
+                raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
+            except aiohttp.ClientError as exc:
+                raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
+            except OSError as exc:
+                raise BackendError(self.source, f"{display_url(self.url)}: {describe_exception(exc)}") from None
         try:
             return json.loads(body)
         except ValueError:
