@@ -1531,8 +1531,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
 
     # [[commands]]
     commands = []
-    for i, t in enumerate(ld.array_of_tables(root.raw("commands"), ("commands",))):
-        del i
+    for t in ld.array_of_tables(root.raw("commands"), ("commands",)):
         commands.append(CommandConfig(
             name=t.take("name", c_name),
             argv=t.take("argv", c_list(_c_template, min_len=1,
