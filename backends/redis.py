@@ -89,7 +89,8 @@ def describe_redis_error(exc: BaseException, url: str = "") -> str:
     if name == "AuthenticationError" or "noauth" in low or "wrongpass" in low or "invalid password" in low \
             or "invalid username-password" in low:
         return redact(f"authentication failed at {where}: {text}" if text else f"authentication failed at {where}")
-    if "refused" in low or isinstance(exc, ConnectionRefusedError):
+    if "refused" in low or "error 111 " in low or "connect call failed" in low \
+            or isinstance(exc, ConnectionRefusedError):
         return f"connection refused at {where}"
     if "closed by server" in low or "connection reset" in low or isinstance(exc, ConnectionResetError):
         return f"connection to {where} was closed"
