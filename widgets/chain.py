@@ -56,7 +56,7 @@ class ChainPane(TablePane):
     ]
 
     DEFAULT_CSS = """
-    ChainPane > .pane-extra { height: auto; max-height: 8; }
+    ChainPane > .pane-extra { height: auto; max-height: 4; }
     ChainPane.-empty > .pane-extra { display: none; }
     """
 
@@ -157,45 +157,55 @@ class ChainPane(TablePane):
         return rows
 
     def extra_text(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
+        """One line per chain: contract pause state and balances; then the listener cursor(s)."""
         st = self.styles_
         degraded = {s.name for s in health.degraded}
         text = Text()
         chains = self.gather(readings)
         for name, s in chains.items():
-            if not name:
+            if not name or not (s["contracts"] or s["balances"]):
                 continue
+            parts: list[Text] = []
+            stale = False
             for c in s["contracts"]:
-                stale = c.source in degraded
-                line = Text()
+                stale = stale or c.source in degraded
+                part = Text(f"{c.name} ")
                 if c.paused is True:
-                    line.append(f"{Status.CRIT.symbol} PAUSED", style=f"bold {st.crit}")
+                    part.append(f"{Status.CRIT.symbol} PAUSED", style=f"bold {st.crit}")
                 elif c.paused is False:
-                    line.append(f"{Status.OK.symbol} not paused", style=st.ok)
+                    part.append(f"{Status.OK.symbol} not paused", style=st.ok)
                 else:
-                    line.append(f"{Status.UNKNOWN.symbol} paused?", style=st.unknown)
+                    part.append(f"{Status.UNKNOWN.symbol} paused?", style=st.unknown)
                 if c.code_present is False:
-                    line.append(f" {Status.CRIT.symbol} no code at {c.address}", style=st.crit)
-                self._line(text, f"{name} {c.name}: ", line, stale)
+                    part.append(f" {Status.CRIT.symbol} no code", style=st.crit)
+                parts.append(part)
             for b in s["balances"]:
-                stale = b.source in degraded
-                line = Text()
-                line.append(f"{b.status.symbol} {b.status.word} ", style=f"bold {st.of(b.status)}")
-                line.append(b.display or fmt_amount(b.balance, b.decimals, b.symbol))
+                stale = stale or b.source in degraded
+                part = Text(f"{b.name} ")
+                part.append(f"{b.status.symbol} ", style=f"bold {st.of(b.status)}")
+                part.append(b.display or fmt_amount(b.balance, b.decimals, b.symbol),
+                            style=st.of(b.status) if b.status is not Status.OK else "")
                 if b.minimum is not None:
-                    line.append(f" (min {fmt_amount(b.minimum, b.decimals, b.symbol)})", style="dim")
-                self._line(text, f"{name} {b.name}: ", line, stale)
+                    part.append(f" (min {fmt_amount(b.minimum, b.decimals, b.symbol)})", style="dim")
+                parts.append(part)
+            line = Text()
+            for i, part in enumerate(parts):
+                if i:
+                    line.append("  ·  ", style="dim")
+                line.append_text(part)
+            self._line(text, f"{name}: ", line, stale)
         for c in chains[""]["cursors"]:
-            stale = c.source in degraded
             line = Text()
             gap = c.gap_blocks
             status = Status.UNKNOWN if gap is None else (Status.OK if gap <= 5 else Status.WARN)
             line.append(f"{status.symbol} ", style=st.of(status))
-            line.append(f"block {fmt_int(c.block)} of head {fmt_int(c.head)}")
             if gap is not None:
-                line.append(f", gap {fmt_int(gap)} blocks", style=f"bold {st.of(status)}" if gap > 5 else "")
+                line.append(f"{fmt_int(gap)} blocks behind", style=f"bold {st.of(status)}" if gap > 5 else "")
+            else:
+                line.append(f"block {fmt_int(c.block)}, head {fmt_int(c.head)}")
             if c.gap_s is not None:
                 line.append(f" ({fmt_duration(c.gap_s)})")
-            self._line(text, f"cursor {c.name}: ", line, stale)
+            self._line(text, f"{c.name} cursor: ", line, c.source in degraded)
         return text
 
     def _line(self, text: Text, label: str, line: Text, stale: bool) -> None:

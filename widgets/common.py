@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.coordinate import Coordinate
 from textual.timer import Timer
 from textual.widgets import DataTable, Static
@@ -253,11 +253,13 @@ class TablePane(Vertical):
     TablePane { height: 1fr; width: 1fr; }
     TablePane > .pane-notice { height: auto; color: $status-crit; display: none; }
     TablePane.-degraded > .pane-notice { display: block; }
-    TablePane > .pane-summary { height: auto; max-height: 3; }
+    TablePane > .pane-head { height: auto; max-height: 3; }
+    TablePane > .pane-head > .pane-summary { width: 1fr; height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    TablePane > .pane-head > .pane-age { width: auto; height: 1; padding: 0 0 0 1; }
     TablePane > .pane-empty { height: auto; color: $text-muted; display: none; padding: 0 1; }
     TablePane.-empty > .pane-empty { display: block; }
     TablePane.-empty > PaneTable { display: none; }
-    TablePane.-stale > .pane-summary { color: $text-disabled; }
+    TablePane.-stale > .pane-head { color: $text-disabled; }
     """
 
     def __init__(self, *, sources: Iterable[str] = (), hold_s: float = HOLD_S, name: str | None = None,
@@ -283,7 +285,9 @@ class TablePane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="pane-notice")
-        yield Static("", classes="pane-summary")
+        with Horizontal(classes="pane-head"):
+            yield Static("", classes="pane-summary")
+            yield Static("", classes="pane-age")
         yield PaneTable()
         yield Static("", classes="pane-empty")
 
@@ -433,31 +437,31 @@ class TablePane(Vertical):
             summary = Text()
         elif readings and all(r.source in degraded_names for r in readings):
             summary = Text(summary.plain, style=self._styles.stale)  # stale numbers, greyed
-        if empty is None:
-            self._append_age(summary, readings, health, now)
         self._set_text("summary", summary)
+        self._set_text("age", self.age_text(readings, health, now) if empty is None else Text())
         if table_too:
             self._sync_rows(self.build_rows(snapshot, readings, health) if empty is None else [])
 
-    def _append_age(self, summary: Text, readings: Sequence[Reading], health: Health, now: datetime) -> None:
+    def age_text(self, readings: Sequence[Reading], health: Health, now: datetime) -> Text:
+        """'read 3m12s ago' (the oldest reading shown); '? STALE, read …' when stale."""
         if not readings:
-            return
+            return Text()
         oldest = min(r.at for r in readings)
-        stale = any(is_stale(r.at, health.status_of(r.source), now) for r in readings)
-        if summary.plain:
-            summary.append("  ")
-        if stale:
-            summary.append(f"{Status.UNKNOWN.symbol} {STALE_WORD}, read {ago(age_s(oldest, now))}",
-                           style=f"bold {self._styles.stale}")
-        else:
-            summary.append(read_ago(age_s(oldest, now)), style="dim")
+        if any(is_stale(r.at, health.status_of(r.source), now) for r in readings):
+            return Text(f"{Status.UNKNOWN.symbol} {STALE_WORD}, read {ago(age_s(oldest, now))}",
+                        style=f"bold {self._styles.stale}")
+        return Text(read_ago(age_s(oldest, now)), style="dim")
 
     def _set_text(self, which: str, text: Text) -> None:
         sig = _sig(text)
         if self._texts.get(which) == sig:
             return
         self._texts[which] = sig
-        self.query_one(f".pane-{which}", Static).update(text)
+        widget = self.query_one(f".pane-{which}", Static)
+        widget.update(text)
+        if which in ("summary", "age"):
+            head = self.query_one(".pane-head")
+            head.display = bool(self._texts.get("summary", ("",))[0] or self._texts.get("age", ("",))[0])
 
     def stale_row(self, row: Row) -> Row:
         """Grey a row of a degraded source: numbers kept but never shown as current."""

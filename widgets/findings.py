@@ -106,12 +106,11 @@ class FindingsPane(TablePane):
             for sev in sorted(counts):
                 summary.append(f"  {SEVERITY_STATUS[sev].symbol} {sev.label} {counts[sev]}",
                                style=st.of(SEVERITY_STATUS[sev]))
-        if snapshot.sources:
-            if summary:
-                summary.append("  ")
-            summary.append(read_ago(age_s(snapshot.at, self._now(snapshot))).replace("read", "checked"),
-                           style="dim")
         self._set_text("summary", summary)
+        age = Text()
+        if snapshot.sources:
+            age = Text(read_ago(age_s(snapshot.at, self._now(snapshot))).replace("read", "checked"), style="dim")
+        self._set_text("age", age)
         self._degraded = set()
         if table_too:
             self._sync_rows([self._row(f, snapshot.at) for f in findings])
