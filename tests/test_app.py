@@ -60,7 +60,7 @@ class SetValue(Action):
 
     mutating = True
 
-    def __init__(self, store: dict, action_id: str = "test.restart", danger: Danger = Danger.CONFIRM,
+    def __init__(self, store: dict, action_id: str = "service.restart", danger: Danger = Danger.CONFIRM,
                  reason_required: bool = False):
         self.id = action_id
         self.title = f"Test {action_id}"
@@ -69,8 +69,9 @@ class SetValue(Action):
         self.reason_required = reason_required
         self.executed = 0
 
-    async def plan(self, *, key: str = "svc", value: str = "restarted", reason: str | None = None,
-                   **_) -> ActionPlan:
+    async def plan(self, *, service: str = "api-gateway", value: str = "restarted",
+                   reason: str | None = None) -> ActionPlan:
+        key = service
         if key not in self.store:
             raise ActionRefused(self.id, f"no such key {key!r}")
         before = self.store[key]
@@ -79,15 +80,15 @@ class SetValue(Action):
             changes=(Change(target=key, description=f"{key}: {before} -> {value}", before=before,
                             after=value),),
             guard=Guard(True, f"{key} exists"), danger=self.danger,
-            params={"key": key, "value": value}, reason=reason,
+            params={"service": key, "value": value}, reason=reason,
             reason_required=self.reason_required, confirm_text=key, total=2,
         )
 
     async def execute(self, plan: ActionPlan, progress) -> ActionResult:
         self.executed += 1
-        before = self.store[plan.params["key"]]
+        before = self.store[plan.params["service"]]
         progress(Progress(1, 2, "half way"))
-        self.store[plan.params["key"]] = plan.params["value"]
+        self.store[plan.params["service"]] = plan.params["value"]
         progress(Progress(2, 2, "done"))
         return ActionResult(status="ok", summary="value set", before=before, after=plan.params["value"])
 
@@ -101,8 +102,8 @@ async def _bad():
 
 
 def make_engine(tmp_path, *, read_only: bool = False, actions: list[Action] = ()):
-    monitor = Monitor([FunctionSource("docker", _good, interval=0.2, timeout=1, kind="docker"),
-                       FunctionSource("postgres", _bad, interval=0.2, timeout=1, kind="postgres")],
+    monitor = Monitor([FunctionSource("docker", _good, interval=0.5, timeout=1, kind="docker"),
+                       FunctionSource("postgres", _bad, interval=0.5, timeout=1, kind="postgres")],
                       max_backoff=0.5)
     engine = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), read_only=read_only, operator="alice")
     for a in actions:
@@ -133,9 +134,9 @@ async def test_shell_shows_sources_and_their_monitor_states(tmp_path):
                     and "DEGRADED" in sources_rows(app)["postgres"][0]
                     and "OK" in sources_rows(app)["docker"][0], what="both sources polled")
         rows = sources_rows(app)
-        assert rows["docker"][0] == "● OK" and rows["docker"][2] == "docker"
+        assert rows["docker"][0] == "● OK" and rows["docker"][4] == "docker"
         assert rows["postgres"][0] == "✖ DEGRADED"
-        assert "connection refused at 127.0.0.1:5432" in rows["postgres"][4]
+        assert "connection refused at 127.0.0.1:5432" in rows["postgres"][2]
         assert rows["postgres"][3] == "never"  # last good
         header = app.dashboard.header
         assert "alice" in header._left and "08:15:00" in header._right
@@ -143,7 +144,7 @@ async def test_shell_shows_sources_and_their_monitor_states(tmp_path):
 
 
 async def test_question_mark_opens_help_generated_from_bindings(tmp_path):
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("question_mark")
@@ -153,7 +154,10 @@ async def test_question_mark_opens_help_generated_from_bindings(tmp_path):
         assert {"help", "palette", "quit", "restart", "filter", "focus_next", "copy"} <= ids
         assert any(k == "r" and d == "Restart" for k, d, _ in groups["Global"])
         # no action for these verbs is registered: the keys do not exist
-        assert "escalate" not in ids and "reset_breaker" not in ids
+        global_ids = {bid for _k, _d, bid in groups["Global"]}
+        assert "escalate" not in global_ids and "reset_breaker" not in global_ids
+        # pane keys are listed under their pane
+        assert any(title.startswith("Pane: ") for title in groups)
         text = " ".join(str(s.render()) for s in app.screen.query(".help-group"))
         assert "Restart" in text or app.screen.query(".help-group")
         await pilot.press("escape")
@@ -161,7 +165,7 @@ async def test_question_mark_opens_help_generated_from_bindings(tmp_path):
 
 
 async def test_keymap_from_config_remaps_a_binding(tmp_path):
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     config = {"warroom": {"name": "meta-aggregator", "environment": "staging"}, "keys": {"restart": "R"}}
     app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), config=config,
                      clock=lambda: FROZEN)
@@ -179,7 +183,7 @@ async def test_keymap_from_config_remaps_a_binding(tmp_path):
 async def test_palette_lists_actions_and_panes(tmp_path):
     from textual.command import CommandPalette
 
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("ctrl+p")
@@ -190,12 +194,12 @@ async def test_palette_lists_actions_and_panes(tmp_path):
         clist = app.screen.query_one(CommandList)
         await until(pilot, lambda: clist.option_count > 0, what="palette hits")
         prompts = [str(clist.get_option_at_index(i).prompt) for i in range(clist.option_count)]
-        assert any("Test test.restart" in p for p in prompts), prompts
+        assert any("Test service.restart" in p for p in prompts), prompts
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal from palette")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.dashboard, what="modal closed")
-        assert store == {"svc": "running"}
+        assert store == {"api-gateway": "running"}
         # go to pane
         await pilot.press("ctrl+p")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
@@ -207,7 +211,7 @@ async def test_palette_lists_actions_and_panes(tmp_path):
 
 
 async def test_read_only_has_no_mutating_key_palette_entry_or_modal_and_engine_refuses(tmp_path):
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     action = SetValue(store)
     app = WarroomApp(make_engine(tmp_path, actions=[action]), read_only=True, clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -225,28 +229,31 @@ async def test_read_only_has_no_mutating_key_palette_entry_or_modal_and_engine_r
         titles = [t for t, _h, _c in WarroomCommands(app.screen)._commands()]
         assert not any(t.startswith("Action:") for t in titles)
         # a pane asking for the action is refused without a modal
-        app.post_message(ActionRequested("test.restart", {"key": "svc"}))
+        app.post_message(ActionRequested("service.restart", {"service": "api-gateway"}))
         await pilot.pause()
         assert app.screen is app.dashboard
         # and the engine refuses too, with an audit entry
-        plan = await app.engine.actions.plan("test.restart", key="svc")
+        plan = await app.engine.actions.plan("service.restart", service="api-gateway")
         with pytest.raises(ActionRefused, match="read-only"):
             await app.engine.actions.execute(plan, confirmation=True)
-        assert store == {"svc": "running"} and action.executed == 0
+        assert store == {"api-gateway": "running"} and action.executed == 0
         assert app.engine.actions.audit.tail(1)[0]["result"] == "refused"
         # a header badge says so
         assert "READ-ONLY" in app.dashboard.header._right
 
 
 async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     action = SetValue(store, reason_required=True)
     app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.press("r")
+        services = app.dashboard.pane("services")
+        await until(pilot, lambda: services.row_keys() == ["api-gateway"], what="service row")
+        services.table.focus()
+        await pilot.press("r")  # the services pane's own key: ActionRequested(service.restart, ...)
         await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
         modal = app.screen
-        assert "service:svc" in str(modal.query_one("#action-target").render())
+        assert "service:api-gateway" in str(modal.query_one("#action-target").render())
         assert "✔ PASS" in str(modal.query_one("#action-guard").render())
         assert "CONFIRM" in str(modal.query_one("#action-danger").render())
         # no reason yet: the engine refuses, the modal stays open
@@ -258,7 +265,7 @@ async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
         await pilot.press(*"listener stuck")
         await pilot.press("enter")
         await until(pilot, lambda: modal.state == "done", what="executed")
-        assert store == {"svc": "restarted"} and action.executed == 1
+        assert store == {"api-gateway": "restarted"} and action.executed == 1
         assert "✔ OK" in str(modal.query_one("#action-status").render())
         bar = modal.query_one("#action-progress")
         assert bar.progress == 2 and bar.total == 2
@@ -267,17 +274,17 @@ async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
         entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
         assert [e["result"] for e in entries] == ["refused", "ok"]
         assert entries[-1]["reason"] == "listener stuck" and entries[-1]["operator"] == "alice"
-        assert entries[-1]["target"] == "service:svc"
+        assert entries[-1]["target"] == "service:api-gateway"
         # history screen lists it
         await pilot.press("h")
         await until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
         table = app.screen.query_one("#history-table")
         assert table.row_count == 1
-        assert "test.restart" in [str(c) for c in table.get_row_at(0)]
+        assert "service.restart" in [str(c) for c in table.get_row_at(0)]
 
 
 async def test_typed_confirmation_refuses_wrong_text(tmp_path):
-    store = {"svc": "running"}
+    store = {"api-gateway": "running"}
     action = SetValue(store, action_id="orders.fix", danger=Danger.TYPED)
     app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -285,14 +292,14 @@ async def test_typed_confirmation_refuses_wrong_text(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
         modal = app.screen
         assert app.focused is modal.query_one("#action-confirm")
-        await pilot.press(*"sv", "enter")
+        await pilot.press(*"api-gatewa", "enter")
         await until(pilot, lambda: "REFUSED" in str(modal.query_one("#action-status").render()),
                     what="refusal")
-        assert store == {"svc": "running"} and action.executed == 0
+        assert store == {"api-gateway": "running"} and action.executed == 0
         assert "does not match" in str(modal.query_one("#action-status").render())
-        await pilot.press("c", "enter")
+        await pilot.press("y", "enter")
         await until(pilot, lambda: modal.state == "done", what="executed")
-        assert store == {"svc": "restarted"}
+        assert store == {"api-gateway": "restarted"}
         results = [e["result"] for e in app.engine.actions.audit.tail(10)]
         assert results == ["refused", "ok"]
 
@@ -403,7 +410,7 @@ def fixed_app(tmp_path, theme: str = "dark", read_only: bool = False) -> Warroom
     )
     actions = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice@10.0.0.5",
                            read_only=read_only)
-    actions.register(SetValue({"svc": "running"}))
+    actions.register(SetValue({"api-gateway": "running"}))
     engine = SimpleNamespace(monitor=FixedMonitor(snapshot), actions=actions, config=None, logs=None)
     config = {"warroom": {"name": "meta-aggregator", "environment": "production"}}
     return WarroomApp(engine, config=config, theme=theme, read_only=read_only, clock=lambda: FROZEN)

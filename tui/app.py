@@ -7,6 +7,7 @@ are applied in one batch; nothing redraws under a modal or in a hidden pane.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from backends.model import Snapshot
 from tui.bindings import APP_BINDINGS, VERBS, verb_matches
 from tui.commands import WarroomCommands
 from tui.messages import ActionFinished, LogLinesArrived, SnapshotArrived
-from tui.screens.dashboard import DashboardScreen, ShellHeader
+from tui.screens.dashboard import DashboardScreen, ShellHeader, layout_for
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class WarroomApp(App[int]):
         self.snapshot: Snapshot | None = None
         self._unsubscribe: list[Callable[[], Any]] = []
         self.dashboard: DashboardScreen | None = None
+        for t in themes.all_themes():  # registered and chosen before the first style pass
+            self.register_theme(t)
+        self.theme = self.theme_name
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -72,21 +76,23 @@ class WarroomApp(App[int]):
         return themes.variable_defaults()
 
     async def on_mount(self) -> None:
-        for theme in themes.all_themes():
-            self.register_theme(theme)
-        self.theme = self.theme_name
         if self.user_keymap:
             self.set_keymap(self.user_keymap)
-        self.dashboard = DashboardScreen(self._make_header())
+        self.dashboard = DashboardScreen(self._make_header(), mode=layout_for(*self.size))
         await self.push_screen(self.dashboard)
         monitor = getattr(self.engine, "monitor", None)
         if monitor is not None:
             self._unsubscribe.append(monitor.subscribe(self._on_monitor_snapshot))
             self.post_message(SnapshotArrived(monitor.snapshot))
-            await monitor.start()
         logs = getattr(self.engine, "logs", None)
         if logs is not None and callable(getattr(logs, "subscribe", None)):
             self._unsubscribe.append(logs.subscribe(self._on_log_lines))
+
+    async def on_ready(self) -> None:
+        """After the first frame: start polling (first polls never delay the first paint)."""
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None and not getattr(monitor, "running", False):
+            await monitor.start()
 
     async def on_unmount(self) -> None:
         await self.stop_engine()
@@ -148,12 +154,16 @@ class WarroomApp(App[int]):
         found = self.actions_for_verb(verb)
         params = self._pane_context(verb)
         if len(found) == 1:
-            self.request_action(found[0].id, params)
+            self.request_action(found[0].id, _fit(found[0], params))
         elif found:
             self.search_commands(
-                [SimpleCommand(a.title or a.id, lambda a=a: self.request_action(a.id, params),
+                [SimpleCommand(a.title or a.id, lambda a=a: self.request_action(a.id, _fit(a, params)),
                                a.description or a.id) for a in found],
                 placeholder=f"{VERBS[verb].title}: which action?")
+
+    def context_for(self, action) -> dict:
+        """Parameters for `action` from the focused pane's selection (palette entries)."""
+        return _fit(action, self._pane_context(action.id))
 
     def _pane_context(self, verb: str) -> dict:
         pane = self.dashboard.focused_pane() if self.dashboard else None
@@ -237,17 +247,32 @@ class WarroomApp(App[int]):
         self.notify(f"copied: {text[:60]}", timeout=2)
 
     def open_detail(self, pane) -> None:
-        from tui.screens.detail import DetailScreen
 
         item = pane.detail() if callable(getattr(pane, "detail", None)) else None
         if item is None:
             self.notify("nothing selected", severity="warning", timeout=2)
             return
+        self.open_item(item)
+
+    def open_item(self, item) -> None:
+        from tui.screens.detail import DetailScreen
+
         self.push_screen(DetailScreen(item, self.engine))
 
     def go_to_pane(self, pane_id: str) -> None:
         if self.dashboard is not None and self.screen is self.dashboard:
             self.dashboard.show_pane(pane_id)
+
+
+def _fit(action, params: dict) -> dict:
+    """Only the focused pane's context that the action's plan() accepts."""
+    try:
+        sig = inspect.signature(action.plan)
+    except (TypeError, ValueError):
+        return params
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return params
+    return {k: v for k, v in params.items() if k in sig.parameters}
 
 
 def _config_keys(config: Any) -> dict[str, str]:

@@ -23,7 +23,7 @@ class WarroomCommands(Provider):
             for action in engine.available():
                 if hasattr(app, "may_run") and not app.may_run(action):
                     continue
-                params = app._pane_context(action.id) if hasattr(app, "_pane_context") else {}
+                params = app.context_for(action) if hasattr(app, "context_for") else {}
                 out.append((f"Action: {action.title or action.id}",
                             action.description or action.id,
                             partial(app.request_action, action.id, params)))

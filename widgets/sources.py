@@ -21,8 +21,8 @@ STATE_STATUS = {
     SourceState.PENDING: (Status.UNKNOWN, "PENDING"),
 }
 EMPTY = "\x00empty"
-COLUMNS = (("state", "State"), ("source", "Source"), ("kind", "Kind"), ("when", "Last good"),
-           ("reason", "Reason"))
+COLUMNS = (("state", "State"), ("source", "Source"), ("reason", "Reason"), ("when", "Last good"),
+           ("kind", "Kind"))
 
 
 def _hms(when: datetime | None) -> str:
@@ -86,7 +86,7 @@ class SourcesPane(DataTable):
             elif old != texts:
                 for (col, _), cell, before, after in zip(COLUMNS, cells, old, texts, strict=True):
                     if before != after:
-                        self.update_cell(status.name, col, cell)
+                        self.update_cell(status.name, col, cell, update_width=True)
             self._rows[status.name] = texts
 
     def set_filter(self, text: str) -> None:
@@ -135,5 +135,5 @@ class SourcesPane(DataTable):
         reason = st.reason
         if st.state is SourceState.DEGRADED and st.failures > 1:
             reason = f"{reason} ({st.failures}x)"
-        return (state, Text(st.name, style="bold"), Text(st.kind or "", style="dim"), when,
-                Text(reason, style=style if st.degraded else ""))
+        return (state, Text(st.name, style="bold"), Text(reason, style=style if st.degraded else ""),
+                when, Text(st.kind or "", style="dim"))

@@ -81,8 +81,8 @@ class PanePlaceholder(Static):
 class PaneSlot(Container):
     """Holds one pane; carries its border, title and the layout's show/hide class."""
 
-    def __init__(self, spec: PaneSpec, index: int) -> None:
-        super().__init__(id=f"slot-{spec.id}", classes="pane-slot")
+    def __init__(self, spec: PaneSpec, index: int, current: bool = False) -> None:
+        super().__init__(id=f"slot-{spec.id}", classes="pane-slot -current" if current else "pane-slot")
         self.spec = spec
         self.border_title = f"{index + 1} {spec.title}"
         self.dirty = False
@@ -192,10 +192,11 @@ class ShellHeader(Horizontal):
 class DashboardScreen(Screen):
     BINDINGS = DASHBOARD_BINDINGS
 
-    def __init__(self, header: ShellHeader) -> None:
-        super().__init__(id="dashboard")
+    def __init__(self, header: ShellHeader, mode: str = "wide") -> None:
+        # the layout class is set before the first style pass: no restyle at startup
+        super().__init__(id="dashboard", classes=f"-{mode}")
         self.header = header
-        self.layout_mode = "wide"
+        self.layout_mode = mode
         self.current = PANE_IDS[0]
         self._snapshot: Snapshot | None = None
 
@@ -207,7 +208,7 @@ class DashboardScreen(Screen):
                        id="pane-tabs")
         with Container(id="panes"):
             for i, spec in enumerate(PANES):
-                with PaneSlot(spec, i):
+                with PaneSlot(spec, i, current=spec.id == self.current):
                     yield self._make_pane(spec)
         yield Input(placeholder="filter the focused pane (enter: apply, escape: close)",
                     id="filter-bar")
@@ -248,7 +249,9 @@ class DashboardScreen(Screen):
     def _mark_current(self, pane_id: str) -> None:
         self.current = pane_id
         for slot in self.query(PaneSlot):
-            slot.set_class(slot.spec.id == pane_id, "-current")
+            want = slot.spec.id == pane_id
+            if slot.has_class("-current") != want:
+                slot.set_class(want, "-current")
         tabs = self.query_one(PaneTabs)
         if tabs.active != f"tab-{pane_id}":
             tabs.active = f"tab-{pane_id}"
@@ -399,11 +402,19 @@ class DashboardScreen(Screen):
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a pane that is itself a table (panes with inner tables post DetailRequested)."""
         node = event.data_table
-        while node is not None and not isinstance(node, PaneSlot):
-            node = node.parent
-        if node is not None:
-            self.app.open_detail(node.pane)
+        if isinstance(node.parent, PaneSlot):
+            self.app.open_detail(node)
+
+    def on_detail_requested(self, message) -> None:
+        """`widgets.messages.DetailRequested(kind, key, item)` from a pane."""
+        message.stop()
+        item = getattr(message, "item", None)
+        if item is not None:
+            self.app.open_item(item)
+        else:
+            self.notify(f"no detail for {getattr(message, 'key', '?')}", severity="warning", timeout=2)
 
     def on_screen_resume(self) -> None:
         if getattr(self.app, "snapshot", None) is not None and self.app.snapshot is not self._snapshot:

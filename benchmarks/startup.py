@@ -1,0 +1,135 @@
+"""Startup cost of the warroom command.
+
+Prints:
+- `warroom --help` wall time (median and max of N runs; target < 0.5 s);
+- the console's time to first frame: the app is launched in a pseudo-terminal of
+  160x48 (on examples/minimal.toml when it exists, else with no sources) and the
+  clock stops when everything the first full frame shows (header, every pane title,
+  footer) has been written to the terminal (target <= 0.5 s).
+
+Usage: .venv/bin/python benchmarks/startup.py [--runs N] [--config PATH] [--size 160x48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import re
+import select
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+FRAME_MARKERS = ("warroom", "1 Services", "8 Logs", "Help")
+
+
+def warroom_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "warroom"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("warroom")
+    return [found] if found else [sys.executable, "-m", "tui.cli"]
+
+
+def time_help(runs: int) -> list[float]:
+    cmd = warroom_cmd() + ["--help"]
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20.0) -> tuple[float, int]:
+    """Seconds from spawn to the first full frame, and the bytes written until then."""
+    cmd = warroom_cmd() + (["--config", config] if config else [])
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows),
+                   XDG_CONFIG_HOME=tmp, XDG_STATE_HOME=tmp, HOME=tmp, WARROOM_OPERATOR="bench")
+        env.pop("WARROOM_CONFIG", None)
+        env.pop("NO_COLOR", None)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=tmp if not config else ROOT,
+                                env=env, start_new_session=True, close_fds=True)
+        os.close(slave)
+        buf = b""
+        seen = False
+        elapsed = float("nan")
+        try:
+            while time.perf_counter() - t0 < limit:
+                ready, _, _ = select.select([master], [], [], 0.05)
+                if not ready:
+                    if proc.poll() is not None:
+                        break
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                text = ANSI.sub(b"", buf).decode("utf-8", "replace")
+                if all(m in text for m in FRAME_MARKERS):
+                    elapsed = time.perf_counter() - t0
+                    seen = True
+                    break
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            os.close(master)
+        if not seen:
+            tail = ANSI.sub(b"", buf).decode("utf-8", "replace")[-600:]
+            raise RuntimeError(f"no full frame within {limit:g}s; last output:\n{tail}")
+        return elapsed, len(buf)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--frame-runs", type=int, default=5)
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--size", default="160x48")
+    args = ap.parse_args()
+    cols, rows = (int(x) for x in args.size.lower().split("x"))
+    config = args.config
+    if config is None and (ROOT / "examples" / "minimal.toml").exists():
+        config = str(ROOT / "examples" / "minimal.toml")
+
+    helps = time_help(args.runs)
+    med = statistics.median(helps)
+    print(f"warroom --help: median {med * 1000:.0f} ms, max {max(helps) * 1000:.0f} ms "
+          f"over {args.runs} runs (target < 500 ms) {'OK' if med < 0.5 else 'SLOW'}")
+
+    frames = []
+    for _ in range(args.frame_runs):
+        frames.append(time_first_frame(config, cols, rows))
+    fmed = statistics.median(t for t, _ in frames)
+    print(f"first frame at {cols}x{rows} ({'config ' + os.path.relpath(config, ROOT) if config else 'no sources'}): "
+          f"median {fmed * 1000:.0f} ms, min {min(t for t, _ in frames) * 1000:.0f} ms, "
+          f"max {max(t for t, _ in frames) * 1000:.0f} ms over {args.frame_runs} runs, "
+          f"{statistics.median(b for _, b in frames) / 1024:.1f} KiB written "
+          f"(target <= 500 ms) {'OK' if fmed <= 0.5 else 'SLOW'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
