@@ -48,6 +48,7 @@ from .model import (
 from .rules import rule
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+AUDIT_LIST_MAX = 1000  # bulk results list the fixed ids explicitly up to this many
 _STATE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -191,7 +192,11 @@ class OrdersStore:
         cols.append(f"{self.c_tx}::text AS tx" if self.c_tx else "NULL::text AS tx")
         cols.append(f"{self.c_notes}::text AS notes" if self.c_notes else "NULL::text AS notes")
         self.cols = ", ".join(cols)
-        self.stuck_where = f"{self.c_state} = ANY($1) AND {self.c_created} < now() - $2::interval"
+        # One pending state: `state = $1` lets an index on (state, created) return the oldest
+        # rows in order (LIMIT stops early); `= ANY(array)` would sort every stuck row.
+        self._single = len(s.pending_states) == 1
+        state_cond = f"{self.c_state} = $1" if self._single else f"{self.c_state} = ANY($1)"
+        self.stuck_where = f"{state_cond} AND {self.c_created} < now() - $2::interval"
         self.sql_stuck_summary = f"SELECT count(*) AS n, min({self.c_created}) AS oldest FROM {self.t} WHERE {self.stuck_where}"  # noqa: S608
         self.sql_stuck_list = (
             f"SELECT {self.cols} FROM {self.t} WHERE {self.stuck_where} "  # noqa: S608
@@ -220,8 +225,8 @@ class OrdersStore:
         self.sql_get = f"SELECT {self.cols} FROM {self.t} WHERE {self.c_id} = $1"  # noqa: S608
         self.sql_get_many = f"SELECT {self.cols} FROM {self.t} WHERE {self.c_id} = ANY($1)"  # noqa: S608
         self.sql_candidates = (
-            f"SELECT {self.cols} FROM {self.t} WHERE {self.c_state} = ANY($1) "  # noqa: S608
-            f"AND {self.c_created} < now() - $2::interval ORDER BY {self.c_created} LIMIT $3"
+            f"SELECT {self.cols} FROM {self.t} WHERE {self.stuck_where} "  # noqa: S608
+            f"ORDER BY {self.c_created} LIMIT $3"
         )
         cur = spec.cursor
         if cur is not None:
@@ -236,6 +241,10 @@ class OrdersStore:
                 f"UPDATE {ct} SET {cb} = $2{', ' + cu + ' = now()' if cu else ''} WHERE {ck} = $1 "  # noqa: S608
                 f"RETURNING {cb}::bigint AS block"
             )
+
+    @property
+    def pending_arg(self) -> Any:
+        return self.spec.pending_states[0] if self._single else list(self.spec.pending_states)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -306,7 +315,7 @@ class OrdersStore:
 
         async def q(con):
             self._count()
-            return await con.fetchrow(self.sql_stuck_summary, list(self.spec.pending_states), age)
+            return await con.fetchrow(self.sql_stuck_summary, self.pending_arg, age)
 
         row = await self.run(q)
         oldest = row["oldest"]
@@ -320,7 +329,7 @@ class OrdersStore:
 
         async def q(con):
             self._count()
-            return await con.fetch(self.sql_stuck_list, list(self.spec.pending_states), age, lim)
+            return await con.fetch(self.sql_stuck_list, self.pending_arg, age, lim)
 
         rows = await self.run(q)
         now = datetime.now(UTC)
@@ -353,7 +362,7 @@ class OrdersStore:
     async def candidates(self, older_than: float, limit: int) -> list[Order]:
         async def q(con):
             self._count()
-            return await con.fetch(self.sql_candidates, list(self.spec.pending_states),
+            return await con.fetch(self.sql_candidates, self.pending_arg,
                                    timedelta(seconds=older_than), limit)
 
         now = datetime.now(UTC)
@@ -370,7 +379,7 @@ class OrdersStore:
                 await con.execute("SET LOCAL enable_seqscan = off")
                 plan = await con.fetchval(
                     "EXPLAIN (FORMAT JSON) " + self.sql_stuck_list,
-                    list(self.spec.pending_states), timedelta(seconds=self.spec.stuck_after), self.spec.show,
+                    self.pending_arg, timedelta(seconds=self.spec.stuck_after), self.spec.show,
                 )
             rows = await con.fetchval(
                 "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END FROM pg_class c "
@@ -1019,10 +1028,18 @@ class OrdersBulkFixAction(_OrdersAction):
             summary += f", {len(not_done)} not done"
         if stop_reason:
             summary += f" — {stop_reason}"
+        # The audit entry names every order: the plan's params hold all ids; the fixed ones are
+        # listed too unless there are many (then: all ids except skipped / failed / not_done).
+        after: dict[str, Any] = {"state": st, "fixed_count": len(fixed), "skipped": skipped,
+                                 "failed": failed, "not_done": not_done}
+        if len(fixed) <= AUDIT_LIST_MAX:
+            after["fixed"] = fixed
+        else:
+            after["fixed"] = "all params.ids except skipped, failed and not_done"
         return ActionResult(
             status=status, summary=summary,
-            before={"state": list(self.spec.pending_states), "ids": ids},
-            after={"state": st, "fixed": fixed, "skipped": skipped, "failed": failed, "not_done": not_done},
+            before={"state": list(self.spec.pending_states), "count": len(ids)},
+            after=after,
             counts=counts,
             details=(stop_reason,) if stop_reason else (),
         )
