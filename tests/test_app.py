@@ -6,6 +6,7 @@ fails); snapshot tests use a fixed snapshot and a frozen clock.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import UTC, datetime
@@ -429,3 +430,72 @@ def test_snapshot_themes(snap_compare, tmp_path, theme):
 
 def test_snapshot_action_modal(snap_compare, tmp_path):
     assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 36), press=["r"])
+
+
+async def test_log_hub_lines_reach_the_log_tail(tmp_path):
+    from backends.logs import LogHub, LogSpec
+
+    log_file = tmp_path / "listener.log"
+    log_file.write_text("")
+    hub = LogHub([LogSpec(name="listener", path=str(log_file))])
+    engine = make_engine(tmp_path)
+    engine.logs = hub
+    app = WarroomApp(engine, clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        tail = app.dashboard.pane("logs")
+        hub.feed("listener", ["INFO listener started", "ERROR event missed for order 42"])
+        await until(pilot, lambda: tail.received >= 2, what="lines in the log tail")
+        assert tail.errors_received == 1
+
+
+async def test_filter_detail_and_redraw_keys(tmp_path):
+    from tui.screens.detail import DetailScreen
+
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: {"docker", "postgres"} <= set(sources_rows(app)), what="rows")
+        await pilot.press("7")
+        await pilot.pause()
+        await pilot.press("slash")
+        bar = app.dashboard.query_one("#filter-bar")
+        await until(pilot, lambda: bar.display and app.focused is bar, what="filter bar")
+        await pilot.press(*"post", "enter")
+        await until(pilot, lambda: set(sources_rows(app)) == {"postgres"}, what="filtered")
+        assert app.focused is app.dashboard.pane("sources") and not bar.display
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+        assert app.screen.item.name == "postgres"
+        from rich.console import Console
+
+        from tui.screens.detail import fields_table
+
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(fields_table(app.screen.item))
+        assert "connection refused at 127.0.0.1:5432" in console.export_text()
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, what="detail closed")
+        await pilot.press("ctrl+l")  # redraw: nothing breaks
+        await pilot.pause()
+        assert app.screen is app.dashboard
+
+
+async def test_kiosk_is_read_only_and_q_does_not_quit(tmp_path):
+    app = WarroomApp(make_engine(tmp_path, actions=[SetValue({"api-gateway": "x"})]), kiosk=True,
+                     clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert app.read_only and app.engine.actions.available() == []
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running and app.screen is app.dashboard
+        assert "KIOSK" in app.dashboard.header._right
+
+
+async def test_no_color_is_honoured_and_theme_is_chosen(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = WarroomApp(make_engine(tmp_path), theme="high-contrast", clock=lambda: FROZEN)
+    async with app.run_test(size=(80, 24)):
+        assert app.no_color is True
+        assert app.theme == "high-contrast"
+        assert app.theme_variables["status-crit"]
+    with pytest.raises(ValueError, match="unknown theme"):
+        WarroomApp(make_engine(tmp_path), theme="neon")

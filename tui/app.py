@@ -90,8 +90,14 @@ class WarroomApp(App[int]):
 
     async def on_ready(self) -> None:
         """After the first frame: start polling (first polls never delay the first paint)."""
+        logs = getattr(self.engine, "logs", None)
+        if logs is not None and callable(getattr(logs, "recent", None)) and self.dashboard is not None:
+            self.dashboard.add_log_lines(logs.recent(500))
+        start = getattr(self.engine, "start", None)
         monitor = getattr(self.engine, "monitor", None)
-        if monitor is not None and not getattr(monitor, "running", False):
+        if callable(start):
+            await start()
+        elif monitor is not None and not getattr(monitor, "running", False):
             await monitor.start()
 
     async def on_unmount(self) -> None:
@@ -102,8 +108,11 @@ class WarroomApp(App[int]):
             if callable(undo):
                 undo()
         self._unsubscribe.clear()
+        stop = getattr(self.engine, "stop", None)
         monitor = getattr(self.engine, "monitor", None)
-        if monitor is not None and getattr(monitor, "running", False):
+        if callable(stop):
+            await stop()  # the engine also closes pools, clients and the log hub
+        elif monitor is not None and getattr(monitor, "running", False):
             await monitor.stop()
 
     def _make_header(self) -> ShellHeader:

@@ -78,8 +78,27 @@ class DetailScreen(ModalScreen[None]):
             if history and all(isinstance(v, int | float) for v in history):
                 yield Static(Text("history (oldest first)", style="bold"))
                 yield Sparkline(list(history), id="detail-history")
+            logs = self._logs_text(name)
+            if logs is not None:
+                yield Static(logs, id="detail-logs")
             yield Static(self._actions_text(name), id="detail-actions")
             yield Static(self._audit_text(name), id="detail-audit")
+
+    def _logs_text(self, name: str) -> Text | None:
+        hub = getattr(self.engine, "logs", None)
+        recent = getattr(hub, "recent", None)
+        if not callable(recent):
+            return None
+        try:
+            lines = recent(12, source=name)
+        except Exception:
+            return None
+        if not lines:
+            return None
+        text = Text("recent logs\n", style="bold")
+        for line in lines:
+            text.append(f"  {line.at:%H:%M:%S} {line.text}\n")
+        return text
 
     def _actions_text(self, name: str) -> Text:
         actions = getattr(self.engine, "actions", None)
