@@ -165,6 +165,11 @@ class Styles:
         self.unknown = v.get("status-unknown", "")
         self.stale = v.get("status-stale", "") or "dim"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Styles) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
     def of(self, status: Status) -> str:
         return {Status.OK: self.ok, Status.WARN: self.warn, Status.CRIT: self.crit,
                 Status.UNKNOWN: self.unknown}[status]
@@ -305,7 +310,10 @@ class TablePane(Vertical):
             self._apply(self._snapshot, table_too=True)
 
     def _on_theme(self, _theme: Any) -> None:
-        self._styles = Styles(getattr(self.app, "theme_variables", None))
+        styles = Styles(getattr(self.app, "theme_variables", None))
+        if styles == self._styles:
+            return
+        self._styles = styles
         self._rows = {k: tuple(None for _ in v) for k, v in self._rows.items()}
         self._texts.clear()
         if self._snapshot is not None:
@@ -452,6 +460,11 @@ class TablePane(Vertical):
                         style=f"bold {self._styles.stale}")
         return Text(read_ago(age_s(oldest, now)), style="dim")
 
+    def shown(self, which: str) -> str:
+        """The plain text of one part of the pane: "notice", "summary", "age" or "empty"."""
+        sig = self._texts.get(which)
+        return sig[0] if sig else ""
+
     def _set_text(self, which: str, text: Text) -> None:
         sig = _sig(text)
         if self._texts.get(which) == sig:
@@ -506,8 +519,10 @@ class TablePane(Vertical):
             if current != keys and keys:
                 first = {id(table.get_cell(k, columns[0])): i for i, k in enumerate(keys)}
                 table.sort(key=lambda values: first.get(id(values[0]), 0))
-                if cursor_key is not None and cursor_key in keep:
-                    table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+            if cursor_key is not None and cursor_key in keep:
+                index = table.get_row_index(cursor_key)
+                if index != table.cursor_row:  # rows above it came or went: follow the row
+                    table.move_cursor(row=index, animate=False)
         finally:
             table.programmatic -= 1
 

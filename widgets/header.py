@@ -182,6 +182,11 @@ class StatusHeader(Horizontal):
         text.append(now.strftime("%H:%M:%S %Z").strip() + " ", style="bold")
         return text
 
+    def shown(self, which: str) -> str:
+        """The plain text of "left" or "right" as last painted."""
+        sig = self._shown.get(which)
+        return sig[0] if sig else ""
+
     def render_now(self) -> None:
         now = self.now()
         self._put("left", self.left_text(now))
