@@ -699,9 +699,9 @@ def _reveal(v: Any) -> Any:
 
 
 def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
-    """Build a ChainSpec from `[chain.NAME]` of a loaded config (attribute or dict access)."""
-    chains = _get(config, "chains", None) or _get(config, "chain", None) or {}
-    c = chains[name] if isinstance(chains, dict) else getattr(chains, name)
+    """A ChainSpec from `[chain.NAME]` of a loaded `backends.config.Config` (or plain dicts)."""
+    chains = _get(config, "chain", None) or _get(config, "chains", None) or {}
+    c = chains[name]
     contracts = []
     for ct in _get(c, "contracts", ()) or ():
         abi = _get(ct, "abi", ())
@@ -712,11 +712,14 @@ def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
     balances = []
     for b in _get(c, "balances", ()) or ():
         minimum = _get(b, "minimum")
+        if minimum is not None:
+            minimum = int(getattr(minimum, "value", minimum))
         balances.append(BalanceSpec(name=_get(b, "name"), address=str(_reveal(_get(b, "address"))),
-                                    minimum=int(minimum) if minimum is not None else None,
-                                    decimals=int(_get(b, "decimals", 18)), symbol=str(_get(b, "symbol", "ETH"))))
+                                    minimum=minimum, decimals=int(_get(b, "decimals", 18)),
+                                    symbol=str(_get(b, "symbol", "ETH"))))
     kind = _get(c, "kind", "evm")
     head_method = _get(c, "head_method", None) or ("eth_blockNumber" if kind == "evm" else "getblockcount")
+    keystore = _get(c, "keystore")
     return ChainSpec(
         name=name,
         kind=kind,
@@ -731,14 +734,39 @@ def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
         timeout=_seconds(_get(c, "timeout"), 5.0) or 5.0,
         interval=_seconds(_get(c, "interval"), 5.0) or 5.0,
         head_method=head_method,
-        hash_method=_get(c, "hash_method", None) or (None if kind == "evm" else "getblockhash"),
+        hash_method=_get(c, "hash_method", None),
         version_method=_get(c, "version_method", None),
-        head_offset=int(_get(c, "head_offset", 0 if kind == "evm" or head_method != "getblockcount" else -1)),
+        head_offset=int(_get(c, "head_offset", 0) or 0),
         signer_env=_get(c, "signer_env"),
-        keystore=_get(c, "keystore"),
+        keystore=str(keystore) if keystore else None,
         contracts=tuple(contracts),
         balances=tuple(balances),
     )
+
+
+def chains_from_config(config: Any, *, audit: Any = None) -> dict[str, Any]:
+    """Every `[chain.NAME]` as a source: `EvmChain` (kind evm) or `JsonRpcChain` (kind jsonrpc)."""
+    from .jsonrpc import JsonRpcChain
+
+    out: dict[str, Any] = {}
+    for name in (_get(config, "chain", None) or {}):
+        spec = chain_spec_from_config(config, name)
+        if not spec.endpoints:
+            continue
+        out[name] = EvmChain(spec, audit=audit) if spec.kind == "evm" else JsonRpcChain(spec, audit=audit)
+    return out
+
+
+def actions_for_chains(chains: dict[str, Any], *,
+                       password_provider: PasswordProvider | None = None) -> list[Action]:
+    """Failover / pin for every chain; pause / unpause for the EVM ones."""
+    evm = {n: c for n, c in chains.items() if isinstance(c, EvmChain)}
+    sets = {n: c.endpoints for n, c in chains.items()}
+    out: list[Action] = [ChainFailoverAction(sets), ChainPinAction(sets)]
+    if evm:
+        out += [ContractPauseAction(evm, pause=True, password_provider=password_provider),
+                ContractPauseAction(evm, pause=False, password_provider=password_provider)]
+    return out
 
 
 # --------------------------------------------------------------------------- rules
@@ -777,6 +805,7 @@ def chain_contract_rules(r: ChainReading, ctx: Any) -> list[Finding]:
 
 __all__ = [
     "SELECTORS", "BalanceSpec", "ChainSpec", "ContractPauseAction", "ContractSpec", "EvmChain", "Signer",
+    "actions_for_chains", "chains_from_config",
     "abi_fingerprint", "chain_actions", "chain_spec_from_config", "event_topic", "find_event",
     "format_amount", "has_function", "load_abi", "signature",
 ]

@@ -1214,7 +1214,8 @@ class OrdersBundle:
             raise ValueError("no [orders] section")
         spec = orders_spec_from_config(oc)
         pg = config.postgres[oc.postgres]
-        store = OrdersStore(spec, pg.dsn, pool_max=max(2, int(getattr(pg, "pool_max", 2))))
+        spec = replace(spec, timeout=max(spec.timeout, float(getattr(pg, "timeout", 3.0))))
+        store = OrdersStore(spec, pg.dsn, pool_max=int(getattr(pg, "pool_max", 2)))
         verifier = None
         chain_name = _g(oc, "chain")
         if chain_name and chains and chain_name in chains:

@@ -580,3 +580,66 @@ def test_encode_order_id():
     with pytest.raises(ValueError):
         encode_order_id("é" * 20, "bytes32-utf8")
     assert ContractSpec  # re-exported spec types stay importable
+
+
+@pytest.mark.evm
+async def test_from_config_builds_source_verifier_and_actions(db, orders_db, anvil, escrow, tmp_path):
+    from backends.config import load_config_text
+    from backends.evm import actions_for_chains, chains_from_config
+    from backends.orders import OrdersBundle
+    from tests.harness.evm import ARTIFACT
+
+    text = f"""
+[postgres.main]
+dsn = "{orders_db}"
+
+[chain.local]
+chain_id = 31337
+endpoints = ["{anvil.url}"]
+max_head_age = "1d"
+confirmations = {CONFIRMATIONS}
+signer_env = "ESCROW_OWNER_KEY"
+
+[[chain.local.contracts]]
+name = "escrow"
+address = "{escrow.address}"
+abi = "{ARTIFACT}"
+pausable = true
+
+[[chain.local.balances]]
+name = "arbiter"
+address = "{anvil.accounts[1]}"
+minimum = "0.5 ether"
+
+[orders]
+postgres = "main"
+notes_column = "notes"
+block_column = "block_number"
+chain = "local"
+contract = "escrow"
+start_block = {escrow.deploy_block}
+
+[orders.cursor]
+table = "listener_cursor"
+key = "escrow"
+"""
+    config = load_config_text(text, env={})
+    chains = chains_from_config(config)
+    assert set(chains) == {"local"}
+    (cr,) = await chains["local"].poll()
+    assert cr.contracts[0].code_present and cr.balances[0].minimum == 5 * 10**17
+    ids = [a.id for a in actions_for_chains(chains)]
+    assert ids == ["chain.failover", "chain.pin", "chain.pause", "chain.unpause"]
+    bundle = OrdersBundle.from_config(config, chains=chains, operator="frank")
+    assert bundle.verifier is not None and bundle.store.spec.settled_state == "SETTLED"
+    oid = uid("cfg")
+    escrow.release(oid, 3)
+    anvil.mine(CONFIRMATIONS)
+    await insert(db, oid)
+    await db.execute("INSERT INTO listener_cursor VALUES ('escrow', 1, now())")
+    readings = await bundle.source.poll()
+    assert readings[0].oldest[0].verdict.verdict is Verdict.RELEASED
+    assert readings[1].block == 1 and readings[1].head >= 1
+    assert [a.id for a in bundle.actions] == ["orders.verify", "orders.fix", "orders.bulk_fix",
+                                              "orders.reconcile", "orders.resync"]
+    await chains["local"].aclose()
