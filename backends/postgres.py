@@ -169,6 +169,7 @@ async def get_pool(
         min_size=0,
         max_size=max_size,
         max_inactive_connection_lifetime=60.0,
+        reset=_light_reset,
         timeout=connect_timeout,
         command_timeout=command_timeout or statement_timeout or None,
         server_settings=settings,
@@ -183,6 +184,13 @@ async def get_pool(
             old.pool.terminate()
     _POOLS[key] = _PoolEntry(pool, weakref.ref(loop))
     return pool
+
+
+async def _light_reset(con) -> None:
+    """Release without asyncpg's default reset round trip (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL): warroom keeps no session state, it only ends an open transaction."""
+    if con.is_in_transaction():
+        await con.execute("ROLLBACK")
 
 
 async def close_pools() -> None:
