@@ -320,6 +320,38 @@ class EvmChain:
             head = await self.head()
         return max(0, head - self.spec.confirmations)
 
+    async def block_at_time(self, ts: float, head: int) -> int:
+        """A block whose timestamp is <= `ts` (0 if none), at most one minute earlier than the
+        last such block: a binary search over block timestamps, cached per minute. Used to bound `eth_getLogs` scans for orders
+        that carry no block number."""
+        cache = self.__dict__.setdefault("_time_cache", {})
+        key = int(ts) // 60
+        ts = key * 60  # searched at the start of the minute: a cached answer is never too late
+        if key in cache and cache[key] <= head:
+            return cache[key]
+
+        async def ts_of(n: int) -> int:
+            b = await self.block(n)
+            if b is None:
+                raise BackendError(self.name, f"block {n} not found")
+            return parse_int(b["timestamp"])
+
+        if await ts_of(head) <= ts:
+            return head
+        lo, hi = 0, head
+        if await ts_of(0) > ts:
+            return 0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if await ts_of(mid) <= ts:
+                lo = mid
+            else:
+                hi = mid - 1
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = lo
+        return lo
+
     async def call(self, to: str, data: str, *, sender: str | None = None, block: str = "latest") -> str:
         tx: dict[str, Any] = {"to": to, "data": data}
         if sender:

@@ -492,6 +492,7 @@ class ReleaseVerifier:
         chunk: int | None = None,
         start_block: int = 0,
         ids_per_call: int = 500,
+        time_margin_s: float = 600.0,
     ) -> None:
         from .evm import event_topic, signature
 
@@ -505,6 +506,7 @@ class ReleaseVerifier:
         self.chunk = chunk or chain.spec.getlogs_chunk
         self.start_block = start_block
         self.ids_per_call = ids_per_call
+        self.time_margin_s = time_margin_s
 
     async def verify(self, orders: Sequence[Order]) -> dict[str, OrderVerdict]:
         from .jsonrpc import RpcError, parse_int
@@ -531,8 +533,21 @@ class ReleaseVerifier:
             head = await self.chain.head()
         except (BackendError, RpcError) as exc:
             return unknown_all(f"RPC error: {describe_exception(exc)}")
+        # Scan from the orders' block numbers; for orders without one, from the block at
+        # their creation time (minus a margin for clock skew), never before start_block.
         blocks = [o.block_number for o in todo if o.block_number is not None]
-        start = max(0, min(blocks)) if blocks else self.start_block
+        start = max(0, min(blocks)) if blocks else None
+        no_block = [o for o in todo if o.block_number is None]
+        if no_block:
+            created = [o.created_at for o in no_block if o.created_at is not None]
+            s2 = self.start_block
+            if created and len(created) == len(no_block):
+                try:
+                    at = await self.chain.block_at_time(min(created).timestamp() - self.time_margin_s, head)
+                except (BackendError, RpcError) as exc:
+                    return unknown_all(f"RPC error: {describe_exception(exc)}")
+                s2 = max(s2, at)
+            start = s2 if start is None else min(start, s2)
         beyond = {o.id for o in todo if o.block_number is not None and o.block_number > head}
         for oid in beyond:
             o = next(x for x in todo if x.id == oid)

@@ -368,3 +368,42 @@ async def test_pause_with_encrypted_keystore(anvil, escrow, tmp_path):
     text = (tmp_path / "audit.jsonl").read_text()
     assert password not in text and "wrong" not in text.replace("wrong keystore password", "")
     await ch.aclose()
+
+
+async def test_block_at_time_binary_search():
+    from tests.harness.evm import start_anvil
+
+    node = start_anvil()
+    ch = chain_of(node.url)
+    try:
+        node.rpc("anvil_mine", ["0x64", "0x3c"])  # 100 blocks, 60 s apart
+        head = await ch.head()
+        ts = {n: int((await ch.block(n))["timestamp"], 16) for n in (0, 1, 50, 51, head)}
+        # searched at the start of the minute: never later than the true answer, at most one
+        # 60-second block earlier
+        for query, true in ((ts[50] + 30, 50), (ts[51], 51)):
+            got = await ch.block_at_time(query, head)
+            assert got in (true - 1, true)
+            assert int((await ch.block(got))["timestamp"], 16) <= query
+        assert await ch.block_at_time(ts[0] - 1, head) == 0
+        assert await ch.block_at_time(ts[head] + 10**6, head) == head
+        # the verifier scans from the block at the orders' creation time (minus its margin)
+        from datetime import UTC, datetime
+
+        from backends.model import Order
+        from backends.orders import ReleaseVerifier
+
+        seen = []
+
+        async def spy(address, topics, a, b, **kw):
+            seen.append((a, b))
+            return []
+
+        ch.get_logs_chunked = spy
+        v = ReleaseVerifier(ch, address="0x" + "11" * 20, confirmations=1, time_margin_s=60)
+        created = datetime.fromtimestamp(ts[50] + 90, UTC)
+        out = await v.verify([Order(id="t1", state="PENDING", created_at=created)])
+        assert seen[0][0] in (49, 50) and seen[0][1] == head and out["t1"].checked_to_block == head
+    finally:
+        await ch.aclose()
+        node.stop()
