@@ -13,7 +13,7 @@ from textual.binding import Binding
 
 from backends.model import BreakerReading, BreakersReading, Snapshot, Status
 
-from .common import Health, Row, TablePane, age_s, ago, fmt_duration, fmt_int
+from .common import Health, Row, TablePane, age_s, fmt_coarse, fmt_duration, fmt_int
 
 STATE_STATUS = {"open": Status.CRIT, "half-open": Status.WARN, "closed": Status.OK}
 STATE_RANK = {"open": 0, "half-open": 1, "closed": 2}
@@ -105,7 +105,7 @@ class BreakersPane(TablePane):
                 st.status_cell(status, state.upper()),
                 Text(b.name, style="bold" if state != "closed" else ""),
                 Text(fmt_int(b.failures), style=st.of(status) if b.failures and state != "closed" else ""),
-                Text(ago(age_s(b.last_failure_at, now)) if b.last_failure_at else "-"),
+                Text(f"{fmt_coarse(age_s(b.last_failure_at, now))} ago" if b.last_failure_at else "-"),
                 Text(half_in),
             )
             rows.append(Row(b.name, cells, b, b.source, search=f"{b.name} {state}"))

@@ -43,8 +43,8 @@ class ChainPane(TablePane):
 
     READING_TYPES = (ChainReading, EndpointReading, ContractReading, BalanceReading, CursorReading)
     SOURCE_KINDS = frozenset({"evm", "jsonrpc", "chain"})
-    COLUMNS = (("status", "St"), ("chain", "Chain"), ("endpoint", "Endpoint"), ("head", "Head"),
-               ("lag", "Lag"), ("chain_id", "Chain id"), ("latency", "Latency"), ("error", "Error"))
+    COLUMNS = (("status", "St"), ("endpoint", "Endpoint"), ("head", "Head"), ("lag", "Lag"),
+               ("chain_id", "Chain id"), ("latency", "Latency"), ("error", "Error"), ("chain", "Chain"))
     DETAIL_KIND = "endpoint"
     NOUN = "chains"
     MUTATING = frozenset({"failover", "pause", "unpause"})
@@ -56,7 +56,7 @@ class ChainPane(TablePane):
     ]
 
     DEFAULT_CSS = """
-    ChainPane > .pane-extra { height: auto; max-height: 4; }
+    ChainPane > .pane-extra { height: auto; max-height: 3; text-wrap: nowrap; text-overflow: ellipsis; }
     ChainPane.-empty > .pane-extra { display: none; }
     """
 
@@ -144,13 +144,13 @@ class ChainPane(TablePane):
                     word = "LAG"
                 cells = (
                     st.status_cell(status, word),
-                    Text(name),
                     Text(f"{ACTIVE} {label}" if active else f"  {label}", style="bold" if active else ""),
                     Text(fmt_int(e.head)),
                     Text(fmt_int(e.lag) if e.lag is not None else "-", style=st.warn if e.lag else ""),
                     cid,
                     Text(fmt_ms(e.latency_ms)),
                     Text(e.error or "", style=st.crit if e.error else ""),
+                    Text(name, style="dim"),
                 )
                 rows.append(Row(f"{name}|{e.url}", cells, e, e.source,
                                 search=f"{name} {label} {e.url} {e.error}"))

@@ -193,7 +193,7 @@ class PaneTable(DataTable):
     """A DataTable that remembers when the operator last moved its cursor."""
 
     DEFAULT_CSS = """
-    PaneTable { height: 1fr; }
+    PaneTable { height: 1fr; scrollbar-size-horizontal: 0; }
     """
 
     def __init__(self, **kwargs: Any) -> None:

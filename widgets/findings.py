@@ -46,8 +46,8 @@ def target_params(target: str | None) -> dict:
 class FindingsPane(TablePane):
     """Findings, worst first."""
 
-    COLUMNS = (("sev", "Sev"), ("summary", "Finding"), ("since", "For"), ("playbook", "Playbook"),
-               ("next", "Next step"))
+    COLUMNS = (("sev", "Sev"), ("summary", "Finding"), ("since", "For"), ("next", "Next step"),
+               ("playbook", "Playbook"))
     DETAIL_KIND = "finding"
     NOUN = "findings"
     MUTATING = frozenset({"next_step", "escalate", "declare_incident"})
@@ -149,8 +149,8 @@ class FindingsPane(TablePane):
             badge,
             Text(f.summary, style="bold" if f.severity <= Severity.P1 else ""),
             Text(fmt_coarse(age_s(f.since, now))),
-            Text(f.playbook or "-", style="dim"),
             nxt,
+            Text(f.playbook or "-", style="dim"),
         )
         return Row(f.key, cells, f, f.source, search=f"{f.severity.label} {f.summary} {f.source} {f.playbook or ''}")
 

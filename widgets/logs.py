@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -132,6 +133,9 @@ class LogTail(ScrollView, can_focus=True):
         self._min_level: Level | None = None
         self._search: re.Pattern | None = None
         self._styles: dict[str, Style] | None = None
+        self._combined: dict[tuple, Style] = {}
+        self._status_at = 0.0
+        self._status_timer: Timer | None = None
         self._time_cache: tuple[int, str] = (-1, "")
         if lines:
             self._pending.extend(lines)
@@ -176,6 +180,7 @@ class LogTail(ScrollView, can_focus=True):
 
     def _reset_styles(self) -> None:
         self._styles = None
+        self._combined.clear()
         self.refresh()
 
     def flush(self) -> None:
@@ -228,17 +233,25 @@ class LogTail(ScrollView, can_focus=True):
             if self.cursor < 0:
                 self.cursor = 0 if rows else None
         if not new_rows and not removed:
-            self._update_status()
+            self._update_status(throttle=not self.following)
             return
-        self.renders += 1
-        self.virtual_size = Size(self.size.width, len(rows))
+        top = self._view_top()
+        height = max(1, self.size.height)
+        self._set_virtual_height(len(rows))
         if self.following:
+            self.renders += 1
             self._scroll_bottom()
-        elif removed:
-            # keep the paused view on the same lines while old ones leave the buffer
-            self._scroll_y(max(0, self.scroll_offset.y - removed))
-        self.refresh()
-        self._update_status()
+            self.refresh()
+        else:
+            # paused: the view stays on its lines; repaint only if what it shows changed
+            new_top = top - removed
+            if removed:
+                self._scroll_y(max(0, new_top))
+            first_new = len(rows) - len(new_rows)
+            if new_top < 0 or first_new < max(0, new_top) + height:
+                self.renders += 1
+                self.refresh()
+        self._update_status(throttle=not self.following)
 
     # ------------------------------------------------------------------ filters
 
@@ -306,7 +319,7 @@ class LogTail(ScrollView, can_focus=True):
                 if ln.seq >= keep_seq:
                     self.cursor = i
                     break
-        self.virtual_size = Size(self.size.width, len(self._rows))
+        self._set_virtual_height(len(self._rows))
         if self.following or self.cursor is None:
             self._scroll_bottom()
         else:
@@ -370,6 +383,25 @@ class LogTail(ScrollView, can_focus=True):
         self.cursor = 0 if self._rows else None
         self._scroll_y(0)
         self.refresh()
+
+    def _set_virtual_height(self, height: int) -> None:
+        """Grow the scrollable height without a full layout on every flush.
+
+        Assigning `virtual_size` re-lays out the whole screen (a full repaint of every
+        widget). A log tail grows ~10 times a second: a layout is only needed when the
+        scrollbar appears or disappears; otherwise the size is set quietly and the
+        scrollbar told its new range.
+        """
+        size = Size(self.size.width, height)
+        if size == self.virtual_size:
+            return
+        bar_needed = height > self.scrollable_content_region.height
+        if bar_needed != self.show_vertical_scrollbar or size.width != self.virtual_size.width:
+            self.virtual_size = size
+            return
+        self.set_reactive(LogTail.virtual_size, size)
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.window_virtual_size = height
 
     def _scroll_bottom(self) -> None:
         self._scroll_y(self.max_scroll_y)
@@ -500,8 +532,21 @@ class LogTail(ScrollView, can_focus=True):
             parts.append(f"search /{self._search.pattern}/")
         return " · ".join(parts)
 
-    def _update_status(self) -> None:
-        self.border_subtitle = self.status_text
+    def _update_status(self, throttle: bool = False) -> None:
+        """Show the status in the border. While paused at most once a second: a border
+        change repaints the whole pane, and a paused pane should cost nothing."""
+        if throttle and time.monotonic() - self._status_at < 1.0:
+            if self._status_timer is None and self.is_attached:
+                self._status_timer = self.set_timer(1.0, self._status_due, name="logtail-status")
+            return
+        self._status_at = time.monotonic()
+        text = self.status_text
+        if text != self.border_subtitle:
+            self.border_subtitle = text
+
+    def _status_due(self) -> None:
+        self._status_timer = None
+        self._update_status()
 
     # ------------------------------------------------------------------ rendering
 
@@ -563,51 +608,77 @@ class LogTail(ScrollView, can_focus=True):
         line = self._rows[index]
         return self._render_row(line, width, base, index == self.cursor)
 
+    def _style(self, name: str, base: Style, cursor: bool) -> Style:
+        key = (name, base, cursor)
+        style = self._combined.get(key)
+        if style is None:
+            st = self._get_styles()
+            style = base + st[name] if name != "base" else base
+            if cursor:
+                style = style + st["cursor"]
+            if len(self._combined) > 256:
+                self._combined.clear()
+            self._combined[key] = style
+        return style
+
     def _render_row(self, line: LogLine, width: int, base: Style, is_cursor: bool) -> Strip:
-        st = self._get_styles()
-        segs: list[Segment] = []
-        if self.show_time:
-            segs.append(Segment(self._time(line.at), st["muted"]))
-        tag = line.source[: self.tag_width].ljust(self.tag_width) + " "
-        segs.append(Segment(tag, st["tag"]))
+        # Few segments per row: every style change costs escape bytes on the terminal.
+        prefix = self._time(line.at) if self.show_time else ""
+        prefix += line.source[: self.tag_width].ljust(self.tag_width) + " "
         lv = line.level
+        label = _LABELS.get(lv, "     ") + " "
         if lv >= Level.ERROR:
-            lstyle, tstyle = st["crit"], st["crit_text"]
+            lname, tname = "crit", "crit"
         elif lv == Level.WARN:
-            lstyle, tstyle = st["warn"], st["warn_text"]
+            lname, tname = "warn", "warn"
         elif lv == Level.INFO:
-            lstyle, tstyle = st["ok"], None
+            lname, tname = "ok", "base"
         elif lv in (Level.DEBUG, Level.TRACE):
-            lstyle, tstyle = st["muted"], st["muted"]
+            lname, tname = "muted", "muted"
         else:
-            lstyle, tstyle = st["unknown"], None
-        is_notice = lv is Level.UNKNOWN and line.fields.get("warroom") == "notice" if line.fields else False
-        if is_notice:
-            tstyle = st["notice"]
-        segs.append(Segment(_LABELS.get(lv, "     ") + " ", lstyle))
-        used = sum(len(s.text) for s in segs)
-        room = max(0, width - used)
+            lname, tname = "base", "base"
+            if line.fields and line.fields.get("warroom") == "notice":
+                tname = "notice"
+        room = max(0, width - len(prefix) - len(label))
         text = line.text
-        if len(text) > room:
+        if not text.isascii():
+            text = _fit_cells(text, room)
+        elif len(text) > room:
             text = text[: max(0, room - 1)] + "…" if room else ""
+        cells = len(prefix) + len(label) + (cell_len(text) if not text.isascii() else len(text))
+        pad = " " * max(0, width - cells)
+        style = self._style
+        segs = [Segment(prefix, style("muted", base, is_cursor))]
         if self._search is not None and text:
+            segs.append(Segment(label, style(lname, base, is_cursor)))
+            tstyle = style(tname, base, is_cursor)
+            mstyle = tstyle + self._get_styles()["match"]
             pos = 0
             for m in self._search.finditer(text):
                 if m.start() == m.end():
                     continue
                 if m.start() > pos:
                     segs.append(Segment(text[pos : m.start()], tstyle))
-                segs.append(Segment(text[m.start() : m.end()], (tstyle or Style()) + st["match"]))
+                segs.append(Segment(text[m.start() : m.end()], mstyle))
                 pos = m.end()
-            if pos < len(text):
-                segs.append(Segment(text[pos:], tstyle))
-        elif text:
-            segs.append(Segment(text, tstyle))
-        cursor = st["cursor"] if is_cursor else None
-        out = []
-        for seg in Strip(segs).crop_extend(0, width, None):
-            style = base + seg.style if seg.style else base
-            if cursor is not None:
-                style = style + cursor
-            out.append(Segment(seg.text, style))
-        return Strip(out, width)
+            segs.append(Segment(text[pos:] + pad, tstyle))
+        elif lname == tname:
+            segs.append(Segment(label + text + pad, style(lname, base, is_cursor)))
+        else:
+            segs.append(Segment(label, style(lname, base, is_cursor)))
+            segs.append(Segment(text + pad, style(tname, base, is_cursor)))
+        return Strip(segs, width)
+
+
+def _fit_cells(text: str, room: int) -> str:
+    if cell_len(text) <= room:
+        return text
+    out = []
+    used = 0
+    for ch in text:
+        w = cell_len(ch)
+        if used + w > max(0, room - 1):
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + ("…" if room else "")

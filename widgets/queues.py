@@ -44,9 +44,9 @@ class QueuesPane(TablePane):
 
     READING_TYPES = (QueueReading,)
     SOURCE_KINDS = frozenset({"queue", "queues", "redis"})
-    COLUMNS = (("status", "St"), ("name", "Queue"), ("depth", "Depth"), ("limits", "Warn/High/Crit"),
-               ("trend", "Trend"), ("drain", "Drain"), ("eta", "To drain"), ("oldest", "Oldest"),
-               ("dead", "Dead"))
+    COLUMNS = (("status", "St"), ("name", "Queue"), ("depth", "Depth"), ("trend", "Trend"),
+               ("drain", "Drain"), ("eta", "To drain"), ("oldest", "Oldest"), ("dead", "Dead"),
+               ("limits", "Warn/High/Crit"))
     DETAIL_KIND = "queue"
     NOUN = "queues"
     MUTATING = frozenset({"requeue_dead"})
@@ -86,13 +86,13 @@ class QueuesPane(TablePane):
                 Text(r.name, style="bold"),
                 Text(fmt_int(r.depth) + (f" +{fmt_int(r.pending)}p" if r.pending else ""),
                      style=st.of(r.status) if r.status is not Status.OK else ""),
-                Text(f"{compact(warn)}/{compact(high)}/{compact(crit)}", style="dim"),
                 Text(sparkline(r.history, 12), style=st.of(r.status)),
                 Text(drain_text(r.drain_rate),
                      style=st.warn if (r.drain_rate or 0) < 0 and r.depth else ""),
                 Text(eta),
                 Text(fmt_duration(r.oldest_age_s)),
                 Text(fmt_int(dead) if r.dead_letter_key else "-", style=st.warn if dead else ""),
+                Text(f"{compact(warn)}/{compact(high)}/{compact(crit)}", style="dim"),
             )
             rows.append(Row(key, cells, r, r.source, search=f"{r.name} {r.key} {r.type}"))
         return rows

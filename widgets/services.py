@@ -53,7 +53,7 @@ class ServicesPane(TablePane):
     SOURCE_KINDS = frozenset({"docker", "process", "services", "service", "compose", "pm2", "systemd",
                               "k8s", "kubernetes"})
     COLUMNS = (("status", "St"), ("name", "Service"), ("state", "State"), ("health", "Health"),
-               ("uptime", "Up"), ("restarts", "Rst"), ("image", "Image"), ("latency", "Latency"))
+               ("uptime", "Up"), ("restarts", "Rst"), ("latency", "Latency"), ("image", "Image"))
     DETAIL_KIND = "service"
     NOUN = "services"
     MUTATING = frozenset({"restart", "stop", "start"})
@@ -99,8 +99,8 @@ class ServicesPane(TablePane):
                 Text(r.health or "-", style=st.of(health_st) if r.health else "dim"),
                 Text(fmt_uptime(uptime) if r.state == "running" else "-"),
                 Text(fmt_int(restarts), style=st.warn if restarts else ""),
-                Text(_short_image(r.image), style="dim"),
                 Text(fmt_ms(r.latency_ms)),
+                Text(_short_image(r.image), style="dim"),
             )
             rows.append(Row(r.name, cells, r, r.source,
                             search=f"{r.name} {r.state} {r.health or ''} {r.image or ''} {r.detail}"))

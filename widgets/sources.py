@@ -40,7 +40,7 @@ class SourcesPane(DataTable):
 
     BINDINGS: list[Binding] = []  # DataTable's own keys (cursor, enter) are inherited
     DEFAULT_CSS = """
-    SourcesPane { height: 1fr; }
+    SourcesPane { height: 1fr; scrollbar-size-horizontal: 0; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -132,8 +132,7 @@ class SourcesPane(DataTable):
             when = Text(_hms(st.last_good))
         else:
             when = Text("waiting", style="dim")
-        reason = st.reason
-        if st.state is SourceState.DEGRADED and st.failures > 1:
-            reason = f"{reason} ({st.failures}x)"
+        reason = st.reason  # (failure counts live in the detail screen: a cell that never
+        # stops changing would redraw the pane on every poll)
         return (state, Text(st.name, style="bold"), Text(reason, style=style if st.degraded else ""),
                 when, Text(st.kind or "", style="dim"))
