@@ -297,8 +297,8 @@ class EvmChain:
 
     # ------------------------------------------------------------------ client calls
 
-    async def request(self, method: str, params: Sequence[Any] = ()) -> Any:
-        return await self.endpoints.request(method, params, time_limit=self.spec.timeout)
+    async def request(self, method: str, params: Sequence[Any] = (), *, fallback: bool = False) -> Any:
+        return await self.endpoints.request(method, params, time_limit=self.spec.timeout, fallback=fallback)
 
     async def head(self) -> int:
         return parse_int(await self.request("eth_blockNumber", []))
@@ -352,14 +352,15 @@ class EvmChain:
         cache[key] = lo
         return lo
 
-    async def call(self, to: str, data: str, *, sender: str | None = None, block: str = "latest") -> str:
+    async def call(self, to: str, data: str, *, sender: str | None = None, block: str = "latest",
+                   fallback: bool = False) -> str:
         tx: dict[str, Any] = {"to": to, "data": data}
         if sender:
             tx["from"] = sender
-        return await self.request("eth_call", [tx, block])
+        return await self.request("eth_call", [tx, block], fallback=fallback)
 
-    async def paused(self, contract: ContractSpec) -> bool:
-        return bool(parse_int(await self.call(contract.address, SELECTORS["paused()"])))
+    async def paused(self, contract: ContractSpec, *, fallback: bool = False) -> bool:
+        return bool(parse_int(await self.call(contract.address, SELECTORS["paused()"], fallback=fallback)))
 
     async def get_logs_chunked(
         self,
@@ -545,7 +546,7 @@ class ContractPauseAction(Action):
     async def _simulate(self, ch: EvmChain, c: ContractSpec, sender: str) -> tuple[bool, str]:
         data = SELECTORS["pause()" if self.pause else "unpause()"]
         try:
-            out = await ch.call(c.address, data, sender=sender)
+            out = await ch.call(c.address, data, sender=sender, fallback=True)
             return True, f"eth_call from {sender}: ok (returned {out or '0x'})"
         except RpcError as exc:
             return False, f"eth_call from {sender}: reverted: {decode_revert(c.abi, exc)}"
@@ -561,6 +562,7 @@ class ContractPauseAction(Action):
                 ("eth_estimateGas", [{"from": sender, "to": c.address, "data": data}]),
             ],
             time_limit=ch.spec.timeout,
+            fallback=True,
         )
         nonce, chain_id, block, tip, gas = res
         for r in (nonce, chain_id, block):
@@ -590,7 +592,7 @@ class ContractPauseAction(Action):
             sender = await signer.address()
         except ValueError as exc:
             raise ActionRefused(self.id, f"signer: {exc}") from None
-        current = await ch.paused(c)
+        current = await ch.paused(c, fallback=True)
         want = self.pause
         sim_ok, sim = await self._simulate(ch, c, sender)
         tx = await self._build_tx(ch, c, sender)
@@ -629,7 +631,7 @@ class ContractPauseAction(Action):
 
     async def check_guard(self, plan: ActionPlan) -> Guard:
         ch, c = self._resolve(plan.params["chain"], plan.params["contract"])
-        current = await ch.paused(c)
+        current = await ch.paused(c, fallback=True)
         if current == self.pause:
             return Guard(False, "contract state", f"paused() is already {current}")
         ok, sim = await self._simulate(ch, c, plan.params["sender"])
@@ -646,7 +648,7 @@ class ContractPauseAction(Action):
         raw = await signer.sign(tx, self.password_provider)
         progress(_p(2, progress_total, "sending"))
         try:
-            tx_hash = await ch.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+            tx_hash = await ch.request("eth_sendRawTransaction", ["0x" + raw.hex()], fallback=True)
         except RpcError as exc:
             return ActionResult(status="failed", summary=f"send rejected: {exc.message}", before=not self.pause)
         progress(_p(3, progress_total, f"waiting for receipt of {tx_hash}"))
@@ -658,7 +660,7 @@ class ContractPauseAction(Action):
         if parse_int(receipt.get("status", "0x0")) != 1:
             return ActionResult(status="failed", summary=f"transaction {tx_hash} reverted in block {block}",
                                 before=not self.pause, details=(tx_hash,))
-        now = await ch.paused(c)
+        now = await ch.paused(c, fallback=True)
         progress(_p(4, progress_total, "verified"))
         if now != self.pause:
             return ActionResult(status="failed", summary=f"tx {tx_hash} mined in block {block} but paused() is still {now}",
@@ -675,7 +677,7 @@ class ContractPauseAction(Action):
         deadline = time.monotonic() + self.receipt_timeout
         delay = 0.05
         while time.monotonic() < deadline:
-            r = await ch.request("eth_getTransactionReceipt", [tx_hash])
+            r = await ch.request("eth_getTransactionReceipt", [tx_hash], fallback=True)
             if isinstance(r, dict) and r.get("blockNumber"):
                 return r
             await asyncio.sleep(delay)

@@ -512,29 +512,49 @@ class EndpointSet:
 
     # ------------------------------------------------------------------ requests
 
-    async def request(self, method: str, params: Sequence[Any] = (), *, time_limit: float | None = None) -> Any:
-        """One call on the active endpoint (counted in its error rate)."""
-        e = self.active
-        try:
-            result = await e.rpc.call(method, params, time_limit=time_limit)
-        except RpcError:
-            e.outcomes.append(True)  # the node answered
-            raise
-        except BackendError:
-            e.outcomes.append(False)
-            raise
-        e.outcomes.append(True)
-        return result
+    def _order(self, fallback: bool) -> list[Endpoint]:
+        """The active endpoint, then (with fallback, unless pinned) the others that passed
+        their last check."""
+        if not fallback or self.pinned:
+            return [self.active]
+        others = [e for i, e in enumerate(self.endpoints) if i != self.active_index and e.healthy]
+        return [self.active, *others]
 
-    async def request_batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, time_limit: float | None = None) -> list[Any]:
-        e = self.active
-        try:
-            out = await e.rpc.batch(calls, time_limit=time_limit)
-        except BackendError:
-            e.outcomes.append(False)
-            raise
-        e.outcomes.append(True)
-        return out
+    async def request(self, method: str, params: Sequence[Any] = (), *, time_limit: float | None = None,
+                      fallback: bool = False) -> Any:
+        """One call on the active endpoint (counted in its error rate). With `fallback`, an
+        endpoint that does not answer is followed by the other healthy ones (not for reads
+        that must come from one node, such as a head followed by eth_getLogs)."""
+        last: BackendError | None = None
+        for e in self._order(fallback):
+            try:
+                result = await e.rpc.call(method, params, time_limit=time_limit)
+            except RpcError:
+                e.outcomes.append(True)  # the node answered
+                raise
+            except BackendError as exc:
+                e.outcomes.append(False)
+                last = exc
+                continue
+            e.outcomes.append(True)
+            return result
+        assert last is not None
+        raise last
+
+    async def request_batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *,
+                            time_limit: float | None = None, fallback: bool = False) -> list[Any]:
+        last: BackendError | None = None
+        for e in self._order(fallback):
+            try:
+                out = await e.rpc.batch(calls, time_limit=time_limit)
+            except BackendError as exc:
+                e.outcomes.append(False)
+                last = exc
+                continue
+            e.outcomes.append(True)
+            return out
+        assert last is not None
+        raise last
 
     async def aclose(self) -> None:
         for e in self.endpoints:

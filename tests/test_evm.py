@@ -407,3 +407,25 @@ async def test_block_at_time_binary_search():
     finally:
         await ch.aclose()
         node.stop()
+
+
+async def test_pause_works_while_the_active_endpoint_is_down(anvil, escrow, tmp_path):
+    """Seed 004: RPC failure and an exploit at once: pausing must not wait for failover."""
+    ch = chain_of("http://127.0.0.1:9", anvil.url, failover=False, signer_env="K",
+                  contracts=(ContractSpec(name="escrow", address=escrow.address, abi=tuple(escrow.abi)),))
+    (r,) = await ch.poll()
+    assert r.endpoints[0].active and not r.endpoints[0].ok and r.endpoints[1].ok
+    eng = ActionEngine(AuditLog(tmp_path / "audit.jsonl"))
+    eng.register(ContractPauseAction({"local": ch}, pause=True, env={"K": escrow.owner_key}))
+    plan = await eng.plan("chain.pause", reason="exploit while rpc1 is down")
+    assert plan.guard.ok
+    res = await eng.execute(plan, confirmation="escrow")
+    assert res.status == "ok", res.summary
+    assert escrow.paused() is True
+    escrow.unpause()
+    # reads that must come from one node do not fall back
+    from backends.errors import BackendError
+
+    with pytest.raises(BackendError):
+        await ch.head()
+    await ch.aclose()
