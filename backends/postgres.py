@@ -134,7 +134,6 @@ class _PoolEntry:
 
 
 _POOLS: dict[tuple, _PoolEntry] = {}
-_POOL_LOCK: dict[int, asyncio.Lock] = {}
 
 
 async def get_pool(
