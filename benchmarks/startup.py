@@ -51,8 +51,18 @@ def time_help(runs: int) -> list[float]:
     return out
 
 
-def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20.0) -> tuple[float, int]:
-    """Seconds from spawn to the first full frame, and the bytes written until then."""
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20.0,
+                     idle: float = 0.0, settle: float = 5.0) -> tuple[float, int, dict]:
+    """Seconds from spawn to the first full frame, the bytes written until then, and,
+    when `idle` > 0, the steady state over `idle` seconds after `settle` seconds:
+    CPU % of one core and bytes/s written to the terminal."""
     cmd = warroom_cmd() + (["--config", config] if config else [])
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -87,6 +97,14 @@ def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20
                     elapsed = time.perf_counter() - t0
                     seen = True
                     break
+            steady: dict = {}
+            if seen and idle > 0:
+                _drain(master, settle)
+                c0, w0 = _cpu_seconds(proc.pid), time.perf_counter()
+                nbytes = _drain(master, idle)
+                c1, w1 = _cpu_seconds(proc.pid), time.perf_counter()
+                steady = {"cpu_percent": 100.0 * (c1 - c0) / (w1 - w0), "bytes_per_s": nbytes / (w1 - w0),
+                          "seconds": w1 - w0}
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -99,7 +117,24 @@ def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20
         if not seen:
             tail = ANSI.sub(b"", buf).decode("utf-8", "replace")[-600:]
             raise RuntimeError(f"no full frame within {limit:g}s; last output:\n{tail}")
-        return elapsed, len(buf)
+        return elapsed, len(buf), steady
+
+
+def _drain(fd: int, seconds: float) -> int:
+    """Read (and count) what the app writes for `seconds`."""
+    end = time.perf_counter() + seconds
+    total = 0
+    while (left := end - time.perf_counter()) > 0:
+        ready, _, _ = select.select([fd], [], [], min(left, 0.2))
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            total += len(chunk)
+    return total
 
 
 def main() -> int:
@@ -108,6 +143,8 @@ def main() -> int:
     ap.add_argument("--frame-runs", type=int, default=5)
     ap.add_argument("--config", default=None)
     ap.add_argument("--size", default="160x48")
+    ap.add_argument("--idle", type=float, default=0.0,
+                    help="also measure steady-state CPU and bytes/s over this many seconds (e.g. 60)")
     args = ap.parse_args()
     cols, rows = (int(x) for x in args.size.lower().split("x"))
     config = args.config
@@ -122,12 +159,19 @@ def main() -> int:
     frames = []
     for _ in range(args.frame_runs):
         frames.append(time_first_frame(config, cols, rows))
-    fmed = statistics.median(t for t, _ in frames)
-    print(f"first frame at {cols}x{rows} ({'config ' + os.path.relpath(config, ROOT) if config else 'no sources'}): "
-          f"median {fmed * 1000:.0f} ms, min {min(t for t, _ in frames) * 1000:.0f} ms, "
-          f"max {max(t for t, _ in frames) * 1000:.0f} ms over {args.frame_runs} runs, "
-          f"{statistics.median(b for _, b in frames) / 1024:.1f} KiB written "
+    fmed = statistics.median(t for t, _, _ in frames)
+    where = "config " + os.path.relpath(config, ROOT) if config else "no sources"
+    print(f"first frame at {cols}x{rows} ({where}): "
+          f"median {fmed * 1000:.0f} ms, min {min(t for t, _, _ in frames) * 1000:.0f} ms, "
+          f"max {max(t for t, _, _ in frames) * 1000:.0f} ms over {args.frame_runs} runs, "
+          f"{statistics.median(b for _, b, _ in frames) / 1024:.1f} KiB written "
           f"(target <= 500 ms) {'OK' if fmed <= 0.5 else 'SLOW'}")
+    if args.idle > 0:
+        _, _, steady = time_first_frame(config, cols, rows, idle=args.idle)
+        print(f"steady state at {cols}x{rows} ({where}) over {steady['seconds']:.0f} s: "
+              f"CPU {steady['cpu_percent']:.2f} % of a core (target <= 1 %), "
+              f"{steady['bytes_per_s']:.0f} bytes/s to the terminal (target <= 1024)")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -142,11 +142,18 @@ class ShellHeader(Horizontal):
                 "production", "prod") else "bold"
             left.append("  ")
             left.append(f" {self.environment} ", style=env_style)
+        # most important first: a narrow terminal cuts from the right
+        incident = self._incident_text()
+        if incident is not None:
+            left.append("  ")
+            left.append_text(incident)
+        findings = self._findings_text()
+        if findings.plain:
+            left.append("  ")
+            left.append_text(findings)
+        if incident is None:
+            left.append("  no open incident", style="dim")
         left.append(f"  op {self.operator}", style="dim")
-        left.append("  ")
-        left.append_text(self._incident_text())
-        left.append("  ")
-        left.append_text(self._findings_text())
         right = Text(no_wrap=True)
         if self.read_only:
             right.append(" READ-ONLY " if not self.kiosk else " KIOSK · READ-ONLY ",
@@ -160,7 +167,7 @@ class ShellHeader(Horizontal):
             self._right = right.plain
             self.query_one("#header-right", Static).update(right)
 
-    def _incident_text(self) -> Text:
+    def _incident_text(self) -> Text | None:
         incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
         current = None
         if incidents is not None:
@@ -169,7 +176,7 @@ class ShellHeader(Horizontal):
             except Exception:
                 current = None
         if current is None:
-            return Text("no open incident", style="dim")
+            return None
         sev = getattr(current, "severity", None)
         sev_text = sev.label if isinstance(sev, Severity) else str(sev or "")
         title = getattr(current, "title", "") or getattr(current, "id", "incident")

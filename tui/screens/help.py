@@ -76,9 +76,9 @@ class HelpScreen(ModalScreen[None]):
             box.border_subtitle = "escape: close"
             for title, rows in help_groups(self.app):
                 table = Table(title=Text(title, style="bold"), title_justify="left",
-                              show_header=False, box=None, pad_edge=False, expand=True)
+                              show_header=False, box=None, pad_edge=False)
                 table.add_column("key", style="bold", width=12, no_wrap=True)
-                table.add_column("what")
+                table.add_column("what", width=32)
                 table.add_column("id", style="dim", no_wrap=True)
                 for keys, desc, bid in rows:
                     table.add_row(keys, desc, bid)
