@@ -7,8 +7,9 @@ in ONE pipelined round trip per poll:
 - lists: LLEN, and LINDEX of the oldest end for the age of the oldest job (the job's
   JSON carries its enqueue time in `timestamp_field`). Default: producers LPUSH and
   consumers RPOP, so the oldest job is at index -1 (`oldest_end = "right"`).
-- streams: XLEN, pending entries summed over XINFO GROUPS, and the age of the first
-  entry (its id is a millisecond timestamp).
+- streams: XLEN, pending entries summed over XINFO GROUPS, and the age of the entry
+  waited on longest (the oldest pending or undelivered one, found by a small Lua
+  script in the same pipeline; its id is a millisecond timestamp).
 - sorted sets (delayed jobs): ZCARD, and how overdue the earliest score is when
   scores are epoch timestamps.
 
@@ -340,6 +341,45 @@ class _History:
         return (first[1] - d_now) / dt
 
 
+# The entry a stream's consumers have been waiting on longest: per group the oldest
+# pending entry (XPENDING summary), or else the first one not yet delivered; with no
+# groups, the first entry. Returns that entry (id, fields) or nil. Redis >= 6.2.
+_STREAM_OLDEST_LUA = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return false end
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am < bm end
+  return as < bs
+end
+local groups = redis.call('XINFO', 'GROUPS', key)
+local oldest = nil
+if #groups == 0 then
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if first[1] then return first[1] end
+  return false
+end
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local cand = nil
+  if tonumber(info['pending']) > 0 then
+    cand = redis.call('XPENDING', key, info['name'])[2]
+  else
+    local nxt = redis.call('XRANGE', key, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+    if nxt[1] then cand = nxt[1][1] end
+  end
+  if cand and (oldest == nil or older(cand, oldest)) then oldest = cand end
+end
+if oldest == nil then return false end
+local e = redis.call('XRANGE', key, oldest, oldest)
+if e[1] then return e[1] end
+return false
+"""
+
+
 class QueueSource:
     """Depth, age and drain of the configured queues of one Redis, one round trip per poll."""
 
@@ -382,7 +422,7 @@ class QueueSource:
                     plan.append((q, "depth"))
                     pipe.xinfo_groups(q.key)
                     plan.append((q, "groups"))
-                    pipe.xrange(q.key, "-", "+", count=1)
+                    pipe.execute_command("EVAL", _STREAM_OLDEST_LUA, 1, q.key)
                     plan.append((q, "first"))
                 else:
                     pipe.zcard(q.key)
@@ -421,9 +461,10 @@ class QueueSource:
             if isinstance(groups, list):
                 pending = sum(int(g.get("pending") or 0) for g in groups)
             first = got.get("first")
-            if isinstance(first, list) and first:
-                entry_id, fields = first[0]
-                if q.timestamp_field and isinstance(fields, dict) and q.timestamp_field in fields:
+            if isinstance(first, list) and len(first) == 2:
+                entry_id, flat = first
+                fields = dict(zip(flat[::2], flat[1::2], strict=False)) if isinstance(flat, list) else {}
+                if q.timestamp_field and q.timestamp_field in fields:
                     ts = parse_timestamp(fields[q.timestamp_field])
                     oldest = max(0.0, now_wall - ts.timestamp()) if ts else None
                 else:

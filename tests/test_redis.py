@@ -176,21 +176,38 @@ async def test_timestamp_formats_and_nested_fields(redis_server, r):
 async def test_stream_and_delayed_zset(redis_server, r):
     c, p = r
     s = p + "events"
-    for i in range(5):
-        c.xadd(s, {"n": i})
+    now = time.time()
+    ids = [c.xadd(s, {"n": i, "at": now - age}, id=f"{int((now - age) * 1000)}-0")
+           for i, age in enumerate((100, 50, 10, 5, 1))]
     c.xgroup_create(s, "workers", id="0")
     c.xgroup_create(s, "audit", id="0")
-    c.xreadgroup("workers", "w1", {s: ">"}, count=3)
+    c.xreadgroup("workers", "w1", {s: ">"}, count=3)  # delivers the 100 s, 50 s and 10 s entries
+    c.xack(s, "workers", ids[0], ids[1])  # workers still wait on the 10 s one
     c.xreadgroup("audit", "a1", {s: ">"}, count=1)
+    c.xack(s, "audit", ids[0])  # audit has not yet received the 50 s one
+    plain = p + "plain"
+    c.xadd(plain, {"n": 1}, id=f"{int((now - 30) * 1000)}-0")
+    done = p + "done"
+    c.xadd(done, {"n": 1})
+    c.xgroup_create(done, "g", id="$")  # everything already delivered and acked: nothing waits
     z = p + "delayed"
-    now = time.time()
     c.zadd(z, {"due-long-ago": now - 90, "later": now + 600})
     qs = QueueSource("q", redis_server.url, [QueueSpec("events", s, type="stream"),
                                              QueueSpec("delayed", z, type="zset"),
-                                             QueueSpec("wrongtype", s, type="list")])
-    stream, delayed, wrong = await qs.poll()
-    assert stream.depth == 5 and stream.pending == 4 and stream.type == "stream"
-    assert stream.oldest_age_s is not None and stream.oldest_age_s < 10
+                                             QueueSpec("wrongtype", s, type="list"),
+                                             QueueSpec("plain", plain, type="stream"),
+                                             QueueSpec("done", done, type="stream"),
+                                             QueueSpec("fields", s, type="stream", timestamp_field="at")])
+    stream, delayed, wrong, nogroups, idle, fields = await qs.poll()
+    assert stream.depth == 5 and stream.pending == 1 and stream.type == "stream"
+    assert 49 <= stream.oldest_age_s < 55  # the audit group's next undelivered entry
+    c.xreadgroup("audit", "a1", {s: ">"}, count=4)
+    c.xack(s, "audit", *ids[1:])
+    (stream2, *_) = await qs.poll()
+    assert 9 <= stream2.oldest_age_s < 15  # now the workers' pending one
+    assert 29 <= nogroups.oldest_age_s < 35 and nogroups.pending == 0
+    assert idle.depth == 1 and idle.oldest_age_s is None
+    assert 49 <= fields.oldest_age_s < 55
     assert delayed.depth == 2 and 89 <= delayed.oldest_age_s < 95
     assert wrong.status is Status.UNKNOWN and wrong.depth == 0
     (f,) = [f for f in evaluate(Snapshot(readings={"q": (wrong,)}))]
