@@ -493,6 +493,7 @@ class ReleaseVerifier:
         start_block: int = 0,
         ids_per_call: int = 500,
         time_margin_s: float = 600.0,
+        bloom_window: int = 16,
     ) -> None:
         from .evm import event_topic, signature
 
@@ -507,6 +508,7 @@ class ReleaseVerifier:
         self.start_block = start_block
         self.ids_per_call = ids_per_call
         self.time_margin_s = time_margin_s
+        self.bloom_window = bloom_window  # recent blocks whose logsBloom backs up an empty getLogs
 
     async def verify(self, orders: Sequence[Order]) -> dict[str, OrderVerdict]:
         from .jsonrpc import RpcError, parse_int
@@ -590,9 +592,26 @@ class ReleaseVerifier:
                 bad = await self.chain.cross_check_blocks({n: h for n, h in blocks_seen.items() if h})
             except Exception:
                 bad = {}
+        # An empty eth_getLogs for blocks the node has not indexed yet is not proof: check
+        # the logsBloom of the most recent blocks for orders that were not found.
+        missing = [o for o in todo if o.id not in found]
+        suspicious: dict[str, int] = {}
+        if missing and self.bloom_window > 0:
+            try:
+                suspicious = await self._bloom_check([topics[o.id] for o in missing], head, start)
+            except (BackendError, RpcError) as exc:
+                return unknown_all(f"RPC error: {describe_exception(exc)}")
         for o in todo:
             log = found.get(o.id)
             if log is None:
+                bn = suspicious.get(topics[o.id])
+                if bn is not None:
+                    out[o.id] = OrderVerdict(
+                        order_id=o.id, verdict=Verdict.UNKNOWN, checked_to_block=head, block=bn,
+                        reason=f"no {self.event_name} returned, but block {bn}'s logsBloom matches "
+                               "(node has not indexed its logs?)",
+                    )
+                    continue
                 out[o.id] = OrderVerdict(
                     order_id=o.id, verdict=Verdict.NOT_RELEASED, checked_to_block=head,
                     reason=f"no {self.event_name} in blocks {start}..{head}",
@@ -619,6 +638,43 @@ class ReleaseVerifier:
                         else f"{conf} of {self.confirmations} confirmations"),
             )
         return out
+
+
+    async def _bloom_check(self, order_topics: list[str], head: int, start: int) -> dict[str, int]:
+        """Order topics whose release *may* be in one of the last `bloom_window` blocks
+        according to the blocks' logsBloom (address, event topic and order topic all present)."""
+        from .jsonrpc import parse_int
+
+        first = max(start, head - self.bloom_window + 1)
+        nums = list(range(first, head + 1))
+        if not nums:
+            return {}
+        res = await self.chain.endpoints.request_batch(
+            [("eth_getBlockByNumber", [hex(n), False]) for n in nums], time_limit=self.chain.spec.timeout)
+        out: dict[str, int] = {}
+        base = [bytes.fromhex(self.address[2:]), bytes.fromhex(self.topic0[2:])]
+        for n, b in zip(nums, res, strict=True):
+            if not isinstance(b, dict) or not b.get("logsBloom"):
+                continue
+            bloom = parse_int(b["logsBloom"])
+            if not all(_in_bloom(bloom, item) for item in base):
+                continue
+            for t in order_topics:
+                if t not in out and _in_bloom(bloom, bytes.fromhex(t[2:])):
+                    out[t] = n
+        return out
+
+
+def _in_bloom(bloom: int, item: bytes) -> bool:
+    """Ethereum's 2048-bit bloom: three 11-bit indexes from keccak(item)."""
+    from .evm import keccak
+
+    h = keccak(item)
+    for i in (0, 2, 4):
+        bit = ((h[i] << 8) | h[i + 1]) & 2047
+        if not (bloom >> bit) & 1:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- source
@@ -705,10 +761,12 @@ class OrdersSource:
     async def poll(self) -> list[Reading]:
         out: list[Reading] = [await self.reading()]
         if self.spec.cursor is not None:
+            from .jsonrpc import RpcError
+
             try:
                 out.append(await self.cursor_reading())
-            except BackendError as exc:
-                if exc.source == self.name:
+            except (BackendError, RpcError) as exc:
+                if isinstance(exc, BackendError) and exc.source == self.name:
                     raise
                 # chain down: the cursor alone is still worth showing
                 block, updated = await self.store.cursor()

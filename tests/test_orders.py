@@ -643,3 +643,38 @@ key = "escrow"
     assert [a.id for a in bundle.actions] == ["orders.verify", "orders.fix", "orders.bulk_fix",
                                               "orders.reconcile", "orders.resync"]
     await chains["local"].aclose()
+
+
+@pytest.mark.evm
+async def test_empty_getlogs_contradicted_by_logs_bloom_is_unknown(anvil, escrow):
+    """Infura's caveat: a node may answer [] for a block whose logs it has not indexed."""
+    from backends.model import Order
+
+    chain = make_chain(anvil.url)
+    oid, other = uid("blm"), uid("blx")
+    escrow.release(oid, 9)
+    v = make_verifier(chain, escrow)
+    assert (await v.verify([Order(id=oid, state="PENDING")]))[oid].verdict is Verdict.RELEASED
+
+    async def lying(*a, **kw):  # the node's log index lags behind its head
+        return []
+
+    chain.get_logs_chunked = lying
+    out = await v.verify([Order(id=oid, state="PENDING"), Order(id=other, state="PENDING")])
+    assert out[oid].verdict is Verdict.UNKNOWN and "logsBloom" in out[oid].reason
+    assert out[other].verdict is Verdict.NOT_RELEASED  # its topic is not in the bloom
+    anvil.mine(20)  # out of the bloom window: a plain "not released up to head"
+    out = await v.verify([Order(id=oid, state="PENDING")])
+    assert out[oid].verdict is Verdict.NOT_RELEASED
+    await chain.aclose()
+
+
+async def test_cursor_without_chain_or_with_chain_down(db, orders_db):
+    await db.execute("INSERT INTO listener_cursor VALUES ('escrow', 42, now())")
+    store = OrdersStore(spec(), orders_db)
+    readings = await OrdersSource(store).poll()
+    assert readings[1].block == 42 and readings[1].head is None
+    dead = make_chain("http://127.0.0.1:9")
+    readings = await OrdersSource(store, chain=dead).poll()
+    assert readings[1].block == 42 and readings[1].gap_blocks is None
+    await dead.aclose()
