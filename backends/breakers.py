@@ -159,9 +159,9 @@ class PostgresBreakers(BreakerSource):
             f"FROM {self._t} ORDER BY ({self._is_open}) DESC, 3 DESC, 1 LIMIT $1::int"
         )
 
-    async def _run(self, fn):
+    async def _run(self, fn, *, retry: bool = True):
         return await pg_run(self.dsn, fn, source=self.name, timeout=max(0.05, self.timeout * 0.9),
-                            max_size=self.pool_max)
+                            max_size=self.pool_max, retry=retry)
 
     def _breaker(self, r, at: datetime | None = None) -> BreakerReading:
         """One row (id, state, failures, last epoch, opened epoch, now epoch) -> reading."""
@@ -240,7 +240,7 @@ class PostgresBreakers(BreakerSource):
         async def q(con):
             return await con.fetch(sql, list(ids))
 
-        rows = await self._run(q)
+        rows = await self._run(q, retry=False)  # a write: never sent twice
         return [self._breaker(r) for r in rows]
 
 

@@ -242,9 +242,10 @@ async def connection(
 
 
 async def run(dsn: Any, fn, *, source: str, timeout: float = 3.0,  # noqa: ASYNC109
-              max_size: int = 2, statement_timeout: float | None = None):
+              max_size: int = 2, statement_timeout: float | None = None, retry: bool = True):
     """`await fn(con)` on a pooled connection within `timeout`; retried once on a fresh
-    connection when the pooled one turns out to be dead (server restarted).
+    connection when the pooled one turns out to be dead (server restarted) -- unless
+    `retry=False` (writes, whose outcome must be reported exactly).
     Every failure becomes BackendError(source, reason)."""
     plain = reveal(dsn)
     deadline = time.monotonic() + timeout
@@ -260,7 +261,7 @@ async def run(dsn: Any, fn, *, source: str, timeout: float = 3.0,  # noqa: ASYNC
         except TimeoutError:
             raise BackendError(source, f"no answer from {_where(plain) or 'postgres'} within {timeout:g}s") from None
         except Exception as exc:
-            if attempt == 1 and _is_connection_error(exc) and time.monotonic() < deadline:
+            if retry and attempt == 1 and _is_connection_error(exc) and time.monotonic() < deadline:
                 continue
             raise BackendError(source, describe_pg_error(exc, plain)) from None
     raise BackendError(source, "unreachable")  # pragma: no cover
@@ -338,11 +339,11 @@ class PostgresSource:
     def display(self) -> str:
         return display_dsn(self.dsn)
 
-    async def run(self, fn):
+    async def run(self, fn, *, retry: bool = True):
         # 90 % of the poll timeout: the reason is ours ("no answer from host:port"),
         # not the monitor's generic "timed out".
         return await run(self.dsn, fn, source=self.name, timeout=max(0.05, self.timeout * 0.9),
-                         max_size=self.pool_max)
+                         max_size=self.pool_max, retry=retry)
 
     async def poll(self) -> Sequence[PostgresReading]:
         async def read(con):
@@ -553,7 +554,7 @@ class TerminateBackend(Action):
                 return await con.fetchval(sql, int(pid), start_dt, *extra)
 
             try:
-                ok = await self.source.run(kill)
+                ok = await self.source.run(kill, retry=False)
             except BackendError as exc:
                 failed.append(f"pid {pid}: {exc.reason}")
                 ok = None
