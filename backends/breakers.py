@@ -342,7 +342,7 @@ class RedisBreakers(BreakerSource):
                     done.append(ns)
             return done
 
-        done = await redis_call(self.url, q, source=self.name, timeout=max(self.timeout, 5.0))
+        done = await redis_call(self.url, q, source=self.name, timeout=max(self.timeout, 5.0), retry=False)
         return await self._mget(done) if done else []
 
 

@@ -112,7 +112,7 @@ class _ClientEntry:
 _CLIENTS: dict[tuple, _ClientEntry] = {}
 
 
-def get_client(url: Any, *, timeout: float = 2.0):
+def get_client(url: Any, *, timeout: float = 2.0, retry: bool = True):
     """The shared redis.asyncio client for `url` on the running loop (lazy, reused).
 
     The client keeps a small connection pool and reconnects by itself; a command that
@@ -125,7 +125,7 @@ def get_client(url: Any, *, timeout: float = 2.0):
     plain = reveal(url)
     _register_url_secret(plain)
     loop = asyncio.get_running_loop()
-    key = (plain, timeout)
+    key = (plain, timeout, retry)
     entry = _CLIENTS.get(key)
     if entry is not None and entry.loop() is loop:
         return entry.client
@@ -135,7 +135,7 @@ def get_client(url: Any, *, timeout: float = 2.0):
         socket_connect_timeout=timeout,
         decode_responses=True,
         encoding_errors="replace",
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1 if retry else 0),
         max_connections=8,
         client_name="warroom",
     )
@@ -152,12 +152,14 @@ async def close_clients() -> None:
                 await asyncio.wait_for(entry.client.aclose(), 2.0)
 
 
-async def call(url: Any, fn, *, source: str, timeout: float = 2.0):  # noqa: ASYNC109
-    """`await fn(client)` within `timeout`; every failure becomes BackendError(source, reason)."""
+async def call(url: Any, fn, *, source: str, timeout: float = 2.0,  # noqa: ASYNC109
+               retry: bool = True):
+    """`await fn(client)` within `timeout`; every failure becomes BackendError(source, reason).
+    `retry=False` for writes: a command is never sent twice after a dropped connection."""
     plain = reveal(url)
     try:
         async with asyncio.timeout(timeout):
-            return await fn(get_client(plain, timeout=timeout))
+            return await fn(get_client(plain, timeout=timeout, retry=retry))
     except BackendError:
         raise
     except TimeoutError:
@@ -617,7 +619,7 @@ class RequeueDead(Action):
                 return await pipe.execute(raise_on_error=False)
 
             res = await call(self.source.url, move, source=self.source.name,
-                             timeout=max(self.source.timeout, 10.0))
+                             timeout=max(self.source.timeout, 10.0), retry=False)
             errors = [r for r in res if isinstance(r, Exception)]
             got = sum(1 for r in res if r is not None and not isinstance(r, Exception))
             moved += got

@@ -275,8 +275,9 @@ async def test_all_queues_in_one_round_trip(redis_server, r):
              for i in range(10)]
     qs = QueueSource("q", redis_server.url, specs)
     await qs.poll()
-    client = __import__("backends.redis", fromlist=["get_client"]).get_client(
-        redis_server.url, timeout=qs.timeout * 0.9)
+    from backends.redis import get_client
+
+    client = get_client(redis_server.url, timeout=qs.timeout * 0.9)
     sent = []
     orig = client.pipeline
 
