@@ -949,10 +949,31 @@ class OrdersBulkFixAction(_OrdersAction):
                    "release is final on chain), in batches, with an optional canary.")
 
     def __init__(self, *a: Any, after_batch: Callable[[int, dict], Awaitable[None] | None] | None = None,
-                 max_orders: int = 100_000, **kw: Any) -> None:
+                 max_orders: int = 100_000, batch_audit: Any = None, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.after_batch = after_batch  # hook (tests, progress UIs): after_batch(batch_no, counts)
         self.max_orders = max_orders
+        # An AuditLog: one entry per committed (or failed) batch, so a run that is killed
+        # half-way still leaves a trail of what was changed. The engine's entry follows at the end.
+        self.batch_audit = batch_audit
+
+    def _audit_batch(self, plan: ActionPlan, n: int, of: int, fixed: list[str], skipped: list[str],
+                     failed: list[str], error: str = "") -> None:
+        if self.batch_audit is None:
+            return
+        p = plan.params
+        try:
+            self.batch_audit.append(
+                action=f"{self.id}.batch", target=plan.target, operator=p["operator"],
+                params={"batch": n, "of": of, "state": p["state"]}, reason=plan.reason,
+                before={"state": list(self.spec.pending_states)},
+                after={"fixed": " ".join(fixed), "skipped": " ".join(skipped), "failed": " ".join(failed)},
+                result="failed" if failed else "ok",
+                summary=f"batch {n}/{of}: {len(fixed)} fixed, {len(skipped)} skipped, {len(failed)} failed",
+                error=error or None,
+            )
+        except Exception:  # the engine's final entry is the record; a batch entry is extra
+            pass
 
     def _validate(self, older_than: Any, state: Any, reason: Any, canary: Any, batch: Any,
                   only_released: Any) -> tuple[float, str, str, int, int, bool]:
@@ -1068,11 +1089,14 @@ class OrdersBulkFixAction(_OrdersAction):
                 failed += chunk
                 not_done += [i for c in batches[n:] for i in c]
                 stop_reason = f"batch {n} failed (rolled back): {exc.reason}"
+                self._audit_batch(plan, n, len(batches), [], [], chunk, exc.reason)
                 progress(Progress(done, total, stop_reason))
                 break
             cs = set(changed)
             fixed += [i for i in chunk if i in cs]
             skipped += [i for i in chunk if i not in cs]
+            self._audit_batch(plan, n, len(batches), [i for i in chunk if i in cs],
+                              [i for i in chunk if i not in cs], [])
             done += len(chunk)
             progress(Progress(done, total, f"batch {n}/{len(batches)}: {len(cs)} fixed, {len(chunk) - len(cs)} skipped"))
             if self.after_batch is not None:
@@ -1208,14 +1232,15 @@ class OrdersResyncAction(_OrdersAction):
 
 
 def orders_actions(store: OrdersStore, *, verifier: ReleaseVerifier | None = None, chain: Any = None,
-                   operator: str | Callable[[], str] | None = None) -> list[Action]:
+                   operator: str | Callable[[], str] | None = None, audit: Any = None) -> list[Action]:
+    """All orders actions. `audit` (the engine's AuditLog) adds one entry per bulk batch."""
     chain = chain if chain is not None else (verifier.chain if verifier else None)
     kw = {"verifier": verifier, "operator": operator}
     return [
         OrdersVerifyAction(store, **kw),
         OrdersFixAction(store, **kw),
-        OrdersBulkFixAction(store, **kw),
-        OrdersReconcileAction(store, **kw),
+        OrdersBulkFixAction(store, batch_audit=audit, **kw),
+        OrdersReconcileAction(store, batch_audit=audit, **kw),
         OrdersResyncAction(store, chain=chain, **kw),
     ]
 
@@ -1281,7 +1306,7 @@ class OrdersBundle:
 
     @classmethod
     def from_config(cls, config: Any, *, chains: dict[str, Any] | None = None,
-                    operator: str | None = None) -> OrdersBundle:
+                    operator: str | None = None, audit: Any = None) -> OrdersBundle:
         oc = config.orders
         if oc is None:
             raise ValueError("no [orders] section")
@@ -1291,7 +1316,7 @@ class OrdersBundle:
         store = OrdersStore(spec, pg.dsn, pool_max=int(getattr(pg, "pool_max", 2)))
         verifier = None
         chain_name = _g(oc, "chain")
-        if chain_name and chains and chain_name in chains:
+        if chain_name and chains and chain_name in chains and hasattr(chains[chain_name], "contracts"):
             ch = chains[chain_name]
             cname = _g(oc, "contract")
             contract = ch.contracts.get(cname) if cname else (ch.spec.contracts[0] if ch.spec.contracts else None)
@@ -1306,7 +1331,7 @@ class OrdersBundle:
                                            id_encoding=spec.id_encoding, start_block=spec.start_block)
         source = OrdersSource(store, verifier=verifier,
                               chain=chains.get(chain_name) if (chains and chain_name) else None)
-        actions = orders_actions(store, verifier=verifier, chain=source.chain, operator=operator)
+        actions = orders_actions(store, verifier=verifier, chain=source.chain, operator=operator, audit=audit)
         return cls(store=store, source=source, verifier=verifier, actions=actions)
 
 

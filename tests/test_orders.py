@@ -458,7 +458,7 @@ async def test_bulk_fix_postgres_down_mid_run(db, orders_db, pg, tmp_path):
             pg.psql(sql)
 
     eng = engine(tmp_path)
-    eng.register(OrdersBulkFixAction(store, after_batch=kill))
+    eng.register(OrdersBulkFixAction(store, after_batch=kill, batch_audit=eng.audit))
     plan = await eng.plan("orders.bulk_fix", older_than="1h", state="FAILED", reason="outage", batch=3)
     try:
         res = await eng.execute(plan, confirmation="9")
@@ -475,9 +475,14 @@ async def test_bulk_fix_postgres_down_mid_run(db, orders_db, pg, tmp_path):
     finally:
         await con.close()
     assert [rows[i] for i in ids] == ["FAILED"] * 3 + ["PENDING"] * 6  # nothing half-applied
-    entry = eng.audit.tail(1)[0]
+    b1, b2, entry = eng.audit.tail(3)
     assert entry["result"] == "partial" and entry["after"]["fixed"] == ids[:3]
     assert entry["extra"]["counts"] == {"fixed": 3, "skipped": 0, "failed": 3, "not_done": 3}
+    # each batch left its own entry as it went
+    assert b1["action"] == "orders.bulk_fix.batch" and b1["result"] == "ok"
+    assert b1["after"]["fixed"].split() == ids[:3]
+    assert b2["result"] == "failed" and b2["after"]["failed"].split() == ids[3:6] and b2["error"]
+    assert eng.audit.verify().ok
 
 
 # --------------------------------------------------------------------------- reconcile
