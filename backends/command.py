@@ -629,8 +629,8 @@ class CommandAction(Action):
         unknown = sorted(set(params) - set(values) - {"confirmation"})
         if unknown:
             raise ActionRefused(self.id, f"unknown parameter(s): {', '.join(unknown)}")
-        for k in values:
-            if self.template.params.get(k) == "secret" or k in self.fixed:
+        for k, v in values.items():
+            if self.template.params.get(k) == "secret" or (k in self.fixed and str(v) != str(self.fixed[k])):
                 raise ActionRefused(self.id, f"{{{k}}} comes from the configuration, not from input")
         values.update(self.fixed)
         try:

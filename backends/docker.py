@@ -99,6 +99,9 @@ class DockerServiceSpec:
     depends_on: tuple[str, ...] = ()
     role: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depends_on", tuple(self.depends_on or ()))
+
     @property
     def compose_service(self) -> str:
         return self.service or self.name

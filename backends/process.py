@@ -47,6 +47,9 @@ class ProcessSpec:
     role: str | None = None
     min_count: int = 1
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depends_on", tuple(self.depends_on or ()))
+
 
 @dataclass(frozen=True, slots=True)
 class ProcInfo:
