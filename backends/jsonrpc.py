@@ -133,6 +133,7 @@ class HttpRpc:
         self._session = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
+        self.no_batch = False  # set when the server refused a JSON-RPC batch
 
     async def _get_session(self):
         import aiohttp
@@ -210,6 +211,15 @@ class HttpRpc:
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         return self._unwrap(await self._post(payload, time_limit))
 
+    async def _one_by_one(self, calls: Sequence[tuple[str, Sequence[Any]]], time_limit: float | None) -> list[Any]:
+        async def one(m: str, p: Sequence[Any]) -> Any:
+            try:
+                return await self.call(m, p, time_limit=time_limit)
+            except RpcError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(m, p) for m, p in calls)))
+
     async def batch(
         self, calls: Sequence[tuple[str, Sequence[Any]]], *, time_limit: float | None = None
     ) -> list[Any]:
@@ -221,10 +231,12 @@ class HttpRpc:
         payload = [
             {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls, strict=True)
         ]
+        if self.no_batch:
+            return await self._one_by_one(calls, time_limit)
         replies = await self._post(payload, time_limit)
-        if isinstance(replies, dict):  # some servers answer a batch with one error object
-            err = replies.get("error") or {}
-            raise BackendError(self.source, f"batch refused: {err.get('message', 'malformed reply')}")
+        if isinstance(replies, dict):  # a server without batch support answers with one error
+            self.no_batch = True
+            return await self._one_by_one(calls, time_limit)
         by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
         out: list[Any] = []
         for i in ids:

@@ -32,6 +32,7 @@ class NeoNode:
         self.network = network
         self.fork_at = fork_at  # heights >= this have a different hash (a forked node)
         self.hang = False
+        self.batch = True  # False: answer a batch with one error object, as some providers do
         self.runner = None
         self.url = ""
 
@@ -45,6 +46,9 @@ class NeoNode:
         if self.hang:
             await asyncio.sleep(3600)
         body = await request.json()
+        if isinstance(body, list) and not self.batch:
+            return web.json_response({"jsonrpc": "2.0", "id": None,
+                                      "error": {"code": -32600, "message": "batch requests are not supported"}})
         items = body if isinstance(body, list) else [body]
         out = []
         for it in items:
@@ -164,6 +168,20 @@ async def test_neo_hanging_endpoint_times_out_and_operator_fails_over(tmp_path):
         entry = eng.audit.tail(1)[0]
         assert entry["operator"] == "erin" and entry["reason"] == "node 1 hangs"
         a.hang = False
+        await ch.aclose()
+
+
+async def test_endpoint_without_batch_support_still_works():
+    node = NeoNode(77)
+    node.batch = False
+    async with neo_nodes(node):
+        ch = neo_chain(node.url)
+        (r,) = await ch.poll()
+        e = r.endpoints[0]
+        assert e.ok and e.head == 76 and e.chain_id == MAINNET
+        assert ch.endpoints.endpoints[0].rpc.no_batch
+        (r,) = await ch.poll()
+        assert r.endpoints[0].ok
         await ch.aclose()
 
 
