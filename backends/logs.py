@@ -83,13 +83,12 @@ _LEVEL_WORDS = {
     "severe": Level.ERROR,
 }
 # Plain text: upper-case level words anywhere, any case inside brackets, or "error:" at the start.
-_PLAIN_LEVEL = re.compile(
-    r"^\s*(fatal|error|warning|warn)\s*:"
-    r"|[\[<(](fatal|critical|crit|panic|error|err|warning|warn|info|notice|debug|trace)[\]>)]"
-    r"|\blevel\s*[=:]\s*\"?(\w+)"
-    r"|\b(FATAL|CRITICAL|CRIT|PANIC|EMERG|ALERT|ERROR|ERR|WARNING|WARN|INFO|NOTICE|DEBUG|TRACE)\b",
-    re.IGNORECASE,
+_UPPER_LEVEL = re.compile(r"\b(FATAL|CRITICAL|CRIT|PANIC|EMERG|ALERT|ERROR|ERR|WARNING|WARN|INFO|NOTICE|DEBUG|TRACE)\b")
+_BRACKET_LEVEL = re.compile(
+    r"[\[<(](fatal|critical|crit|panic|error|err|warning|warn|info|notice|debug|trace)[\]>)]", re.IGNORECASE
 )
+_COLON_LEVEL = re.compile(r"^\s*(fatal|error|warning|warn)\s*:", re.IGNORECASE)
+_KV_LEVEL = re.compile(r"\blevel\s*[=:]\s*\"?(\w+)", re.IGNORECASE)
 _LEADING_TS = re.compile(
     r"^\s*\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
 )
@@ -115,7 +114,7 @@ def sanitize(raw: bytes | str, max_chars: int = MAX_LINE_CHARS) -> str:
         text = _ANSI.sub("", text)
     if "\t" in text:
         text = text.replace("\t", "    ")
-    if _CONTROL.search(text):
+    if not text.isprintable():  # fast path: most lines have nothing to escape
         text = _CONTROL.sub(_escape_char, text)
     if len(text) > max_chars or total > len(head):
         unit = "bytes" if isinstance(raw, bytes) else "chars"
@@ -152,8 +151,27 @@ def level_from(value: Any, key: str = "level") -> Level:
     return Level.UNKNOWN
 
 
+_FRACTION = re.compile(r"^(.*?\.\d{6})\d+(.*)$")
+_TIME_CACHE: dict[str, datetime | None] = {}
+
+
 def parse_time(value: Any, key: str = "time") -> datetime | None:
     """ISO 8601 text, or epoch seconds / milliseconds / microseconds -> aware UTC datetime."""
+    if isinstance(value, str):
+        # lines written together share their timestamp text: parse each text once
+        try:
+            return _TIME_CACHE[value]
+        except KeyError:
+            pass
+        dt = _parse_time(value, key)
+        if len(_TIME_CACHE) >= 256:
+            _TIME_CACHE.clear()
+        _TIME_CACHE[value] = dt
+        return dt
+    return _parse_time(value, key)
+
+
+def _parse_time(value: Any, key: str) -> datetime | None:
     try:
         if isinstance(value, bool) or value is None:
             return None
@@ -162,12 +180,12 @@ def parse_time(value: Any, key: str = "time") -> datetime | None:
             if not v:
                 return None
             if v.replace(".", "", 1).isdigit():
-                return parse_time(float(v), key)
+                return _parse_time(float(v), key)
             v = v.replace(",", ".", 1) if "," in v[:26] else v
             if v.endswith(("Z", "z")):
                 v = v[:-1] + "+00:00"
             # fromisoformat takes at most 6 fractional digits
-            m = re.match(r"^(.*?\.\d{6})\d+(.*)$", v)
+            m = _FRACTION.match(v) if "." in v else None
             if m:
                 v = m.group(1) + m.group(2)
             dt = datetime.fromisoformat(v)
@@ -253,7 +271,7 @@ def _json_object(text: str) -> tuple[str, dict] | None:
 
 
 def _logfmt(text: str) -> dict[str, str] | None:
-    if "=" not in text:
+    if "level=" not in text and "lvl=" not in text and "msg=" not in text:
         return None
     pairs = _LOGFMT.findall(text)
     if len(pairs) < 2:
@@ -328,16 +346,23 @@ def parse_line(
 
 
 def _plain_level(text: str) -> Level:
-    m = _PLAIN_LEVEL.search(text, 0, 400)
-    while m is not None:
-        word = m.group(4)
-        if word is None:
-            lv = _LEVEL_WORDS.get((m.group(1) or m.group(2) or m.group(3) or "").lower(), Level.UNKNOWN)
-            if lv is not Level.UNKNOWN:
-                return lv
-        elif word.isupper():
-            return _LEVEL_WORDS.get(word.lower(), Level.UNKNOWN)
-        m = _PLAIN_LEVEL.search(text, m.end(), 400)
+    head = text[:300]
+    if "[" in head or "<" in head or "(" in head:
+        m = _BRACKET_LEVEL.search(head)
+        if m:
+            return _LEVEL_WORDS.get(m.group(1).lower(), Level.UNKNOWN)
+    m = _UPPER_LEVEL.search(head)
+    if m:
+        return _LEVEL_WORDS.get(m.group(1).lower(), Level.UNKNOWN)
+    if ":" in head:
+        m = _COLON_LEVEL.match(head)
+        if m:
+            return _LEVEL_WORDS.get(m.group(1).lower(), Level.UNKNOWN)
+    lower = head.lower()
+    if "level" in lower:
+        m = _KV_LEVEL.search(head)
+        if m:
+            return _LEVEL_WORDS.get(m.group(1).lower(), Level.UNKNOWN)
     return Level.UNKNOWN
 
 
@@ -1172,9 +1197,12 @@ class DockerFollower(_Follower):
     # loop side -------------------------------------------------------------
     def _deliver(self) -> None:
         with self._lock:
-            items = list(self._pending)
-            self._pending.clear()
-            self._scheduled = False
+            items = [self._pending.popleft() for _ in range(min(200, len(self._pending)))]
+            more = bool(self._pending)
+            if not more:
+                self._scheduled = False
+        if more:  # a burst: the rest on the next loop turns, so the UI keeps answering
+            self._loop.call_later(0.002, self._deliver)
         if not items:
             return
         now_ns = time.time() * 1e9
@@ -1413,12 +1441,19 @@ class LogHub:
         self.buffer.append(line)
         self._publish([line])
 
-    async def _ingest_async(self, st: _SourceState, raws: list[bytes], slice_: int = 500) -> None:
-        """Ingest in slices, yielding to the loop between them (keys stay responsive)."""
-        for i in range(0, len(raws), slice_):
+    async def _ingest_async(self, st: _SourceState, raws: list[bytes], slice_: int = 100) -> None:
+        """Ingest in small slices, giving the loop back between them: under a flood the UI
+        still answers a key within a slice or two (ingestion takes at most ~2/3 of the loop)."""
+        t0 = time.perf_counter()
+        n = len(raws)
+        for i in range(0, n, slice_):
             self._ingest(st, raws[i : i + slice_])
-            if len(raws) > slice_:
-                await asyncio.sleep(0)
+            if i + slice_ < n:
+                if time.perf_counter() - t0 > 0.02:
+                    await asyncio.sleep(0.01)
+                    t0 = time.perf_counter()
+                else:
+                    await asyncio.sleep(0)
 
     def _ingest(
         self,
@@ -1438,9 +1473,14 @@ class LogHub:
         out: list[LogLine] = []
         seq = self._seq
         newest = st.last_line_at
+        # live lines all count in this second: add per batch, not per line
+        n_err = n_warn = n_succ = 0
+        success = st.success
+        patterns = st.patterns
+        name, max_line = spec.name, spec.max_line
         for i, raw in enumerate(raws):
             seq += 1
-            line = parse_line(spec.name, raw, seq=seq, max_chars=spec.max_line, now=now_dt)
+            line = parse_line(name, raw, seq=seq, max_chars=max_line, now=now_dt)
             out.append(line)
             if backlog:
                 t = stamps[i] if stamps is not None else (line.at.timestamp() if line.at is not now_dt else None)
@@ -1451,28 +1491,46 @@ class LogHub:
                     continue
                 if newest is None or t > newest:
                     newest = t
+                ring.add(sec, _LINES)
             else:
                 sec = now_sec
-                newest = now
-            ring.add(sec, _LINES)
             lv = line.level
             if lv >= Level.ERROR:
-                ring.add(sec, _ERRORS)
+                if backlog:
+                    ring.add(sec, _ERRORS)
+                else:
+                    n_err += 1
                 self._remember_error(st, line)
             elif lv == Level.WARN:
-                ring.add(sec, _WARNINGS)
-            text = line.text
-            for rx in st.success:
-                if rx.search(text):
-                    ring.add(sec, _SUCCESS)
-                    break
-            for p, rx in st.patterns:
-                if rx.search(text):
-                    pr = st.pattern_rings.get(p.label)
-                    if pr is None:
-                        pr = st.pattern_rings[p.label] = _Ring(1)
-                    pr.add(sec, 0)
-                    st.pattern_last[p.label] = (text[:500], float(sec))
+                if backlog:
+                    ring.add(sec, _WARNINGS)
+                else:
+                    n_warn += 1
+            if success or patterns:
+                text = line.text
+                for rx in success:
+                    if rx.search(text):
+                        if backlog:
+                            ring.add(sec, _SUCCESS)
+                        else:
+                            n_succ += 1
+                        break
+                for p, rx in patterns:
+                    if rx.search(text):
+                        pr = st.pattern_rings.get(p.label)
+                        if pr is None:
+                            pr = st.pattern_rings[p.label] = _Ring(1)
+                        pr.add(sec, 0)
+                        st.pattern_last[p.label] = (text[:500], float(sec))
+        if not backlog:
+            newest = now
+            ring.add(now_sec, _LINES, len(raws))
+            if n_err:
+                ring.add(now_sec, _ERRORS, n_err)
+            if n_warn:
+                ring.add(now_sec, _WARNINGS, n_warn)
+            if n_succ:
+                ring.add(now_sec, _SUCCESS, n_succ)
         self._seq = seq
         st.total += len(out)
         self.lines_total += len(out)

@@ -30,6 +30,7 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.color import Color
 from textual.geometry import Size
 from textual.message import Message
@@ -64,6 +65,10 @@ class LogTail(ScrollView, can_focus=True):
         overflow-x: hidden;
         overflow-y: auto;
         scrollbar-size-vertical: 1;
+    }
+    /* following: the scrollbar would be repainted on every flush for nothing */
+    LogTail.-following {
+        scrollbar-visibility: hidden;
     }
     """
 
@@ -134,6 +139,8 @@ class LogTail(ScrollView, can_focus=True):
         self._search: re.Pattern | None = None
         self._styles: dict[str, Style] | None = None
         self._combined: dict[tuple, Style] = {}
+        self._strip_cache: LRUCache[tuple, Strip] = LRUCache(512)
+        self._base: Style | None = None
         self._status_at = 0.0
         self._status_timer: Timer | None = None
         self._time_cache: tuple[int, str] = (-1, "")
@@ -174,6 +181,7 @@ class LogTail(ScrollView, can_focus=True):
         return min(self.max_interval, max(self.min_interval, rows / self._rate))
 
     def on_mount(self) -> None:
+        self.set_class(self.following, "-following")
         self.watch(self.app, "theme", lambda *_: self._reset_styles(), init=False)
         if self._pending:
             self._schedule()
@@ -181,6 +189,7 @@ class LogTail(ScrollView, can_focus=True):
     def _reset_styles(self) -> None:
         self._styles = None
         self._combined.clear()
+        self._strip_cache.clear()
         self.refresh()
 
     def flush(self) -> None:
@@ -329,6 +338,7 @@ class LogTail(ScrollView, can_focus=True):
 
     def search(self, pattern: str | None, *, ignore_case: bool = True) -> bool:
         """Highlight `pattern` and jump to its next match. Returns whether one was found."""
+        self._strip_cache.clear()
         if not pattern:
             self._search = None
             self.refresh()
@@ -356,6 +366,7 @@ class LogTail(ScrollView, can_focus=True):
         if following == self.following:
             return
         self.following = following
+        self.set_class(following, "-following")
         if following:
             self.new_while_paused = 0
             self.cursor = None
@@ -599,14 +610,30 @@ class LogTail(ScrollView, can_focus=True):
         self._time_cache = (ts, text)
         return text
 
+    def render_lines(self, crop):
+        # the pane's base style is the same for every row of one paint: look it up once
+        self._base = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._base = None
+
     def render_line(self, y: int) -> Strip:
         index = self._view_top() + y
         width = self.size.width
-        base = self.rich_style
+        base = self._base or self.rich_style
         if index < 0 or index >= len(self._rows) or width <= 0:
             return Strip.blank(width, base)
         line = self._rows[index]
-        return self._render_row(line, width, base, index == self.cursor)
+        is_cursor = index == self.cursor
+        key = (line.seq, id(line), width, is_cursor, base)
+        strip = self._strip_cache.get(key)
+        if strip is None:
+            strip = self._render_row(line, width, base, is_cursor)
+            # reused while the line scrolls up the pane: Textual's own per-strip caches
+            # (crop, filters) are kept too
+            self._strip_cache[key] = strip
+        return strip
 
     def _style(self, name: str, base: Style, cursor: bool) -> Style:
         key = (name, base, cursor)
@@ -644,7 +671,7 @@ class LogTail(ScrollView, can_focus=True):
         if not text.isascii():
             text = _fit_cells(text, room)
         elif len(text) > room:
-            text = text[: max(0, room - 1)] + "…" if room else ""
+            text = text[:room]  # cut at the edge (ASCII keeps width math on the fast path)
         cells = len(prefix) + len(label) + (cell_len(text) if not text.isascii() else len(text))
         pad = " " * max(0, width - cells)
         style = self._style
@@ -677,8 +704,8 @@ def _fit_cells(text: str, room: int) -> str:
     used = 0
     for ch in text:
         w = cell_len(ch)
-        if used + w > max(0, room - 1):
+        if used + w > room:
             break
         out.append(ch)
         used += w
-    return "".join(out) + ("…" if room else "")
+    return "".join(out)
