@@ -319,10 +319,17 @@ class _Builder:
                     self.routers["restart"].add(name, "process.restart")
         for s in self.c.services:
             if s.health_url:
+                from .docker import role_of
                 from .http import HttpCheck
+                from .model import Severity
+                from .rules import RuleContext
 
+                role = role_of(s.name, RuleContext(config=self.c))
+                playbook = s.playbook or {"api": "api-down", "listener": "listener-failure"}.get(role, "service-down")
                 chk = HttpCheck(f"health.{s.name}", s.health_url, latency_warn=s.latency_warn,
-                                interval=s.interval or self.interval, timeout=s.timeout or self.timeout)
+                                interval=s.interval or self.interval, timeout=s.timeout or self.timeout,
+                                severity=Severity.P0 if role == "api" else Severity.P1,
+                                playbook=playbook, target=f"service:{s.name}")
                 self.add(chk)
             # restarts through a command for services that are neither docker nor process
             if s.kind not in ("docker", "process") and s.restart_via in templates:
