@@ -592,24 +592,28 @@ class ReleaseVerifier:
                 bad = await self.chain.cross_check_blocks({n: h for n, h in blocks_seen.items() if h})
             except Exception:
                 bad = {}
-        # An empty eth_getLogs for blocks the node has not indexed yet is not proof: check
-        # the logsBloom of the most recent blocks for orders that were not found.
+        # An empty eth_getLogs for blocks the node has not indexed yet is not proof: the
+        # logsBloom of the most recent blocks is checked for orders that were not found, and a
+        # matching block's receipts (authoritative, not the log index) settle the question.
         missing = [o for o in todo if o.id not in found]
-        suspicious: dict[str, int] = {}
+        unresolved: dict[str, int] = {}
         if missing and self.bloom_window > 0:
             try:
-                suspicious = await self._bloom_check([topics[o.id] for o in missing], head, start)
+                by_topic_oid = {topics[o.id]: o.id for o in missing}
+                from_receipts, unresolved = await self._bloom_check(list(by_topic_oid), head, start)
             except (BackendError, RpcError) as exc:
                 return unknown_all(f"RPC error: {describe_exception(exc)}")
+            for t, log in from_receipts.items():
+                found[by_topic_oid[t]] = log
         for o in todo:
             log = found.get(o.id)
             if log is None:
-                bn = suspicious.get(topics[o.id])
+                bn = unresolved.get(topics[o.id])
                 if bn is not None:
                     out[o.id] = OrderVerdict(
                         order_id=o.id, verdict=Verdict.UNKNOWN, checked_to_block=head, block=bn,
                         reason=f"no {self.event_name} returned, but block {bn}'s logsBloom matches "
-                               "(node has not indexed its logs?)",
+                               "and its receipts cannot be read",
                     )
                     continue
                 out[o.id] = OrderVerdict(
@@ -640,18 +644,22 @@ class ReleaseVerifier:
         return out
 
 
-    async def _bloom_check(self, order_topics: list[str], head: int, start: int) -> dict[str, int]:
-        """Order topics whose release *may* be in one of the last `bloom_window` blocks
-        according to the blocks' logsBloom (address, event topic and order topic all present)."""
-        from .jsonrpc import parse_int
+    async def _bloom_check(self, order_topics: list[str], head: int,
+                           start: int) -> tuple[dict[str, dict], dict[str, int]]:
+        """For order topics whose release *may* be in one of the last `bloom_window` blocks
+        (address, event topic and order topic all in the block's logsBloom), read those
+        blocks' receipts. Returns (release logs found in receipts by topic, topics whose
+        matching block's receipts could not be read -> that block)."""
+        from .jsonrpc import RpcError, parse_int
 
         first = max(start, head - self.bloom_window + 1)
         nums = list(range(first, head + 1))
         if not nums:
-            return {}
-        res = await self.chain.endpoints.request_batch(
-            [("eth_getBlockByNumber", [hex(n), False]) for n in nums], time_limit=self.chain.spec.timeout)
-        out: dict[str, int] = {}
+            return {}, {}
+        es = self.chain.endpoints
+        t = self.chain.spec.timeout
+        res = await es.request_batch([("eth_getBlockByNumber", [hex(n), False]) for n in nums], time_limit=t)
+        matches: dict[int, list[str]] = {}
         base = [bytes.fromhex(self.address[2:]), bytes.fromhex(self.topic0[2:])]
         for n, b in zip(nums, res, strict=True):
             if not isinstance(b, dict) or not b.get("logsBloom"):
@@ -659,10 +667,30 @@ class ReleaseVerifier:
             bloom = parse_int(b["logsBloom"])
             if not all(_in_bloom(bloom, item) for item in base):
                 continue
-            for t in order_topics:
-                if t not in out and _in_bloom(bloom, bytes.fromhex(t[2:])):
-                    out[t] = n
-        return out
+            hit = [tp for tp in order_topics if _in_bloom(bloom, bytes.fromhex(tp[2:]))]
+            if hit:
+                matches[n] = hit
+        if not matches:
+            return {}, {}
+        blocks = sorted(matches)
+        receipts = await es.request_batch([("eth_getBlockReceipts", [hex(n)]) for n in blocks], time_limit=t)
+        found: dict[str, dict] = {}
+        unresolved: dict[str, int] = {}
+        addr = self.address.lower()
+        for n, rc in zip(blocks, receipts, strict=True):
+            if isinstance(rc, RpcError) or not isinstance(rc, list):
+                for tp in matches[n]:
+                    unresolved.setdefault(tp, n)
+                continue
+            for r in rc:
+                for log in (r or {}).get("logs") or []:
+                    tps = [x.lower() for x in log.get("topics") or []]
+                    if (str(log.get("address", "")).lower() == addr and len(tps) > 1
+                            and tps[0] == self.topic0.lower() and tps[1] in matches[n]):
+                        found.setdefault(tps[1], log)
+        for tp in found:
+            unresolved.pop(tp, None)
+        return found, unresolved
 
 
 def _in_bloom(bloom: int, item: bytes) -> bool:

@@ -666,8 +666,22 @@ async def test_empty_getlogs_contradicted_by_logs_bloom_is_unknown(anvil, escrow
 
     chain.get_logs_chunked = lying
     out = await v.verify([Order(id=oid, state="PENDING"), Order(id=other, state="PENDING")])
-    assert out[oid].verdict is Verdict.UNKNOWN and "logsBloom" in out[oid].reason
+    # the block's logsBloom matched, its receipts hold the release
+    assert out[oid].verdict is Verdict.RELEASED and out[oid].amount == 9
     assert out[other].verdict is Verdict.NOT_RELEASED  # its topic is not in the bloom
+    # receipts unreadable (a node without eth_getBlockReceipts): unknown, never "not released"
+    orig = chain.endpoints.request_batch
+
+    async def no_receipts(calls, **kw):
+        if calls and calls[0][0] == "eth_getBlockReceipts":
+            from backends.jsonrpc import RpcError
+
+            return [RpcError(-32601, "the method eth_getBlockReceipts does not exist") for _ in calls]
+        return await orig(calls, **kw)
+
+    chain.endpoints.request_batch = no_receipts
+    out = await v.verify([Order(id=oid, state="PENDING")])
+    assert out[oid].verdict is Verdict.UNKNOWN and "logsBloom" in out[oid].reason
     anvil.mine(20)  # out of the bloom window: a plain "not released up to head"
     out = await v.verify([Order(id=oid, state="PENDING")])
     assert out[oid].verdict is Verdict.NOT_RELEASED
