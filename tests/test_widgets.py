@@ -637,3 +637,34 @@ async def test_header_frozen_clock_incident_sla_and_badge():
         assert "no open incident" in header.shown("left")
         assert "READ-ONLY" not in header.shown("right")
 
+
+
+async def test_a_thousand_breakers_list_hot_ones_and_update_one_row():
+    from backends.model import BreakerReading, BreakersReading
+
+    def reading(open_ids: set[int]) -> BreakersReading:
+        items = tuple(BreakerReading(source="breakers", at=NOW, name=f"t-{i:04d}",
+                                     state="open" if i in open_ids else "closed", failures=3 if i in open_ids else 0,
+                                     last_failure_at=NOW - timedelta(seconds=60 * i), half_open_in_s=30 if i in open_ids else None)
+                      for i in range(1000))
+        return BreakersReading(source="breakers", at=NOW, breakers=items, total=1000, open=len(open_ids))
+
+    pane = BreakersPane(hold_s=0)
+    app = PaneApp(pane, snapshot=snap([status("breakers", "breakers")], {"breakers": (reading({500, 900}),)}))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        keys = pane.row_keys()
+        assert keys[:2] == ["t-0500", "t-0900"]  # open first, most recent failure first
+        assert len(keys) == 2 + 50  # then the 50 most recently failed closed ones
+        assert keys[2:5] == ["t-0000", "t-0001", "t-0002"]
+        before = pane.update_calls
+        pane.show(snap([status("breakers", "breakers")], {"breakers": (reading({500, 900}),)}, at=NOW))
+        await pilot.pause()
+        assert pane.update_calls == before  # same data: nothing rebuilt, nothing updated
+        pane.show(snap([status("breakers", "breakers")], {"breakers": (reading({500, 900, 3}),)}, at=NOW))
+        await pilot.pause()
+        keys2 = pane.row_keys()
+        assert keys2[:3] == ["t-0003", "t-0500", "t-0900"]  # t-0003 opened (failed most recently): on top
+        assert len(keys2) == 3 + 50
+        assert cell(pane, "t-0003", "status").plain == "✖ OPEN"
+        assert pane.shown("summary").startswith("✖ 3 open")

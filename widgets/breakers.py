@@ -6,6 +6,8 @@ Keys: `b` reset the breaker under the cursor, `B` reset all open breakers, `ente
 
 from __future__ import annotations
 
+import heapq
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -17,10 +19,17 @@ from .common import Health, Row, TablePane, age_s, fmt_coarse, fmt_duration, fmt
 
 STATE_STATUS = {"open": Status.CRIT, "half-open": Status.WARN, "closed": Status.OK}
 STATE_RANK = {"open": 0, "half-open": 1, "closed": 2}
-MAX_CLOSED_ROWS = 100  # closed breakers beyond this are counted, not listed
+MAX_CLOSED_ROWS = 50  # closed breakers beyond this are counted, not listed
+
+
+_CANON = {"open": "open", "closed": "closed", "half-open": "half-open", "OPEN": "open", "CLOSED": "closed",
+          "HALF_OPEN": "half-open", "half_open": "half-open", "HALF-OPEN": "half-open"}
 
 
 def normal_state(state: str) -> str:
+    fast = _CANON.get(state)
+    if fast is not None:
+        return fast
     s = (state or "").strip().lower().replace("_", "-").replace(" ", "-")
     return "half-open" if s in ("half-open", "halfopen") else s or "closed"
 
@@ -80,36 +89,48 @@ class BreakersPane(TablePane):
         items, _, _, _ = self.breakers_of(readings)
         now = snapshot.at
 
-        def order(b: BreakerReading):
-            last = age_s(b.last_failure_at, now)
-            return (STATE_RANK.get(normal_state(b.state), 1), last if last is not None else float("inf"), b.name)
-
+        # not-closed first (by state, then most recent failure); then the most recently failed
+        # closed ones, at most MAX_CLOSED_ROWS of them (1,000 breakers stay cheap)
+        never = datetime.min.replace(tzinfo=UTC)
+        hot: list[tuple[int, BreakerReading]] = []
+        cold: list[BreakerReading] = []
+        for b in items:
+            rank = STATE_RANK.get(normal_state(b.state), 1)
+            if rank == 2:
+                cold.append(b)
+            else:
+                hot.append((rank, b))
+        hot.sort(key=lambda rb: (rb[0], -(rb[1].last_failure_at or never).timestamp(), rb[1].name))
+        cold = heapq.nlargest(MAX_CLOSED_ROWS, cold, key=lambda b: (b.last_failure_at or never, b.name))
         rows: list[Row] = []
-        closed = 0
         seen: set[str] = set()
-        for b in sorted(items, key=order):
-            state = normal_state(b.state)
-            if state == "closed":
-                closed += 1
-                if closed > MAX_CLOSED_ROWS:
-                    break
+        for b in [b for _, b in hot] + cold:
             if b.name in seen:
                 continue
             seen.add(b.name)
+            rows.append(self._row(b, now, st))
+        return rows
+
+    def _row(self, b: BreakerReading, now, st) -> Row:
+        state = normal_state(b.state)
+        half_in = "-"
+        if state == "open":
+            half_in = "due" if b.half_open_in_s is not None and b.half_open_in_s <= 0 else (
+                fmt_duration(b.half_open_in_s) if b.half_open_in_s is not None else "?")
+        last = f"{fmt_coarse(age_s(b.last_failure_at, now))} ago" if b.last_failure_at else "-"
+
+        def cells() -> tuple[Text, ...]:
             status = STATE_STATUS.get(state, Status.UNKNOWN)
-            half_in = "-"
-            if state == "open":
-                half_in = "due" if b.half_open_in_s is not None and b.half_open_in_s <= 0 else (
-                    fmt_duration(b.half_open_in_s) if b.half_open_in_s is not None else "?")
-            cells = (
+            return (
                 st.status_cell(status, state.upper()),
                 Text(b.name, style="bold" if state != "closed" else ""),
                 Text(fmt_int(b.failures), style=st.of(status) if b.failures and state != "closed" else ""),
-                Text(f"{fmt_coarse(age_s(b.last_failure_at, now))} ago" if b.last_failure_at else "-"),
+                Text(last),
                 Text(half_in),
             )
-            rows.append(Row(b.name, cells, b, b.source, search=f"{b.name} {state}"))
-        return rows
+
+        return Row(b.name, (), b, b.source, search=f"{b.name} {state}",
+                   fingerprint=(state, b.failures, last, half_in), make=cells)
 
     def _breaker(self) -> BreakerReading | None:
         row = self.cursor_row()

@@ -218,6 +218,15 @@ class Row:
     source: str = ""
     stale: bool = False
     search: str = ""  # what the filter matches; default: the row's text
+    # Optional fast path for big tables: when `fingerprint` (plain values) equals the last
+    # one shown, the cells are not rebuilt; `make()` builds them when needed.
+    fingerprint: tuple | None = None
+    make: Callable[[], tuple[Text, ...]] | None = None
+
+    def ensure_cells(self) -> Row:
+        if not self.cells and self.make is not None:
+            self.cells = self.make()
+        return self
 
 
 def _sig(cell: Text) -> tuple:
@@ -278,6 +287,7 @@ class TablePane(Vertical):
         self._snapshot: Snapshot | None = None
         self._rows: dict[str, tuple] = {}
         self._items: dict[str, Row] = {}
+        self._fingerprints: dict[str, tuple] = {}
         self._pending = False
         self._timer: Timer | None = None
         self._texts: dict[str, tuple] = {}
@@ -315,6 +325,7 @@ class TablePane(Vertical):
             return
         self._styles = styles
         self._rows = {k: tuple(None for _ in v) for k, v in self._rows.items()}
+        self._fingerprints.clear()
         self._texts.clear()
         if self._snapshot is not None:
             self._apply(self._snapshot, table_too=True)
@@ -481,15 +492,25 @@ class TablePane(Vertical):
         stale = self._styles.stale
         cells = tuple(self._styles.stale_cell() if i == self.STATUS_INDEX else Text(c.plain, style=stale)
                       for i, c in enumerate(row.cells))
-        return Row(row.key, cells, row.item, row.source, True, row.search)
+        return Row(row.key, cells, row.item, row.source, True, row.search, row.fingerprint, row.make)
 
     def _sync_rows(self, rows: list[Row]) -> None:
         table = self.table
         wanted: list[Row] = []
         for row in rows:
-            if self._matcher is not None and not self._matcher(row.search or " ".join(c.plain for c in row.cells)):
+            if self._matcher is not None and not self._matcher(
+                    row.search or " ".join(c.plain for c in row.ensure_cells().cells)):
                 continue
-            if row.stale or row.source in self._degraded:
+            stale = row.stale or row.source in self._degraded
+            if row.fingerprint is not None:
+                fp = (row.fingerprint, stale)
+                if self._fingerprints.get(row.key) == fp and row.key in self._rows:
+                    row.stale = stale
+                    wanted.append(row)  # unchanged: cells are not rebuilt
+                    continue
+                self._fingerprints[row.key] = fp
+            row.ensure_cells()
+            if stale:
                 row = self.stale_row(row)
             wanted.append(row)
         keys = [r.key for r in wanted]
@@ -502,7 +523,11 @@ class TablePane(Vertical):
                 table.remove_row(gone)
                 del self._rows[gone]
                 self._items.pop(gone, None)
+                self._fingerprints.pop(gone, None)
             for row in wanted:
+                if not row.cells:  # unchanged fingerprint
+                    self._items[row.key] = row
+                    continue
                 sig = tuple(_sig(c) for c in row.cells)
                 old = self._rows.get(row.key)
                 if old is None:
@@ -552,7 +577,7 @@ class TablePane(Vertical):
         row = self.cursor_row()
         if row is None:
             return ""
-        return " ".join(c.plain for c in row.cells if c.plain).strip()
+        return " ".join(c.plain for c in row.ensure_cells().cells if c.plain).strip()
 
     def action_context(self, verb: str) -> dict:  # noqa: ARG002 - app contract
         return {}
