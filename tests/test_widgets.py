@@ -117,7 +117,7 @@ def test_dependency_order_and_cycles():
 
 def test_target_params_and_sla():
     assert target_params("service:api-gateway") == {"service": "api-gateway"}
-    assert target_params("breaker:t1") == {"name": "t1"}
+    assert target_params("breaker:t1") == {"trigger_id": "t1"}
     assert target_params("nonsense") == {}
     assert sla_text(NOW + timedelta(minutes=12, seconds=4), NOW) == ("SLA 12m04s left", Status.OK)
     assert sla_text(NOW + timedelta(seconds=90), NOW)[1] is Status.WARN
@@ -386,13 +386,14 @@ async def test_orders_multi_select_posts_selected_ids():
         assert pane.selected_ids() == ["ord-1001", "ord-1003"]
         assert cell(pane, "ord-1001", "sel").plain == "◉" and cell(pane, "ord-1002", "sel").plain == "○"
         assert "2 selected" in pane.shown("summary")
-        await pilot.press("f")
-        await pilot.press("v")
+        await pilot.press("f", "v", "F", "R")
         await pilot.pause()
         got = actions(app)
         assert [(m.action_id, m.params) for m in got] == [
             ("orders.fix", {"order_ids": ["ord-1001", "ord-1003"]}),
             ("orders.verify", {"ids": ["ord-1001", "ord-1003"]}),
+            ("orders.bulk_fix", {}),  # by age: never silently wider than the selection
+            ("orders.reconcile", {}),
         ]
         assert got[0].target == "orders:2 selected"
         # unselect one: the cursor's order is used when nothing is selected
@@ -474,7 +475,7 @@ async def test_breaker_chain_queue_findings_keys():
         await pilot.press("b", "B")
         await pilot.pause()
         assert [(m.action_id, m.params) for m in actions(app)] == [
-            ("breaker.reset", {"name": "trigger-7f3a"}), ("breaker.reset_all", {})]
+            ("breaker.reset", {"trigger_id": "trigger-7f3a"}), ("breaker.reset_all", {})]
 
     pane = ChainPane()
     app = PaneApp(pane, snapshot=chain_snapshot())

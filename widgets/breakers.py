@@ -141,11 +141,11 @@ class BreakersPane(TablePane):
         if b is None:
             self.app.bell()
             return
-        self.request("breaker.reset", {"name": b.name}, f"breaker:{b.name}")
+        self.request("breaker.reset", {"trigger_id": b.name}, f"breaker:{b.name}")
 
     def action_reset_all(self) -> None:
         self.request("breaker.reset_all", {}, "breakers:all open")
 
     def action_context(self, verb: str) -> dict:
         b = self._breaker()
-        return {"name": b.name} if b is not None else {}
+        return {"trigger_id": b.name} if b is not None else {}

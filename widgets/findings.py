@@ -24,7 +24,7 @@ SEVERITY_STATUS = {Severity.P0: Status.CRIT, Severity.P1: Status.CRIT, Severity.
 PlaybookHint = Callable[[Finding], "tuple[Any, str | None] | None"]
 
 # "service:api-gateway" -> the params of the actions that act on it
-TARGET_PARAMS = {"service": "service", "queue": "queue", "breaker": "name", "chain": "chain",
+TARGET_PARAMS = {"service": "service", "queue": "queue", "breaker": "trigger_id", "chain": "chain",
                  "order": "order_id", "pid": "pid"}
 
 

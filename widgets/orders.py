@@ -2,8 +2,10 @@
 with their on-chain verdict (released ✓ final / released (n conf) / not released / unknown).
 
 Keys: `space` select / unselect the order under the cursor, `a` select all shown / none,
-`f` fix (the selected orders, else the one under the cursor), `F` bulk fix, `v` verify on
-chain, `R` reconcile, `enter` detail. Selected ids go into the action's params.
+`f` fix (the order under the cursor, or the selected orders: `order_ids`), `v` verify on
+chain (the selected orders, else the one under the cursor: `ids`), `F` bulk fix and `R`
+reconcile (both by age, as the playbook says: they never take the selection, so a plan
+never silently covers more orders than the operator picked), `enter` detail.
 """
 
 from __future__ import annotations
@@ -201,11 +203,7 @@ class OrdersPane(TablePane):
             self.request("orders.fix", {"order_ids": ids}, f"orders:{len(ids)} selected")
 
     def action_bulk_fix(self) -> None:
-        ids = self.selected_ids()
-        if ids:
-            self.request("orders.bulk_fix", {"order_ids": ids}, f"orders:{len(ids)} selected")
-        else:
-            self.request("orders.bulk_fix", {}, "orders:stuck")
+        self.request("orders.bulk_fix", {}, "orders:stuck")
 
     def action_verify(self) -> None:
         ids = self._targets()
@@ -213,9 +211,7 @@ class OrdersPane(TablePane):
                      f"orders:{len(ids)} selected" if len(ids) > 1 else (f"order:{ids[0]}" if ids else "orders:stuck"))
 
     def action_reconcile(self) -> None:
-        ids = self.selected_ids()
-        self.request("orders.reconcile", {"order_ids": ids} if ids else {},
-                     f"orders:{len(ids)} selected" if ids else "orders:stuck")
+        self.request("orders.reconcile", {}, "orders:stuck")
 
     def action_context(self, verb: str) -> dict:
         ids = self._targets()
