@@ -1,0 +1,129 @@
+"""`warroom demo`: start the sandbox stack and open the console on it.
+
+`warroom demo --stack-only` starts the stack alone, prints the path of its generated
+config and keeps running until interrupted (Ctrl-C / SIGTERM): for `warroom drill`,
+headless commands, a second console (`warroom --config PATH`) and benchmarks.
+Quitting stops everything the sandbox started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack-only", action="store_true",
+                        help="start the stack without the console; print its config path; run until interrupted")
+    parser.add_argument("--ports", choices=("fixed", "auto"), default="fixed",
+                        help="fixed: the sandbox's usual ports (API 18080, RPC 18546/18545, Postgres 15432, "
+                             "Redis 16379, webhook 18090); auto: free ports chosen at start")
+    parser.add_argument("--order-every", type=float, default=2.0, metavar="SECONDS",
+                        help="the order flow's rate: one order every SECONDS (default 2)")
+    parser.add_argument("--chain", choices=("auto", "anvil", "py-evm"), default="auto",
+                        help="auto: anvil when installed, else an in-process py-evm chain")
+
+
+def _process_age() -> float:
+    """Seconds since this process started (the time from the command, not from run())."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:  # noqa: BLE001
+        return 0.0
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - signal handler
+    raise _Interrupted()
+
+
+def run(args: argparse.Namespace) -> int:
+    t_cmd = time.monotonic() - _process_age()
+    from sandbox.stack import SandboxError, Stack
+
+    use_anvil = {"auto": None, "anvil": True, "py-evm": False}[args.chain]
+    stack = Stack(ports=args.ports, order_every=args.order_every, use_anvil=use_anvil)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        print("warroom demo: starting the sandbox (PostgreSQL, Redis, chain, services)...", flush=True)
+        try:
+            stack.start()
+        except SandboxError as exc:
+            print(f"warroom demo: {exc}", file=sys.stderr)
+            return 2
+        ready = time.monotonic() - t_cmd
+        print(f"sandbox ready in {ready:.1f}s ({stack.chain_kind} chain; run dir {stack.run_dir})", flush=True)
+        if args.stack_only:
+            return _stack_only(stack, ready)
+        return _console(stack, t_cmd)
+    except (KeyboardInterrupt, _Interrupted):
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        stack.stop()
+        print("sandbox stopped: processes ended, ports freed, run dir removed", flush=True)
+
+
+def _stack_only(stack, ready: float) -> int:
+    from sandbox.stack import DEV_KEYS, OWNER_KEY_ENV
+
+    print(f"config:     {stack.config_path}")
+    print(f"state file: {stack.state_path}")
+    print(f"logs:       {stack.run_dir / 'logs'}")
+    print(f"API:        http://127.0.0.1:{stack.ports['api']}/api/v1/health")
+    print("a console on it:")
+    print(f"  {OWNER_KEY_ENV}={DEV_KEYS[0]} warroom --config {stack.config_path}")
+    print("drills: `warroom drill` lists them; Ctrl-C stops the sandbox", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def _console(stack, t_cmd: float) -> int:
+    import asyncio
+
+    from backends.config import load_config
+    from backends.engine import build_engine
+    from backends.model import SourceState
+    from sandbox.drills import DrillObserver
+    from sandbox.stack import DEV_KEYS, OWNER_KEY_ENV
+    from tui.app import WarroomApp
+
+    os.environ.setdefault(OWNER_KEY_ENV, DEV_KEYS[0])  # anvil's public dev key: pause drills sign with it
+    config = load_config(stack.config_path)
+    engine = build_engine(config)
+    app = WarroomApp(engine, config=config)
+    populated: list[float] = []
+
+    def on_snapshot(snap) -> None:
+        if populated or not snap.sources:
+            return
+        polled = sum(1 for st in snap.sources.values() if st.state is not SourceState.PENDING)
+        if polled >= len(snap.sources):
+            populated.append(time.monotonic() - t_cmd)
+            app.notify(f"sandbox console populated {populated[0]:.1f}s after `warroom demo` "
+                       "(`warroom drill` in another terminal injects a fault)", timeout=8)
+
+    engine.monitor.subscribe(on_snapshot)
+    observer = DrillObserver(stack.run_dir, config=config)
+    engine.monitor.subscribe(observer.on_snapshot)
+
+    async def main() -> None:
+        await engine.start()
+        try:
+            await app.run_async()
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
+    if populated:
+        print(f"console populated {populated[0]:.1f}s after the command "
+              f"(stack ready in {stack.timings.get('ready', 0):.1f}s)")
+    return int(app.return_code or 0)

@@ -1,0 +1,577 @@
+"""Fault drills for the sandbox: inject a seed's emergency, see warroom find it, fix it.
+
+Each drill names what it breaks, the finding warroom should raise (and its playbook),
+and the playbook's fix. `inject()` breaks the running sandbox and records the time in
+`<run-dir>/state/drills.json`; a `DrillObserver` subscribed to an engine's monitor (the
+demo console, `warroom drill`, a test) records when the expected finding first
+appeared (detection) and when the system recovered. `undo()` removes the fault.
+`apply_fix()` runs the playbook's fix through the engine's actions (audited), the way
+an operator would from the console.
+
+Heavy libraries are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backends.model import ContractReading, Finding, ServiceReading, Severity, Snapshot, SourceState
+from sandbox.stack import (
+    OWNER,
+    SandboxError,
+    load_settings,
+    pid_alive,
+    rpc,
+    service_pids,
+    spawn_service,
+    start_service,
+    stop_service,
+    wait_until,
+)
+
+EXPLOIT_AMOUNT = 5000 * 10**18
+FLOOD_JOBS = 60_000
+
+
+@dataclass
+class Ctx:
+    """The running sandbox a drill acts on."""
+
+    run_dir: Path
+    settings: dict[str, Any]
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> Ctx:
+        run_dir = Path(run_dir)
+        return cls(run_dir=run_dir, settings=load_settings(run_dir))
+
+    def flag(self, name: str) -> Path:
+        return self.run_dir / "flags" / name
+
+    def redis(self):
+        import redis
+
+        return redis.Redis.from_url(self.settings["redis_url"], socket_timeout=10)
+
+    @property
+    def node(self) -> str:
+        return self.settings["node_url"]
+
+    def send(self, tx: dict) -> str:
+        h = rpc(self.node, "eth_sendTransaction", [tx])
+        receipt = wait_until(lambda: rpc(self.node, "eth_getTransactionReceipt", [h]), 20, "transaction receipt")
+        if int(receipt["status"], 16) != 1:
+            raise SandboxError(f"transaction {h} reverted")
+        return h
+
+    def balance(self, address: str) -> int:
+        return int(rpc(self.node, "eth_getBalance", [address, "latest"]), 16)
+
+    def paused(self) -> bool:
+        out = rpc(self.node, "eth_call", [{"to": self.settings["escrow"], "data": self.settings["selectors"]["paused"]},
+                                          "latest"])
+        return bool(int(out, 16)) if out and out != "0x" else False
+
+
+@dataclass(frozen=True)
+class Drill:
+    name: str
+    title: str
+    does: str  # what the injection does
+    expect: str  # the finding warroom should raise
+    playbook: str
+    fix: str  # the playbook's fix, as an operator applies it
+    inject: Callable[[Ctx], str]
+    undo: Callable[[Ctx], str]
+    detect: Callable[[Snapshot], list[Finding]]
+    recovered: Callable[[Snapshot, dict], bool]  # (snapshot, record incl. audit facts) -> recovered?
+    fix_steps: tuple[tuple[str, dict], ...] = ()  # (action id, params) run through the engine
+    external_fix: Callable[[Ctx], str] | None = None  # the part of the fix outside warroom (fix the webhook)
+
+
+# --------------------------------------------------------------------------- finding matchers
+
+
+def _by_playbook(*ids: str, max_severity: Severity = Severity.P3) -> Callable[[Snapshot], list[Finding]]:
+    def match(snap: Snapshot) -> list[Finding]:
+        return [f for f in snap.findings if f.playbook in ids and f.severity <= max_severity]
+    return match
+
+
+def _by_key(prefix: str, *, contains: str = "", suffix: str = "",
+            max_severity: Severity = Severity.P3) -> Callable[[Snapshot], list[Finding]]:
+    def match(snap: Snapshot) -> list[Finding]:
+        return [f for f in snap.findings if f.key.startswith(prefix) and contains in f.key
+                and f.key.endswith(suffix) and f.severity <= max_severity]
+    return match
+
+
+def _service_running(snap: Snapshot, name: str) -> bool:
+    return any(r.name == name and r.state == "running" for r in snap.of_type(ServiceReading))
+
+
+def _none(matcher: Callable[[Snapshot], list[Finding]], *, running: str | None = None):
+    def recovered(snap: Snapshot, record: dict) -> bool:
+        if matcher(snap):
+            return False
+        return running is None or _service_running(snap, running)
+    return recovered
+
+
+# --------------------------------------------------------------------------- injections
+
+
+def _kill(ctx: Ctx, service: str, sig: int) -> str:
+    pid = service_pids(ctx.run_dir).get(service)
+    if pid is None:
+        raise SandboxError(f"{service} is not running")
+    os.kill(pid, sig)
+    return f"sent {signal.Signals(sig).name} to {service} (pid {pid})"
+
+
+def _ensure_running(ctx: Ctx, service: str) -> str:
+    for name, pid in service_pids(ctx.run_dir).items():
+        if name == service:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            return f"{service} running (pid {pid})"
+    return f"{service} started (pid {start_service(ctx.run_dir, service)})"
+
+
+def inject_listener_crash(ctx: Ctx) -> str:
+    return _kill(ctx, "event-listener", signal.SIGKILL)
+
+
+def inject_listener_hang(ctx: Ctx) -> str:
+    return _kill(ctx, "event-listener", signal.SIGSTOP)
+
+
+def inject_queue_flood(ctx: Ctx) -> str:
+    r = ctx.redis()
+    triggers = ctx.settings["triggers"]
+    now = time.time()
+    try:
+        jobs = [json.dumps({"id": f"flood-{i}", "trigger_id": triggers[i % len(triggers)], "type": "flood",
+                            "enqueued_at": now}) for i in range(FLOOD_JOBS)]
+        pipe = r.pipeline(transaction=False)
+        for i in range(0, FLOOD_JOBS, 10_000):
+            pipe.lpush(ctx.settings["queue"], *jobs[i:i + 10_000])
+        pipe.execute()
+        depth = r.llen(ctx.settings["queue"])
+    finally:
+        r.close()
+    return f"pushed {FLOOD_JOBS:,} jobs onto {ctx.settings['queue']} (depth now {depth:,})"
+
+
+def undo_queue_flood(ctx: Ctx) -> str:
+    from sandbox.ctl import scale_workers
+
+    r = ctx.redis()
+    key = ctx.settings["queue"]
+    try:
+        jobs = r.lrange(key, 0, -1)
+        keep = [j for j in jobs if b'"type": "flood"' not in j]
+        pipe = r.pipeline(transaction=True)
+        pipe.delete(key)
+        if keep:
+            pipe.rpush(key, *keep)
+        pipe.execute()
+    finally:
+        r.close()
+    scale_workers(ctx.run_dir, 1)
+    return f"removed {len(jobs) - len(keep):,} flood job(s); action workers back to 1 process"
+
+
+def inject_breaker_storm(ctx: Ctx) -> str:
+    ctx.flag("webhook-down").touch()
+    r = ctx.redis()
+    try:
+        now = time.time()
+        jobs = [json.dumps({"id": str(uuid.uuid4()), "trigger_id": t, "type": "storm", "enqueued_at": now})
+                for t in ctx.settings["triggers"] for _ in range(8)]
+        r.lpush(ctx.settings["queue"], *jobs)
+    finally:
+        r.close()
+    return f"webhook now answers 500; pushed {len(jobs)} jobs across {len(ctx.settings['triggers'])} triggers"
+
+
+def fix_webhook(ctx: Ctx) -> str:
+    with contextlib.suppress(FileNotFoundError):
+        ctx.flag("webhook-down").unlink()
+    return "webhook answers 200 again"
+
+
+def inject_rpc_outage(ctx: Ctx) -> str:
+    pid = stop_service(ctx.run_dir, "rpc-primary")
+    if pid is None:
+        raise SandboxError("rpc-primary is not running")
+    return f"stopped the primary RPC endpoint {ctx.settings['rpc_urls'][0]} (pid {pid})"
+
+
+def inject_pool_exhaustion(ctx: Ctx) -> str:
+    proc = spawn_service(ctx.run_dir, "hog", "--connections", "45", detach=True, log_as="report-job")
+    wait_until(lambda: (ctx.run_dir / "pids" / "report-job.pid").exists() or proc.poll() is not None, 20,
+               "the long-running report job")
+    return f"started a report job holding 45 connections with pg_sleep queries (pid {proc.pid})"
+
+
+def undo_pool_exhaustion(ctx: Ctx) -> str:
+    pid = stop_service(ctx.run_dir, "report-job")
+    return f"stopped the report job (pid {pid})" if pid else "no report job running"
+
+
+def inject_api_down(ctx: Ctx) -> str:
+    return _kill(ctx, "api-gateway", signal.SIGKILL)
+
+
+def inject_gas_low(ctx: Ctx) -> str:
+    s = ctx.settings
+    gas_price = int(rpc(ctx.node, "eth_gasPrice"), 16) * 2
+    bal = ctx.balance(s["arbiter"])
+    value = bal - 21_000 * gas_price - 2 * 10**16
+    if value <= 0:
+        return f"arbiter balance already low ({bal / 1e18:.4f} ETH)"
+    ctx.send({"from": s["arbiter"], "to": s["funder"], "value": hex(value), "gas": hex(21_000),
+              "gasPrice": hex(gas_price)})
+    return f"drained the arbiter (gas bank) to {ctx.balance(s['arbiter']) / 1e18:.4f} ETH"
+
+
+def undo_gas_low(ctx: Ctx) -> str:
+    from sandbox.ctl import refill
+
+    if ctx.balance(ctx.settings["arbiter"]) >= 100 * 10**18:
+        return "arbiter balance is above its minimum"
+    return refill(ctx.run_dir)
+
+
+def inject_contract_exploit(ctx: Ctx) -> str:
+    s = ctx.settings
+    if ctx.paused():
+        raise SandboxError("the escrow is paused: unpause it first (warroom drill contract-exploit --undo)")
+    from sandbox.services.common import release_calldata
+
+    hashes = []
+    for i in range(5):
+        oid = f"x-{uuid.uuid4().hex[:10]}-{i}"
+        hashes.append(ctx.send({"from": OWNER, "to": s["escrow"], "gas": hex(120_000),
+                                "data": release_calldata(s["selectors"]["release"], oid, EXPLOIT_AMOUNT)}))
+    return f"released {len(hashes)} x {EXPLOIT_AMOUNT // 10**18:,} ETH from the escrow to unknown orders"
+
+
+def undo_contract_exploit(ctx: Ctx) -> str:
+    if not ctx.paused():
+        return "escrow is not paused"
+    ctx.send({"from": OWNER, "to": ctx.settings["escrow"], "data": ctx.settings["selectors"]["unpause"],
+              "gas": hex(100_000)})
+    return "escrow unpaused"
+
+
+def _escrow_paused(snap: Snapshot, record: dict) -> bool:
+    return any(c.name == "escrow" and c.paused for c in snap.of_type(ContractReading))
+
+
+def _rpc_recovered(snap: Snapshot, record: dict) -> bool:
+    """Recovered when no active endpoint is down, or every endpoint is not down and an
+    operator failed over since the injection (the failover lives in that console)."""
+    active_down = _by_key("rpc-failure:", max_severity=Severity.P1)(snap)
+    if not active_down:
+        return True
+    all_down = [f for f in active_down if f.severity is Severity.P0]
+    return not all_down and bool(record.get("audit", {}).get("chain.failover"))
+
+
+# --------------------------------------------------------------------------- the drills
+
+_LISTENER = _by_playbook("listener-failure", "orders-stuck")
+_SILENCE = _by_key("logs:silence:", contains="event-listener")
+_QUEUE = _by_playbook("queue-overflow")
+_BREAKERS_ALL = _by_key("breakers:", suffix=":all-open")
+_RPC = _by_key("rpc-failure:", max_severity=Severity.P1)
+_POOL = _by_playbook("db-pool-exhausted")
+_API = _by_playbook("api-down")
+_GAS = _by_key("gas-low:")
+_EXPLOIT = _by_key("logs:pattern:", contains="event-listener")
+
+DRILLS: dict[str, Drill] = {d.name: d for d in (
+    Drill("listener-crash", "Event listener crash",
+          "kills the event listener (SIGKILL) while orders keep being released on chain",
+          "the listener is not running; orders stuck in PENDING while their release is on chain",
+          "listener-failure",
+          "restart the listener (service.restart), then reconcile what is released on chain (orders.reconcile)",
+          inject_listener_crash, lambda c: _ensure_running(c, "event-listener"),
+          _LISTENER, _none(_LISTENER, running="event-listener"),
+          fix_steps=(("service.restart", {"service": "event-listener"}), ("orders.reconcile", {}))),
+    Drill("listener-hang", "Event listener hung",
+          "stops the event listener (SIGSTOP): the process is alive but silent",
+          "no log line from the event listener (running but no activity)",
+          "listener-failure", "restart the listener (service.restart)",
+          inject_listener_hang, lambda c: _ensure_running(c, "event-listener"),
+          _SILENCE, _none(_LISTENER, running="event-listener"),
+          fix_steps=(("service.restart", {"service": "event-listener"}),)),
+    Drill("queue-flood", "Redis queue overflow",
+          f"pushes {FLOOD_JOBS:,} jobs onto action_jobs",
+          "queue action_jobs over its critical depth (50,000)", "queue-overflow",
+          "scale the action workers (command.scale-workers count=8) and watch the queue drain",
+          inject_queue_flood, undo_queue_flood, _QUEUE, _none(_QUEUE),
+          fix_steps=(("command.scale-workers", {"count": 8}),)),
+    Drill("breaker-storm", "All circuit breakers open",
+          "makes the webhook answer 500 while jobs keep coming",
+          "every circuit breaker open: no actions are executed", "all-breakers-open",
+          "fix the webhook first, then reset the open breakers (breaker.reset_all, type the count)",
+          inject_breaker_storm, fix_webhook, _BREAKERS_ALL, _none(_by_key("breakers:")),
+          fix_steps=(("breaker.reset_all", {}),), external_fix=fix_webhook),
+    Drill("rpc-outage", "Primary RPC down",
+          "stops the primary RPC endpoint (the proxy in front of the node)",
+          "the active RPC endpoint is down", "rpc-failure",
+          "fail over to the backup endpoint (chain.failover)",
+          inject_rpc_outage, lambda c: _ensure_running(c, "rpc-primary"), _RPC, _rpc_recovered,
+          fix_steps=(("chain.failover", {"chain": "sandbox"}),)),
+    Drill("pool-exhaustion", "Database connection pool exhausted",
+          "a report job holds 45 connections with long-running pg_sleep queries",
+          "connections near max_connections; long-running queries", "db-pool-exhausted",
+          "terminate the long-running queries (postgres.terminate all=True)",
+          inject_pool_exhaustion, undo_pool_exhaustion, _POOL, _none(_POOL),
+          fix_steps=(("postgres.terminate", {"all": True, "older_than": 2}),)),
+    Drill("api-down", "API gateway down",
+          "kills the API gateway (SIGKILL)", "the API gateway is not running; its health check fails",
+          "api-down", "restart the API gateway (service.restart)",
+          inject_api_down, lambda c: _ensure_running(c, "api-gateway"),
+          _API, _none(_API, running="api-gateway"),
+          fix_steps=(("service.restart", {"service": "api-gateway"}),)),
+    Drill("gas-low", "Gas bank depleted",
+          "drains the arbiter's balance (it pays every release's gas) below its minimum",
+          "the arbiter balance is below its minimum (50 ETH)", "gas-low",
+          "refill the gas bank (command.refill)",
+          inject_gas_low, undo_gas_low, _GAS, _none(_GAS),
+          fix_steps=(("command.refill", {}),)),
+    Drill("contract-exploit", "Smart contract exploit suspected",
+          f"a burst of {EXPLOIT_AMOUNT // 10**18:,} ETH releases to unknown orders",
+          "suspicious large releases in the listener's events (P0)", "contract-exploit",
+          "PAUSE the escrow (chain.pause); unpause when the incident is over",
+          inject_contract_exploit, undo_contract_exploit, _EXPLOIT, _escrow_paused,
+          fix_steps=(("chain.pause", {"chain": "sandbox", "contract": "escrow"}),)),
+)}
+
+
+def get(name: str) -> Drill:
+    try:
+        return DRILLS[name]
+    except KeyError:
+        raise SandboxError(f"unknown drill {name!r} (drills: {', '.join(DRILLS)})") from None
+
+
+# --------------------------------------------------------------------------- records
+
+
+def records_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "state" / "drills.json"
+
+
+@contextlib.contextmanager
+def _locked_records(run_dir: Path):
+    path = records_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.read(fd, 1 << 20)
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            data = {}
+        box = [data]
+        yield box
+        out = json.dumps(box[0], indent=2).encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, out)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_records(run_dir: Path) -> dict[str, dict]:
+    try:
+        return json.loads(records_path(run_dir).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def inject(run_dir: Path, name: str) -> dict:
+    drill = get(name)
+    ctx = Ctx.of(run_dir)
+    detail = drill.inject(ctx)
+    record = {"name": name, "injected_at": time.time(), "detail": detail}
+    with _locked_records(run_dir) as box:
+        box[0][name] = record
+    return record
+
+
+def undo(run_dir: Path, name: str) -> str:
+    drill = get(name)
+    ctx = Ctx.of(run_dir)
+    detail = drill.undo(ctx)
+    with _locked_records(run_dir) as box:
+        if name in box[0]:
+            box[0][name]["undone_at"] = time.time()
+    return detail
+
+
+def _audit_facts(audit_path: Path | None, since: float) -> dict[str, float]:
+    """Successful actions (not dry-runs) in the audit trail since `since`: action id -> time."""
+    out: dict[str, float] = {}
+    if audit_path is None:
+        return out
+    try:
+        lines = Path(audit_path).read_text().splitlines()[-500:]
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            e = json.loads(line)
+            ts = datetime.fromisoformat(e["ts"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if ts >= since and e.get("result") == "ok" and not e.get("dry_run"):
+            out[e.get("action", "")] = ts
+    return out
+
+
+class DrillObserver:
+    """Watches an engine's snapshots and records detection and recovery of injected drills."""
+
+    def __init__(self, run_dir: str | Path, *, config: Any = None, clock: Callable[[], float] = time.time) -> None:
+        self.run_dir = Path(run_dir)
+        self.audit_path = getattr(config, "audit_path", None) if config is not None else None
+        self.clock = clock
+        self._mtime = 0.0
+        self._records: dict[str, dict] = {}
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            m = records_path(self.run_dir).stat().st_mtime
+        except OSError:
+            return {}
+        if m != self._mtime:
+            self._mtime = m
+            self._records = read_records(self.run_dir)
+        return self._records
+
+    def evaluate(self, snap: Snapshot, records: dict[str, dict] | None = None) -> dict[str, dict]:
+        """The updates the snapshot implies: name -> fields to set."""
+        updates: dict[str, dict] = {}
+        if not snap.sources or any(st.state is SourceState.PENDING for st in snap.sources.values()):
+            return updates  # a fresh engine has not read everything yet: no conclusion
+        now = self.clock()
+        for name, rec in (records if records is not None else self._load()).items():
+            drill = DRILLS.get(name)
+            if drill is None or rec.get("undone_at") or rec.get("recovered_at"):
+                continue
+            if not rec.get("detected_at"):
+                found = drill.detect(snap)
+                if found:
+                    worst = min(found, key=Finding.sort_key)
+                    updates[name] = {"detected_at": now, "finding": f"{worst.severity.name} {worst.summary}",
+                                     "finding_key": worst.key, "finding_playbook": worst.playbook}
+                continue
+            facts = dict(rec)
+            facts["audit"] = _audit_facts(self.audit_path, rec["injected_at"])
+            if drill.recovered(snap, facts):
+                updates[name] = {"recovered_at": now}
+        return updates
+
+    def on_snapshot(self, snap: Snapshot) -> dict[str, dict]:
+        updates = self.evaluate(snap)
+        if updates:
+            with _locked_records(self.run_dir) as box:
+                for name, fields in updates.items():
+                    rec = box[0].get(name)
+                    if rec is None:
+                        continue
+                    for k, v in fields.items():
+                        rec.setdefault(k, v)
+            self._mtime = 0.0
+        return updates
+
+
+# --------------------------------------------------------------------------- the fix, through the engine
+
+
+async def run_action(engine: Any, action_id: str, params: dict | None = None, *, reason: str = "") -> Any:
+    """Plan and execute one action through the engine's ActionEngine (confirmed, audited)."""
+    plan = await engine.actions.plan(action_id, reason=reason or None, **dict(params or {}))
+    confirmation = plan.expected_confirmation or True
+    return plan, await engine.actions.execute(plan, confirmation=confirmation)
+
+
+async def apply_fix(engine: Any, run_dir: str | Path, name: str) -> list[str]:
+    """The drill's playbook fix: the external part first (if any), then the engine's actions."""
+    from backends.errors import ActionRefused
+
+    drill = get(name)
+    ctx = Ctx.of(run_dir)
+    out = []
+    if drill.external_fix is not None:
+        out.append(drill.external_fix(ctx))
+    for action_id, params in drill.fix_steps:
+        try:
+            plan, result = await run_action(engine, action_id, params, reason=f"drill {name}: {drill.fix}")
+        except ActionRefused as exc:
+            if action_id == "orders.reconcile":  # nothing left to reconcile: the listener caught up
+                out.append(f"{action_id}: {exc.reason}")
+                continue
+            raise
+        out.append(f"{action_id}: {result.status} - {result.summary}")
+        if not result.ok and action_id != "orders.reconcile":
+            raise SandboxError(f"{action_id} {result.status}: {result.summary}")
+    return out
+
+
+async def watch(engine: Any, observer: DrillObserver, until: Callable[[], bool], limit: float,
+                interval: float = 0.5) -> bool:
+    """Let the engine's monitor run (started by the caller) until `until()` or the timeout."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if until():
+            return True
+        await asyncio.sleep(interval)
+    return until()
+
+
+def describe(rec: dict, now: float | None = None) -> list[str]:
+    """Lines about one drill record for `warroom drill --status`."""
+    now = now or time.time()
+    t0 = rec["injected_at"]
+    at = datetime.fromtimestamp(t0).strftime("%H:%M:%S")
+    lines = [f"{rec['name']}: injected at {at} ({now - t0:.0f}s ago): {rec.get('detail', '')}"]
+    if rec.get("detected_at"):
+        lines.append(f"  detected after {rec['detected_at'] - t0:.1f}s: {rec.get('finding', '')}")
+    else:
+        lines.append("  not detected yet")
+    if rec.get("recovered_at"):
+        lines.append(f"  RECOVERED after {rec['recovered_at'] - t0:.1f}s")
+    elif rec.get("undone_at"):
+        lines.append(f"  undone after {rec['undone_at'] - t0:.1f}s (fault removed by `--undo`)")
+    else:
+        lines.append("  NOT recovered")
+    return lines
+
+
+def pending(records: dict[str, dict]) -> Iterable[str]:
+    return [n for n, r in records.items() if not r.get("recovered_at") and not r.get("undone_at")]
+
+
+__all__ = ["DRILLS", "Ctx", "Drill", "DrillObserver", "apply_fix", "describe", "get", "inject", "pid_alive",
+           "read_records", "run_action", "undo", "watch"]
