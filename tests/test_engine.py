@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from backends.config import load_config_text
 from backends.engine import build_engine
 from backends.errors import ActionRefused
 from backends.model import (
@@ -24,109 +18,16 @@ from backends.model import (
     ServiceReading,
     SourceState,
 )
+from tests.harness.stack import build_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.evm]
-
-SCHEMA = """
-CREATE TABLE orders (id text primary key, state text not null, amount numeric default 0,
-  created_at timestamptz not null default now(), updated_at timestamptz default now(), notes text,
-  block_number bigint, tx_hash text);
-CREATE INDEX orders_state_created ON orders (state, created_at);
-CREATE TABLE circuit_breaker_state (trigger_id text primary key, state text not null,
-  failure_count int not null default 0, last_failure_at timestamptz);
-INSERT INTO orders (id, state, created_at) VALUES
-  ('ord-1', 'PENDING', now() - interval '2 hours'),
-  ('ord-2', 'PENDING', now() - interval '30 minutes'),
-  ('ord-3', 'SETTLED', now() - interval '1 hour'),
-  ('ord-4', 'PENDING', now());
-INSERT INTO circuit_breaker_state VALUES ('webhook-a', 'open', 7, now()), ('webhook-b', 'closed', 0, null);
-"""
 
 
 @pytest.fixture(scope="module")
 def stack(pg, redis_server, anvil, escrow, tmp_path_factory):
-    dsn = pg.fresh_db("engine")
-
-    async def setup():
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(SCHEMA)
-        finally:
-            await conn.close()
-
-    asyncio.run(setup())
-    tmp = tmp_path_factory.mktemp("engine")
-    abi = tmp / "Escrow.json"
-    abi.write_text(json.dumps(escrow.abi))
-    logfile = tmp / "listener.log"
-    logfile.write_text("")
-    # a real process to find by command line
-    marker = f"warroom-test-listener-{time.monotonic_ns()}"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker])
-    escrow.release("ord-1", 5)
-    cfg = f"""
-[warroom]
-name = "engine-test"
-environment = "test"
-refresh = "1s"
-timeout = "3s"
-audit_path = "{tmp / 'audit.jsonl'}"
-state_dir = "{tmp / 'state'}"
-operator = "tester"
-
-[postgres.main]
-dsn = "{dsn}"
-
-[redis.main]
-url = "{redis_server.url}"
-
-[chain.local]
-kind = "evm"
-chain_id = {anvil.chain_id}
-endpoints = ["{anvil.url}"]
-confirmations = 1
-
-[[chain.local.contracts]]
-name = "escrow"
-address = "{escrow.address}"
-abi = "{abi}"
-pausable = true
-
-[[commands]]
-name = "restart-listener"
-argv = ["{sys.executable}", "-c", "import sys; print('restarted', sys.argv[1])", "{{service}}"]
-
-[[services]]
-name = "listener"
-kind = "process"
-match = "{marker}"
-restart_command = "restart-listener"
-logs = "{logfile}"
-
-[[queues]]
-name = "action_jobs"
-redis = "main"
-key = "engine_test_jobs"
-
-[breakers]
-postgres = "main"
-table = "circuit_breaker_state"
-
-[orders]
-postgres = "main"
-notes_column = "notes"
-block_column = "block_number"
-tx_column = "tx_hash"
-chain = "local"
-contract = "escrow"
-stuck_after = "10m"
-"""
-    config = load_config_text(cfg, str(tmp / "warroom.toml"))
-    yield config, proc, tmp
-    proc.terminate()
-    proc.wait(5)
+    s = build_stack(pg, redis_server, anvil, escrow, tmp_path_factory.mktemp("engine"), name="engine")
+    yield s.config, s.proc, s.tmp
+    s.close()
 
 
 async def test_every_configured_source_reads_ok(stack):
