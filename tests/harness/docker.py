@@ -9,6 +9,7 @@ Images are built FROM scratch with busybox-static; containers run with network
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import shutil
@@ -153,6 +154,7 @@ class DockerEngine:
         import docker
 
         self.tmp = Path(tempfile.mkdtemp(prefix="wrd-", dir="/tmp"))
+        atexit.register(self._stop_dockerd)  # safety net if the fixture teardown never runs
         (self.tmp / "data").mkdir()
         (self.tmp / "exec").mkdir()
         (self.tmp / "daemon.json").write_text("{}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import subprocess
@@ -103,6 +104,7 @@ def start_anvil(port: int | None = None, block_time: float | None = None,
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     node = AnvilNode(port=port, chain_id=chain_id, process=proc)
+    atexit.register(node.stop)  # safety net for nodes a test forgets to stop
 
     def up():
         if proc.poll() is not None:

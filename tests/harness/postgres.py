@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         t0 = time.monotonic()
         self.tmp = Path(tempfile.mkdtemp(prefix="warroom-pg-"))
+        atexit.register(self.stop)  # safety net if the fixture teardown never runs
         runtime = self.tmp / "xdg-runtime"
         runtime.mkdir(mode=0o700)
         # pgserver reads XDG_RUNTIME_DIR at import time; only set it if missing.

