@@ -60,8 +60,7 @@ class ChainPane(TablePane):
     ChainPane.-empty > .pane-extra { display: none; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield from super().compose()
+    def compose_extra(self) -> ComposeResult:
         yield Static("", classes="pane-extra")
 
     # ------------------------------------------------------------------ gathering

@@ -303,8 +303,13 @@ class TablePane(Vertical):
         with Horizontal(classes="pane-head"):
             yield Static("", classes="pane-summary")
             yield Static("", classes="pane-age")
+        yield from self.compose_extra()
         yield PaneTable()
         yield Static("", classes="pane-empty")
+
+    def compose_extra(self) -> ComposeResult:
+        """Widgets between the summary and the table (none by default)."""
+        yield from ()
 
     def on_mount(self) -> None:
         table = self.table
