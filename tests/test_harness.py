@@ -255,3 +255,14 @@ def test_start_anvil_restart_on_same_port():
         assert again.block_number() == 0  # a fresh chain
     finally:
         again.stop()
+
+
+def test_unavailable_service_fails_under_ci_and_skips_otherwise(monkeypatch):
+    from tests import conftest
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and redis unavailable: .*refused"):
+        conftest._unavailable("redis", ConnectionRefusedError("refused"))
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="redis unavailable: .*refused"):
+        conftest._unavailable("redis", ConnectionRefusedError("refused"))
