@@ -239,39 +239,25 @@ class _Builder:
             self.act(ResetBreaker(src), ResetAllBreakers(src))
 
     def chains(self) -> dict[str, Any]:
-        evm_chains: dict[str, Any] = {}
-        other: dict[str, Any] = {}
-        for name, ch in self.c.chain.items():
-            if ch.kind == "evm":
-                from .evm import EvmChain
+        if not self.c.chain:
+            return {}
+        from .evm import actions_for_chains, chains_from_config
 
-                chain = EvmChain.from_config(self.c, name, audit=self.actions.audit)
-                evm_chains[name] = chain
-            else:
-                from .evm import chain_spec_from_config
-                from .jsonrpc import JsonRpcChain
-
-                chain = JsonRpcChain(chain_spec_from_config(self.c, name), audit=self.actions.audit)
-                other[name] = chain
+        chains = chains_from_config(self.c, audit=self.actions.audit)
+        for name, chain in chains.items():
             self.add(chain)
             self.parts[f"chain.{name}"] = chain
-        if evm_chains:
-            from .evm import chain_actions
-
-            self.act(*chain_actions(evm_chains, password_provider=self.password_provider))
-        elif other:
-            from .jsonrpc import ChainFailoverAction, ChainPinAction
-
-            sets = {n: c.endpoints for n, c in other.items()}
-            self.act(ChainFailoverAction(sets), ChainPinAction(sets))
-        return {**evm_chains, **other}
+        if chains:
+            self.act(*actions_for_chains(chains, password_provider=self.password_provider))
+        return chains
 
     def orders(self, chains: dict[str, Any]) -> None:
         if self.c.orders is None:
             return
         from .orders import OrdersBundle
 
-        bundle = OrdersBundle.from_config(self.c, chains=chains, operator=self.actions.operator)
+        bundle = OrdersBundle.from_config(self.c, chains=chains, operator=self.actions.operator,
+                                          audit=self.actions.audit)
         self.add(bundle.source)
         self.parts["orders"] = bundle
         self.act(*bundle.actions)
