@@ -113,7 +113,7 @@ async def test_abi_fingerprint_is_canonical(escrow):
     assert abi_fingerprint(shuffled) == abi_fingerprint(escrow.abi)
     assert abi_fingerprint(escrow.abi[1:]) != abi_fingerprint(escrow.abi)
     assert format_amount(15 * 10**17) == "1.5 ETH" and format_amount(0) == "0 ETH"
-    assert display_url("https://user:pw@eth.example/v2/abcdefghijklmnopqrstuvwxyz123") == \
+    assert display_url("https://user:pw@eth.example/v2/Evm0nlyK3yQ7wTzPpLmNxRs") == \
         "https://user:********@eth.example/v2/***"
 
 
