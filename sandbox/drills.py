@@ -27,7 +27,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backends.model import ContractReading, Finding, ServiceReading, Severity, Snapshot, SourceState
+from backends.model import (
+    ChainReading,
+    ContractReading,
+    Finding,
+    ServiceReading,
+    Severity,
+    Snapshot,
+    SourceState,
+)
 from sandbox.stack import (
     OWNER,
     SandboxError,
@@ -279,7 +287,8 @@ def undo_contract_exploit(ctx: Ctx) -> str:
 
 
 def _escrow_paused(snap: Snapshot, record: dict) -> bool:
-    return any(c.name == "escrow" and c.paused for c in snap.of_type(ContractReading))
+    contracts = [c for ch in snap.of_type(ChainReading) for c in ch.contracts] + snap.of_type(ContractReading)
+    return any(c.name == "escrow" and c.paused for c in contracts)
 
 
 def _rpc_recovered(snap: Snapshot, record: dict) -> bool:

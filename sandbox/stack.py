@@ -563,7 +563,7 @@ class Stack:
             else:
                 self.chain_kind = "py-evm"
                 cmd = [sys.executable, str(SERVICES_DIR / "devchain.py"), "--port", str(port),
-                       "--keys", ",".join(DEV_KEYS)]
+                       "--keys", ",".join(DEV_KEYS), "--run-dir", str(self.run_dir)]
                 self.chain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                                    cwd=str(REPO))
         finally:

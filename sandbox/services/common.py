@@ -131,10 +131,9 @@ class Rpc:
             await self._session.close()
 
     async def call(self, method: str, params: list | None = None) -> Any:
+        """Try the endpoints in order of preference (the primary first, every call)."""
         last: Exception | None = None
-        for attempt in range(len(self.urls)):
-            idx = (self.active + attempt) % len(self.urls)
-            url = self.urls[idx]
+        for idx, url in enumerate(self.urls):
             self._id += 1
             try:
                 s = await self.session()
@@ -145,7 +144,10 @@ class Rpc:
                 last = exc
                 continue
             if idx != self.active:
-                self.svc.warn(f"RPC failover: {self.urls[self.active]} failed ({_why(last)}), using {url}")
+                if idx > self.active:
+                    self.svc.warn(f"RPC failover: {self.urls[self.active]} failed ({_why(last)}), using {url}")
+                else:
+                    self.svc.info(f"RPC back on {url}")
                 self.active = idx
             if "error" in data:
                 raise RpcError(data["error"])

@@ -56,7 +56,9 @@ async def poll(svc: Service, rpc: Rpc, pool, stats: dict) -> None:
         logs = await rpc.call("eth_getLogs", [{"address": s["escrow"], "fromBlock": hex(start),
                                               "toBlock": hex(end), "topics": [s["topic_released"]]}])
         for lg in logs or []:
-            await handle(svc, pool, lg, stats)
+            topics = lg.get("topics") or []
+            if len(topics) >= 2 and topics[0].lower() == s["topic_released"].lower():
+                await handle(svc, pool, lg, stats)
         async with pool.acquire() as con:
             await con.execute(
                 "INSERT INTO listener_cursor (name, last_block, updated_at) VALUES ($1, $2, now()) "
