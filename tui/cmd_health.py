@@ -1,0 +1,293 @@
+"""`warroom health [--json] [AREA]`: one-shot health report for cron, CI and monitoring.
+
+Polls the sources of AREA once (each with its own timeout), evaluates the rules and
+prints a table (or, with `--json`, one document described by
+`backends/health_schema.json`). Exit codes, as monitoring plugins expect:
+
+- 0 OK: every source read, no finding;
+- 1 WARNING: findings of severity P2 / P3 only;
+- 2 CRITICAL: at least one finding of severity P0 / P1;
+- 3 UNKNOWN: a source could not be read (down, timed out) and nothing is critical,
+  or the config could not be loaded.
+
+Critical outranks unknown (a down source next to a P0 is still a P0). No Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tui.headless import (
+    EXIT_CRIT,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    EXIT_WARN,
+    Exit,
+    add_common,
+    build,
+    console,
+    run_job,
+)
+
+SCHEMA_ID = "warroom.health/1"
+AREAS = ("all", "quick", "services", "database", "queues", "breakers", "chain", "events", "orders", "resources")
+QUICK = ("services", "database", "queues", "breakers", "chain")
+STATUS_OF_EXIT = {EXIT_OK: "ok", EXIT_WARN: "warn", EXIT_CRIT: "critical", EXIT_UNKNOWN: "unknown"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, timeout=None)
+    parser.add_argument("area", nargs="?", default="all", choices=AREAS, metavar="AREA",
+                        help="all (default), quick, services, database, queues, breakers, chain, events, "
+                             "orders, resources")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (backends/health_schema.json)")
+    parser.epilog = "exit codes: 0 ok, 1 warn (P2/P3 findings), 2 critical (P0/P1), 3 unknown (a source could not be read)"
+
+
+def severity_status(sev: Any) -> str:
+    """P0/P1 -> critical, P2/P3 -> warn."""
+    return "critical" if int(sev) <= 1 else "warn"
+
+
+def select(engine: Any, area: str) -> list[str]:
+    from backends.engine import sources_by_area
+
+    by_area = sources_by_area(engine)
+    if area == "all":
+        return list(engine.monitor.sources)
+    wanted = QUICK if area == "quick" else (area,)
+    names = [n for a in wanted for n in by_area.get(a, ())]
+    if area == "events":
+        # the event listener: log signals plus the listener cursor, which the orders source reads
+        names += [n for n in by_area.get("orders", ()) if n not in names]
+    return names
+
+
+def _area_of(engine: Any) -> dict[str, str]:
+    from backends.engine import sources_by_area
+
+    return {n: a for a, names in sources_by_area(engine).items() for n in names}
+
+
+def describe(reading: Any) -> str:
+    """One short line about a reading (the table's detail column, the JSON's `detail`)."""
+    from backends import model as m
+
+    r = reading
+    if isinstance(r, m.PostgresReading):
+        lat = f"{r.latency_ms:.0f} ms, " if r.latency_ms is not None else ""
+        return (f"{lat}{r.total_connections}/{r.max_connections} connections"
+                + (f", {len(r.long_queries)} long queries" if r.long_queries else ""))
+    if isinstance(r, m.RedisReading):
+        lat = f"{r.latency_ms:.0f} ms, " if r.latency_ms is not None else ""
+        return f"{lat}{r.used_memory_bytes / 1e6:.1f} MB used"
+    if isinstance(r, m.QueueReading):
+        age = f", oldest {r.oldest_age_s:.0f}s" if r.oldest_age_s is not None else ""
+        dl = f", dead {r.dead_letter_depth}" if r.dead_letter_depth else ""
+        return f"queue {r.name}: depth {r.depth}{age}{dl}"
+    if isinstance(r, m.BreakersReading):
+        return f"{r.total} breakers, {r.open} open, {r.half_open} half-open"
+    if isinstance(r, m.OrdersReading):
+        if not r.stuck_count:
+            return "no stuck orders"
+        return f"{r.stuck_count} stuck (oldest {r.oldest_age_s or 0:.0f}s)"
+    if isinstance(r, m.CursorReading):
+        gap = f", {r.gap_blocks} blocks behind" if r.gap_blocks is not None else ""
+        return f"listener cursor {r.name}: block {r.block}, head {r.head}{gap}"
+    if isinstance(r, m.ChainReading):
+        ok = sum(1 for e in r.endpoints if e.ok)
+        active = next((e for e in r.endpoints if e.active), None)
+        head = f", head {active.head}" if active and active.head is not None else ""
+        paused = [c.name for c in r.contracts if c.paused]
+        return (f"chain {r.chain}: {ok}/{len(r.endpoints)} endpoints ok{head}"
+                + (f", PAUSED: {', '.join(paused)}" if paused else ""))
+    if isinstance(r, m.ServiceReading):
+        health = f" ({r.health})" if r.health else ""
+        return f"{r.name}: {r.state}{health}"
+    if isinstance(r, m.HostReading):
+        disks = ", ".join(f"{mnt} {pct:.0f}%" for mnt, pct in r.disks)
+        return f"cpu {r.cpu_percent:.0f}%, mem {r.mem_percent:.0f}%" + (f", disk {disks}" if disks else "")
+    if isinstance(r, m.CheckReading):
+        val = f" {r.value}{r.unit}" if r.value is not None else ""
+        return f"{r.name}:{val} {r.detail}".strip()
+    if isinstance(r, m.LogSignalReading):
+        return f"log {r.name}: {r.errors[1]} errors, {r.warnings[1]} warnings in 5 min"
+    return type(r).__name__
+
+
+def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dict:
+    """The `--json` document (schema `warroom.health/1`)."""
+    from backends.model import SourceState
+
+    areas = _area_of(engine)
+    w = getattr(engine.config, "warroom", None)
+    # only the area's sources were polled, so every finding is the area's (a degraded
+    # finding of a source outside the area cannot occur in a one-shot run, but is dropped)
+    findings = [f for f in snapshot.findings if f.source in names or not f.key.startswith("degraded:")]
+    worst_by_source: dict[str, str] = {}
+    for f in findings:
+        if f.key.startswith("degraded:"):
+            continue
+        s = severity_status(f.severity)
+        if worst_by_source.get(f.source) != "critical":
+            worst_by_source[f.source] = s
+    sources = []
+    for n in names:
+        st = snapshot.sources.get(n)
+        state = st.state.value if st else "pending"
+        status = "unknown" if state != SourceState.OK.value else worst_by_source.get(n, "ok")
+        sources.append({
+            "name": n,
+            "kind": st.kind if st else "",
+            "area": areas.get(n, ""),
+            "state": state,
+            "status": status,
+            "reason": st.reason if st else "",
+            "poll_ms": round(st.poll_ms, 1) if st and st.poll_ms is not None else None,
+            "last_good": st.last_good.isoformat() if st and st.last_good else None,
+            "detail": [describe(r) for r in snapshot.readings.get(n, ())][:50],
+        })
+    fl = [{
+        "key": f.key,
+        "severity": f.severity.label,
+        "status": "unknown" if f.key.startswith("degraded:") else severity_status(f.severity),
+        "source": f.source,
+        "summary": f.summary,
+        "evidence": list(f.evidence),
+        "playbook": f.playbook,
+        "target": f.target,
+        "since": f.since.isoformat(),
+    } for f in findings]
+    counts = {
+        "critical": sum(1 for f in fl if f["status"] == "critical"),
+        "warn": sum(1 for f in fl if f["status"] == "warn"),
+        "unknown": sum(1 for s in sources if s["status"] == "unknown"),
+        "sources": len(sources),
+    }
+    if counts["critical"]:
+        code = EXIT_CRIT
+    elif counts["unknown"]:
+        code = EXIT_UNKNOWN
+    elif counts["warn"]:
+        code = EXIT_WARN
+    else:
+        code = EXIT_OK
+    return {
+        "schema": SCHEMA_ID,
+        "stack": str(getattr(w, "name", "") or "warroom"),
+        "environment": str(getattr(w, "environment", "") or ""),
+        "area": area,
+        "at": snapshot.at.isoformat(),
+        "status": STATUS_OF_EXIT[code],
+        "exit_code": code,
+        "counts": counts,
+        "sources": sources,
+        "findings": fl,
+    }
+
+
+def unknown_document(area: str, reason: str) -> dict:
+    from backends.model import utcnow
+
+    return {"schema": SCHEMA_ID, "stack": "", "environment": "", "area": area, "at": utcnow().isoformat(),
+            "status": "unknown", "exit_code": EXIT_UNKNOWN, "reason": reason,
+            "counts": {"critical": 0, "warn": 0, "unknown": 0, "sources": 0}, "sources": [], "findings": []}
+
+
+async def check(engine: Any, area: str) -> dict:
+    """Poll the area's sources once and build the document."""
+    import asyncio
+
+    from backends.brief import settle_logs
+
+    names = select(engine, area)
+    if engine.logs is not None and engine.logs.name in names:
+        await settle_logs(engine.logs, 2.0)
+    if not names:
+        snap = engine.monitor.snapshot
+    else:
+        srcs = engine.monitor.sources
+        bound = max((float(getattr(srcs[n], "timeout", 5.0)) for n in names), default=5.0) + 10.0
+        snap = await asyncio.wait_for(engine.monitor.poll_once(names), bound)
+    return document(engine, snap, names, area)
+
+
+def render(doc: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    style = {"ok": "green", "warn": "yellow", "critical": "bold red", "unknown": "magenta"}
+    word = {"ok": "OK", "warn": "WARN", "critical": "CRIT", "unknown": "UNKNOWN"}
+    env = f" ({doc['environment']})" if doc["environment"] else ""
+    t = Table(title=f"{doc['stack']}{env} — health: {doc['area']}", title_justify="left", expand=False)
+    t.add_column("source")
+    t.add_column("area")
+    t.add_column("status")
+    t.add_column("detail", overflow="fold")
+    for s in doc["sources"]:
+        detail = s["reason"] if s["status"] == "unknown" and s["reason"] else "; ".join(s["detail"][:4])
+        if len(s["detail"]) > 4 and s["status"] != "unknown":
+            detail += f"; … {len(s['detail']) - 4} more"
+        t.add_row(s["name"], s["area"], Text(word[s["status"]], style=style[s["status"]]), detail)
+    if not doc["sources"]:
+        t.add_row("—", doc["area"], Text("UNKNOWN", style=style["unknown"]), "no source configured for this area")
+    out.print(t)
+    if doc["findings"]:
+        ft = Table(title="findings (worst first)", title_justify="left")
+        ft.add_column("sev")
+        ft.add_column("source")
+        ft.add_column("summary", overflow="fold")
+        ft.add_column("playbook")
+        for f in doc["findings"]:
+            ft.add_row(Text(f["severity"], style=style[f["status"]]), f["source"], f["summary"], f["playbook"] or "")
+        out.print(ft)
+    c = doc["counts"]
+    out.print(Text(f"{word[doc['status']]}: {c['critical']} critical, {c['warn']} warning, "
+                   f"{c['unknown']} unreadable of {c['sources']} source(s)", style=style[doc["status"]]))
+
+
+def run(args: argparse.Namespace) -> int:
+    area = args.area
+    prog = "warroom health"
+    try:
+        engine = build(args)
+    except Exit as exc:
+        if args.json:
+            print(json.dumps(unknown_document(area, exc.message)))
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return exc.code
+    result: dict[str, Any] = {}
+
+    async def job() -> int:
+        doc = await check(engine, area)
+        result["doc"] = doc
+        if not doc["sources"] and area != "all":
+            print(f"{prog}: nothing configured for area {area!r}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            render(doc)
+        for s in doc["sources"]:
+            if s["status"] == "unknown":
+                print(f"{prog}: {s['name']} cannot be read: {s['reason'] or s['state']}", file=sys.stderr)
+        return int(doc["exit_code"])
+
+    code = run_job(prog, job, engine=engine)
+    if args.json and "doc" not in result:
+        print(json.dumps(unknown_document(area, "the health check did not finish")))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="warroom health", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
