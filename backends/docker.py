@@ -124,6 +124,7 @@ class ContainerInfo:
     exit_code: int | None = None
     oom_killed: bool = False
     error: str = ""
+    has_healthcheck: bool = False
 
     @property
     def short_id(self) -> str:
@@ -165,26 +166,40 @@ def health_from_status(status: str) -> str | None:
     return "starting" if m.group(1) == "health: starting" else m.group(1)
 
 
-def uptime_upper_bound(status: str) -> float | None:
-    """The largest uptime the engine's humanised "Up ..." text can stand for (go-units HumanDuration)."""
+def uptime_bounds(status: str) -> tuple[float, float] | None:
+    """[low, high) uptime in seconds that the engine's humanised "Up ..." text stands for
+    (go-units HumanDuration: seconds and minutes truncated, hours rounded)."""
     m = _UP_IN_STATUS.match(status or "")
     if not m:
         return None
     text = m.group(1).strip()
+    h = 3600.0
     if text == "Less than a second":
-        return 1.0
+        return 0.0, 1.0
     if text == "About a minute":
-        return 120.0
+        return 60.0, 120.0
     if text == "About an hour":
-        return 5400.0
+        return h, 1.5 * h
     m2 = re.match(r"^(\d+) (second|minute|hour|day|week|month|year)s?$", text)
     if not m2:
         return None
     n = int(m2.group(1))
-    unit = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800,
-            "month": 2592000, "year": 31536000}[m2.group(2)]
-    slack = 0.5 * 3600 if m2.group(2) == "hour" else 0  # hours are rounded
-    return (n + 1) * unit + slack
+    unit = m2.group(2)
+    if unit == "second":
+        return float(n), n + 1.0
+    if unit == "minute":
+        return 60.0 * n, 60.0 * (n + 1)
+    hours = {"hour": 1, "day": 24, "week": 168, "month": 720}.get(unit)
+    if hours is not None:
+        lo = (hours * n - 0.5) * h
+        hi = (hours * (n + 1) - 0.5) * h if unit != "hour" else (n + 0.5) * h
+        return lo, hi
+    return 8760 * n * h, 8760 * (n + 1) * h
+
+
+def uptime_upper_bound(status: str) -> float | None:
+    b = uptime_bounds(status)
+    return None if b is None else b[1]
 
 
 def _from_list(item: Mapping[str, Any]) -> ContainerInfo:
@@ -216,7 +231,9 @@ def _merge_inspect(c: ContainerInfo, data: Mapping[str, Any]) -> ContainerInfo:
     health = (st.get("Health") or {}).get("Status")
     if health == "none":
         health = None
-    cfg_image = (data.get("Config") or {}).get("Image")
+    cfg = data.get("Config") or {}
+    cfg_image = cfg.get("Image")
+    test = (cfg.get("Healthcheck") or {}).get("Test") or []
     return replace(
         c,
         state=st.get("Status") or c.state,
@@ -228,6 +245,7 @@ def _merge_inspect(c: ContainerInfo, data: Mapping[str, Any]) -> ContainerInfo:
         oom_killed=bool(st.get("OOMKilled")),
         error=st.get("Error") or "",
         image=c.image or cfg_image or "",
+        has_healthcheck=bool(test) and test[0] != "NONE",
     )
 
 
@@ -411,7 +429,9 @@ class DockerSource:
                 raise ValueError(f"service name {s.name!r} must match {_NAME_RE.pattern}")
             if s.role:
                 _ROLE_REGISTRY[s.name] = s.role
-        self._inspect_cache: dict[str, tuple[float, tuple, Mapping[str, Any], float]] = {}
+        # id -> (inspected at, change key, inspect data); id -> (uptime low bound, seen at) from the list
+        self._inspect_cache: dict[str, tuple[float, tuple, Mapping[str, Any]]] = {}
+        self._uptime_seen: dict[str, tuple[float, float]] = {}
         self._restart_hist: dict[str, deque[tuple[float, int]]] = {}
         self._stats: dict[str, tuple[float, float | None, int | None]] = {}  # id -> (at, cpu%, mem)
         self._stats_task: asyncio.Task | None = None
@@ -490,16 +510,19 @@ class DockerSource:
         now_mono = time.monotonic()
         now = utcnow()
         out: list[ContainerInfo] = []
-        seen: set[str] = set()
+        seen_ids: set[str] = set()
         for item in items:
             c = _from_list(item)
-            seen.add(c.id)
+            seen_ids.add(c.id)
             key = (c.state, c.health, (item.get("Created") or 0))
             cached = None if fresh else self._inspect_cache.get(c.id)
+            bounds = uptime_bounds(c.status_text) if c.state == "running" else None
+            seen = self._uptime_seen.get(c.id)
             data = None
             if cached is not None:
-                at, ckey, cdata, _ = cached
-                if ckey == key and now_mono - at < self.inspect_max_age and not _restarted(c, cdata, now):
+                at, ckey, cdata = cached
+                if (ckey == key and now_mono - at < self.inspect_max_age
+                        and not _restarted(c, cdata, now, bounds, seen, now_mono)):
                     data = cdata
             if data is None:
                 try:
@@ -507,11 +530,16 @@ class DockerSource:
                 except docker.errors.NotFound:  # removed between list and inspect
                     continue
                 calls += 1
-                self._inspect_cache[c.id] = (now_mono, key, data, now_mono)
+                self._inspect_cache[c.id] = (now_mono, key, data)
+            if bounds is not None:
+                self._uptime_seen[c.id] = (bounds[0], now_mono)
+            else:
+                self._uptime_seen.pop(c.id, None)
             out.append(_merge_inspect(c, data))
         for cid in list(self._inspect_cache):
-            if cid not in seen:
+            if cid not in seen_ids:
                 del self._inspect_cache[cid]
+                self._uptime_seen.pop(cid, None)
         self.last_calls = calls
         return out
 
@@ -678,15 +706,19 @@ def _number(c: ContainerInfo) -> tuple[int, str]:
         return (0, c.name)
 
 
-def _restarted(c: ContainerInfo, cached: Mapping[str, Any], now: datetime) -> bool:
-    """The list says the container has been up for less time than the cached start implies."""
-    if c.state != "running":
+def _restarted(c: ContainerInfo, cached: Mapping[str, Any], now: datetime,
+               bounds: tuple[float, float] | None, seen: tuple[float, float] | None, now_mono: float) -> bool:
+    """Has the container started again since it was inspected? Two clues, either is enough:
+    its uptime text is now shorter than the previous one plus the time since (no clock
+    involved), or shorter than the cached StartedAt implies (same-clock engines)."""
+    if c.state != "running" or bounds is None:
         return False
-    bound = uptime_upper_bound(c.status_text)
+    if seen is not None and bounds[1] + 0.05 < seen[0] + (now_mono - seen[1]):
+        return True
     started = parse_time((cached.get("State") or {}).get("StartedAt"))
-    if bound is None or started is None:
+    if started is None:
         return False
-    return (now - started).total_seconds() > bound + 2.0
+    return (now - started).total_seconds() > bounds[1] + 2.0
 
 
 def _service_status(state: str, health: str | None, looping: bool, running: int, total: int) -> Status:
@@ -800,7 +832,7 @@ def _running(group: Sequence[ContainerInfo]) -> bool:
 
 def _ready(group: Sequence[ContainerInfo]) -> bool:
     """Running, and healthy where a healthcheck exists."""
-    return _running(group) and all(c.health in (None, "healthy") for c in group)
+    return _running(group) and all(c.health == "healthy" if c.has_healthcheck else True for c in group)
 
 
 def _describe(group: Sequence[ContainerInfo]) -> str:
@@ -936,6 +968,10 @@ class OrderedStartup(_DockerAction):
         if not self.source.specs:  # discovered: infrastructure first among equals
             names.sort(key=lambda s: _STARTUP_RANK.get(role_of(s), 3))
         deps = {s: self.source.depends_on(s, groups[s]) for s in names}
+        for s in names:  # dependencies read from compose labels may name services not configured here
+            spec = self.source.spec_for(s)
+            if spec is None or not spec.depends_on:
+                deps[s] = tuple(d for d in deps[s] if d in groups)
         return names, deps, groups
 
     async def plan(self, *, services: Sequence[str] | None = None, reason: str | None = None, **_: Any) -> ActionPlan:
@@ -965,9 +1001,9 @@ class OrderedStartup(_DockerAction):
         for i, s in enumerate(order, 1):
             g = groups.get(s, [])
             if _ready(g):
-                desc = f"{i}. {s}: already {'healthy' if any(c.health for c in g) else 'running'}"
+                desc = f"{i}. {s}: already {'healthy' if any(c.has_healthcheck for c in g) else 'running'}"
             else:
-                waits = "healthy" if any(c.health for c in g) else "running"
+                waits = "healthy" if any(c.has_healthcheck for c in g) else "running"
                 desc = f"{i}. {s}: start, wait up to {self.wait_timeout:g}s for {waits}"
             if deps.get(s):
                 desc += f" (after {', '.join(deps[s])})"
@@ -1008,7 +1044,7 @@ class OrderedStartup(_DockerAction):
                     summary=msg + (f"; not started: {', '.join(skipped)}" if skipped else ""),
                     details=tuple(details), counts={"started": i, "total": total},
                 )
-            msg = f"{s}: {'healthy' if any(c.health for c in group) else 'running'} after {took:.1f}s"
+            msg = f"{s}: {'healthy' if any(c.has_healthcheck for c in group) else 'running'} after {took:.1f}s"
             details.append(msg)
             progress(Progress(i + 1, total, msg))
         return ActionResult(status="ok", summary=f"{total} service(s) up in order: {' -> '.join(order)}",
