@@ -42,14 +42,15 @@ from tests.widget_data import (
 from widgets.breakers import BreakersPane
 from widgets.chain import ChainPane
 from widgets.common import (
-    ago as fmt_ago,
-)
-from widgets.common import (
+    PaneTable,
     compile_filter,
     fmt_coarse,
     fmt_duration,
     read_ago,
     sparkline,
+)
+from widgets.common import (
+    ago as fmt_ago,
 )
 from widgets.findings import FindingsPane, target_params
 from widgets.header import IncidentInfo, StatusHeader, sla_text
@@ -247,11 +248,25 @@ async def test_only_changed_cells_are_updated():
         await pilot.pause()
         assert calls == [] and structural == []
 
-        # one queue's depth changes: its depth cell only (status, trend unchanged here)
-        qs = list(queues())
-        qs[1] = replace(qs[1], depth=43)
-        pane.show(snap(list(first.sources.values()), {"queues": tuple(qs)}))
+        # one queue's depth changes: its depth cell only (status, trend unchanged here), and
+        # only its row is repainted, not the whole table
+        whole: list[tuple] = []
+        orig_refresh = PaneTable.refresh
+
+        def spy(self, *regions, **kw):
+            if not regions and not getattr(self, "_row_only", False):
+                whole.append(kw)
+            return orig_refresh(self, *regions, **kw)
+
+        PaneTable.refresh = spy
+        try:
+            qs = list(queues())
+            qs[1] = replace(qs[1], depth=43)
+            pane.show(snap(list(first.sources.values()), {"queues": tuple(qs)}))
+        finally:
+            PaneTable.refresh = orig_refresh
         await pilot.pause()
+        assert whole == []
         assert calls == [("webhooks", "depth")]
         assert structural == []
         assert pane.row_keys() == keys

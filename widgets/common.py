@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -201,6 +201,25 @@ class PaneTable(DataTable):
         self.last_move = -math.inf
         self.programmatic = 0
         self.monotonic: Callable[[], float] = time.monotonic
+
+    def update_cell(self, row_key: Any, column_key: Any, value: Any, *, update_width: bool = False) -> None:
+        """Update one cell and repaint only its row (DataTable repaints the whole table).
+
+        A cell that needs a wider column still repaints everything (the layout changes)."""
+        if update_width:
+            super().update_cell(row_key, column_key, value, update_width=True)
+            return
+        self._row_only = True
+        try:
+            super().update_cell(row_key, column_key, value)
+        finally:
+            self._row_only = False
+        self.refresh_row(self.get_row_index(row_key))
+
+    def refresh(self, *regions: Any, **kwargs: Any) -> Self:
+        if getattr(self, "_row_only", False) and not regions and not kwargs:
+            return self  # update_cell's whole-table repaint; the row is refreshed instead
+        return super().refresh(*regions, **kwargs)
 
     def watch_cursor_coordinate(self, old_coordinate: Coordinate, new_coordinate: Coordinate) -> None:
         super().watch_cursor_coordinate(old_coordinate, new_coordinate)
