@@ -568,7 +568,9 @@ async def test_focused_table_holds_still_after_a_cursor_move():
 
 
 async def test_hold_timer_applies_the_pending_snapshot():
-    pane = QueuesPane(hold_s=0.5)
+    pane = QueuesPane(hold_s=0.2)
+    clock = [100.0]
+    pane.monotonic = lambda: clock[0]  # frozen: the hold cannot expire while keys are pressed
     app = PaneApp(pane, snapshot=queues_snapshot())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -578,7 +580,9 @@ async def test_hold_timer_applies_the_pending_snapshot():
         qs[0] = replace(qs[0], depth=99)
         pane.show(snap([status("queues", "queues")], {"queues": tuple(qs)}))
         assert pane.pending
-        for _ in range(100):  # poll with a deadline, no fixed sleep
+        assert cell(pane, "action_jobs", "depth").plain == "12,480"
+        clock[0] += 1.0  # the hold is over when the real timer (0.2 s) fires
+        for _ in range(150):  # poll with a deadline, no fixed sleep
             await pilot.pause(0.02)
             if not pane.pending:
                 break
