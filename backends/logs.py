@@ -1446,7 +1446,7 @@ class LogHub:
         self.buffer.append(line)
         self._publish([line])
 
-    async def _ingest_async(self, st: _SourceState, raws: list[bytes], slice_: int = 100) -> None:
+    async def _ingest_async(self, st: _SourceState, raws: list[bytes], slice_: int = 50) -> None:
         """Ingest in small slices, giving the loop back between them: under a flood the UI
         still answers a key within a slice or two (and gets a short pause every 50 ms)."""
         t0 = time.perf_counter()
