@@ -168,16 +168,22 @@ async def test_filters_by_regex_and_level():
         tail.set_filter("queue", levels=[Level.ERROR])
         assert tail.rows == []
         with pytest.raises(ValueError, match="invalid regex"):
-            tail.set_filter("(unclosed")
+            tail.set_filter("(unclosed", strict=True)
         assert tail.rows == []  # an invalid filter changes nothing
+        tail.set_filter("!rpc")  # k9s style: ! hides what matches
+        assert len(tail.rows) == 7 and tail.filter_text == "!rpc"
+        tail.add_lines(mk(1, "INFO weird (paren"))
+        tail.flush()
+        tail.set_filter("(paren")  # not a regex: matched literally, typed text never crashes
+        assert [ln.text for ln in tail.rows] == ["INFO weird (paren 11"]
         tail.clear_filter()
-        assert len(tail.rows) == 10
+        assert len(tail.rows) == 11
         # new lines go through the filter too
         tail.set_filter(min_level=Level.ERROR)
         tail.add_lines(mk(4, "INFO more") + mk(1, "FATAL dead"))
         await settle(pilot, tail)
         assert [ln.level for ln in tail.rows][-1] is Level.FATAL and len(tail.rows) == 4
-        assert len(tail.lines) == 15  # everything is kept for when the filter changes
+        assert len(tail.lines) == 16  # everything is kept for when the filter changes
         # level filter on a key: all -> WARN+ -> ERROR+ -> all
         tail.clear_filter()
         await pilot.press("l")
@@ -185,7 +191,7 @@ async def test_filters_by_regex_and_level():
         await pilot.press("l")
         assert len(tail.rows) == 4
         await pilot.press("l")
-        assert len(tail.rows) == 15
+        assert len(tail.rows) == 16
 
 
 async def test_jump_to_next_and_previous_error():

@@ -137,6 +137,7 @@ class LogTail(ScrollView, can_focus=True):
         self._levels: frozenset[Level] | None = None
         self._min_level: Level | None = None
         self._search: re.Pattern | None = None
+        self._filter_text = ""
         self._styles: dict[str, Style] | None = None
         self._combined: dict[tuple, Style] = {}
         self._strip_cache: LRUCache[tuple, Strip] = LRUCache(512)
@@ -288,21 +289,40 @@ class LogTail(ScrollView, can_focus=True):
         levels: Iterable[Level] | None = None,
         min_level: Level | None = None,
         ignore_case: bool = True,
+        strict: bool = False,
     ) -> None:
         """Show only lines matching `include`, hiding those matching `exclude`, of these levels.
 
-        Raises ValueError (with a readable reason) for an invalid regex; nothing changes then.
+        `include` as typed in a filter bar: a regex, `!regex` hides matching lines (as in
+        k9s). Text that is not a valid regex is matched literally; with `strict=True` it
+        raises ValueError (a readable reason) and nothing changes.
         """
+        text = include or ""
+        if include and include.startswith("!") and exclude is None:
+            include, exclude = None, include[1:] or None
         flags = re.IGNORECASE if ignore_case else 0
-        try:
-            inc = re.compile(include, flags) if include else None
-            exc = re.compile(exclude, flags) if exclude else None
-        except re.error as err:
-            raise ValueError(f"invalid regex: {err}") from None
+
+        def compile_(pattern: str | None) -> re.Pattern | None:
+            if not pattern:
+                return None
+            try:
+                return re.compile(pattern, flags)
+            except re.error as err:
+                if strict:
+                    raise ValueError(f"invalid regex: {err}") from None
+                return re.compile(re.escape(pattern), flags)
+
+        inc, exc = compile_(include), compile_(exclude)
         self._include, self._exclude = inc, exc
+        self._filter_text = text
         self._levels = frozenset(levels) if levels is not None else None
         self._min_level = min_level
         self._rebuild()
+
+    @property
+    def filter_text(self) -> str:
+        """The filter as typed (the console's filter bar shows it again)."""
+        return self._filter_text
 
     def clear_filter(self) -> None:
         self.set_filter()
