@@ -9,6 +9,7 @@ Quitting stops everything the sandbox started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -86,9 +87,9 @@ def _stack_only(stack, ready: float) -> int:
         time.sleep(3600)
 
 
-def _console(stack, t_cmd: float) -> int:
-    import asyncio
-
+def make_console(stack, t_cmd: float | None = None):
+    """(app, engine, populated): the console on a running stack. `populated` gets the
+    seconds from `t_cmd` to the first snapshot in which every source has been read."""
     from backends.config import load_config
     from backends.engine import build_engine
     from backends.model import SourceState
@@ -96,6 +97,7 @@ def _console(stack, t_cmd: float) -> int:
     from sandbox.stack import DEV_KEYS, OWNER_KEY_ENV
     from tui.app import WarroomApp
 
+    t_cmd = time.monotonic() if t_cmd is None else t_cmd
     os.environ.setdefault(OWNER_KEY_ENV, DEV_KEYS[0])  # anvil's public dev key: pause drills sign with it
     config = load_config(stack.config_path)
     engine = build_engine(config)
@@ -105,15 +107,21 @@ def _console(stack, t_cmd: float) -> int:
     def on_snapshot(snap) -> None:
         if populated or not snap.sources:
             return
-        polled = sum(1 for st in snap.sources.values() if st.state is not SourceState.PENDING)
-        if polled >= len(snap.sources):
+        if all(st.state is not SourceState.PENDING for st in snap.sources.values()):
             populated.append(time.monotonic() - t_cmd)
-            app.notify(f"sandbox console populated {populated[0]:.1f}s after `warroom demo` "
-                       "(`warroom drill` in another terminal injects a fault)", timeout=8)
+            with contextlib.suppress(Exception):  # the app may not be running yet
+                app.notify(f"sandbox console populated {populated[0]:.1f}s after `warroom demo` "
+                           "(`warroom drill` in another terminal injects a fault)", timeout=8)
 
     engine.monitor.subscribe(on_snapshot)
-    observer = DrillObserver(stack.run_dir, config=config)
-    engine.monitor.subscribe(observer.on_snapshot)
+    engine.monitor.subscribe(DrillObserver(stack.run_dir, config=config).on_snapshot)
+    return app, engine, populated
+
+
+def _console(stack, t_cmd: float) -> int:
+    import asyncio
+
+    app, engine, populated = make_console(stack, t_cmd)
 
     async def main() -> None:
         await engine.start()

@@ -189,10 +189,29 @@ def rpc(url: str, method: str, params: list | None = None, timeout: float = 5.0)
 
 
 def find_anvil() -> str | None:
-    cand = REPO / ".tools" / "node_modules" / ".bin" / "anvil"
+    """anvil's native binary (not the npm wrapper, whose child would outlive a SIGTERM)."""
+    modules = REPO / ".tools" / "node_modules"
+    for cand in sorted(modules.glob("@foundry-rs/anvil-*/bin/anvil")):
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    cand = modules / ".bin" / "anvil"
     if cand.exists():
         return str(cand)
     return shutil.which("anvil")
+
+
+def sweep(run_dir: Path, grace: float = 2.0) -> list[int]:
+    """End every process whose command line names this run directory (ours: the folder
+    name is random), whoever started it: restarted services, helpers, wrapped binaries."""
+    mark = str(run_dir)
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and mark in cmdline_of(int(entry)):
+            found.append(int(entry))
+    for pid in found:
+        kill_pid(pid, must_contain=mark, grace=grace)
+    return found
 
 
 def pid_alive(pid: int) -> bool:
@@ -382,7 +401,7 @@ class Stack:
         if info is None:
             return
         pid = int(info.get("pid") or 0)
-        if pid and pid != os.getpid() and pid_alive(pid) and Path(info.get("run_dir") or "/nonexistent").is_dir():
+        if pid and pid_alive(pid) and Path(info.get("run_dir") or "/nonexistent").is_dir():
             raise SandboxError(
                 f"a sandbox is already running (pid {pid}, config {info.get('config')}).\n"
                 f"Use it (`warroom --config {info.get('config')}`), or stop it first: Ctrl-C in its "
@@ -737,6 +756,7 @@ class Stack:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGQUIT)
         if run_dir is not None:
+            sweep(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
         if self._own_runtime:
             os.environ.pop("XDG_RUNTIME_DIR", None)
@@ -814,7 +834,5 @@ def cleanup_stale(info: dict) -> None:
     for _name, pid in (info.get("pids") or {}).items():
         if pid:
             kill_pid(int(pid), must_contain=run_dir, grace=1)
-    if Path(run_dir).is_dir():
-        for pid in service_pids(Path(run_dir)).values():
-            kill_pid(pid, must_contain=run_dir, grace=1)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    sweep(Path(run_dir), grace=1)
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -38,8 +38,13 @@ class Service:
         pids.mkdir(exist_ok=True)
         self.pid_file = pids / f"{self.name}.pid"
         self.pid_file.write_text(str(os.getpid()))
-        for module in preload:  # import while the stack is still starting its infrastructure
+        # import while the stack is still starting its infrastructure, at a lower priority
+        # so that PostgreSQL, Redis and the chain start first
+        niced = _nice(5)
+        for module in preload:
             importlib.import_module(module)
+        if niced and os.geteuid() == 0:
+            _nice(-5)
         self.settings: dict[str, Any] = self._wait_settings()
 
     def _wait_settings(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -105,6 +110,14 @@ class Service:
             pass
         finally:
             self.cleanup()
+
+
+def _nice(inc: int) -> bool:
+    try:
+        os.nice(inc)
+        return True
+    except OSError:
+        return False
 
 
 class Rpc:
