@@ -14,8 +14,9 @@ is seen as an uptime shorter than the cached one) or the cache is older than
 `inspect_max_age`.
 
 The engine is found like the docker CLI finds it: `base_url` (unix://, tcp://,
-ssh:// through the system ssh client), a named docker context, `DOCKER_HOST`,
-`DOCKER_CONTEXT` / the current context, then the default socket.
+ssh:// through the system ssh command, or paramiko with `ssh_client="paramiko"`), a
+named docker context, `DOCKER_HOST`, `DOCKER_CONTEXT` / the current context, then the
+default socket.
 """
 
 from __future__ import annotations
@@ -313,7 +314,11 @@ class DockerEngine:
     """
 
     def __init__(self, base_url: str | None = None, *, context: str | None = None,
-                 timeout: float = 4.0, name: str = "docker", environ: Mapping[str, str] | None = None):
+                 timeout: float = 4.0, name: str = "docker", environ: Mapping[str, str] | None = None,
+                 ssh_client: str = "system"):
+        if ssh_client not in ("system", "paramiko"):
+            raise ValueError("ssh_client must be 'system' (the ssh command) or 'paramiko'")
+        self.ssh_client = ssh_client
         self.base_url = base_url or None
         self.context = context or None
         self.timeout = float(timeout)
@@ -333,7 +338,7 @@ class DockerEngine:
             **kw,
             version="auto",
             timeout=max(1, round(self.timeout)) if self.timeout >= 1 else self.timeout,
-            use_ssh_client=str(url).startswith("ssh://"),
+            use_ssh_client=str(url).startswith("ssh://") and self.ssh_client == "system",
         )
         return client
 
@@ -404,6 +409,7 @@ class DockerSource:
         engine: DockerEngine | None = None,
         base_url: str | None = None,
         context: str | None = None,
+        ssh_client: str = "system",
         interval: float = 5.0,
         timeout: float = 5.0,
         stats: bool = False,
@@ -418,7 +424,7 @@ class DockerSource:
         self.interval = interval
         self.timeout = timeout
         self.engine = engine or DockerEngine(base_url, context=context, timeout=max(0.5, timeout * 0.8),
-                                             name=name)
+                                             name=name, ssh_client=ssh_client)
         self.stats_enabled = stats
         self.stats_interval = stats_interval
         self.inspect_max_age = inspect_max_age

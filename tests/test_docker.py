@@ -520,6 +520,136 @@ async def test_engine_from_docker_host_and_from_a_docker_context(stack, tmp_path
         await DockerSource("d4", context="nope").poll()
 
 
+class SshToDocker:
+    """A real SSH server (paramiko) on 127.0.0.1 whose `docker system dial-stdio` bridges to
+    the test engine's unix socket: what `ssh://` engines and contexts talk to."""
+
+    def __init__(self, docker_socket: str, home) -> None:
+        import paramiko
+
+        self.paramiko = paramiko
+        self.docker_socket = docker_socket
+        self.host_key = paramiko.RSAKey.generate(2048)
+        self.client_key = paramiko.RSAKey.generate(2048)
+        ssh_dir = home / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        self.client_key.write_private_key_file(str(ssh_dir / "id_rsa"))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        (ssh_dir / "known_hosts").write_text(
+            f"[127.0.0.1]:{self.port} {self.host_key.get_name()} {self.host_key.get_base64()}\n")
+        self.commands: list[str] = []
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._spawn(self._serve, conn)
+
+    def _serve(self, conn) -> None:
+        paramiko = self.paramiko
+        outer = self
+
+        class Iface(paramiko.ServerInterface):
+            def get_allowed_auths(self, username):
+                return "publickey"
+
+            def check_auth_publickey(self, username, key):
+                ok = key.get_base64() == outer.client_key.get_base64()
+                return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+            def check_channel_request(self, kind, chanid):
+                return paramiko.OPEN_SUCCEEDED if kind == "session" else \
+                    paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+            def check_channel_exec_request(self, channel, command):
+                outer.commands.append(command.decode())
+                if command != b"docker system dial-stdio":
+                    return False
+                outer._spawn(outer._bridge, channel)
+                return True
+
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(self.host_key)
+        try:
+            transport.start_server(server=Iface())
+        except Exception:  # noqa: BLE001 - client went away
+            return
+        channels = []  # keep accepted channels referenced: a collected Channel closes itself
+        try:
+            while not self.stop.is_set() and transport.is_active():
+                ch = transport.accept(0.2)
+                if ch is not None:
+                    channels.append(ch)
+        except Exception:  # noqa: BLE001 - the client disconnected
+            pass
+        transport.close()
+
+    def _bridge(self, channel) -> None:
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.docker_socket)
+
+        def pump(src_recv, dst_send, done):
+            try:
+                while True:
+                    data = src_recv(65536)
+                    if not data:
+                        break
+                    dst_send(data)
+            except Exception:  # noqa: BLE001 - either side went away
+                pass
+            try:
+                done()
+            except Exception:  # noqa: BLE001
+                pass
+
+        self._spawn(pump, channel.recv, up.sendall, lambda: up.shutdown(socket.SHUT_WR))
+        pump(up.recv, channel.sendall, channel.close)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for t in self.threads:
+            t.join(timeout=2)
+
+
+async def test_ssh_engine_works_the_same_way(stack, tmp_path, monkeypatch):
+    pytest.importorskip("paramiko")
+    if not stack.engine.base_url.startswith("unix://"):
+        pytest.skip("needs a unix-socket engine to bridge to")
+    stack.add("api-gateway", health=HEALTHY)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server = SshToDocker(stack.engine.base_url.removeprefix("unix://"), tmp_path)
+    try:
+        url = f"ssh://ops@127.0.0.1:{server.port}"
+        src = DockerSource("remote", project=stack.project, base_url=url, ssh_client="paramiko", timeout=10)
+        rs = await poll_until(src, lambda r: r["api-gateway"].health == "healthy")
+        assert rs["api-gateway"].state == "running"
+        assert server.commands and set(server.commands) == {"docker system dial-stdio"}
+        # actions go through the same engine
+        action = ServiceAction(src, "restart", wait_timeout=20, stop_timeout=1)
+        plan = await action.plan(service="api-gateway")
+        assert (await action.execute(plan, lambda p: None)).ok
+        await src.engine.close()
+    finally:
+        server.close()
+
+
 def test_ssh_engine_uses_the_ssh_client():
     kw, where = resolve_engine("ssh://ops@127.0.0.1:1")
     assert kw == {"base_url": "ssh://ops@127.0.0.1:1"} and where == "ssh://ops@127.0.0.1:1"
