@@ -10,7 +10,10 @@ prints a table (or, with `--json`, one document described by
 - 3 UNKNOWN: a source could not be read (down, timed out) and nothing is critical,
   or the config could not be loaded.
 
-Critical outranks unknown (a down source next to a P0 is still a P0). No Textual.
+Severities map P0/P1 -> critical, P2/P3 -> warn. A finding about a source that
+could not be read this run (e.g. "Postgres unreachable") counts as unknown, not by
+its severity: nothing was measured. Critical outranks unknown (a down source next to
+a P0 from a source that was read is still critical). No Textual.
 """
 
 from __future__ import annotations
@@ -128,11 +131,20 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
     # only the area's sources were polled, so every finding is the area's (a degraded
     # finding of a source outside the area cannot occur in a one-shot run, but is dropped)
     findings = [f for f in snapshot.findings if f.source in names or not f.key.startswith("degraded:")]
+    unreadable = {n for n in names if (st := snapshot.sources.get(n)) is None or st.state is not SourceState.OK}
+
+    def status_of(f: Any) -> str:
+        # a finding about a source that could not be read this run ("postgres unreachable")
+        # says nothing measured: it is unknown, whatever its severity
+        if f.key.startswith("degraded:") or f.source in unreadable:
+            return "unknown"
+        return severity_status(f.severity)
+
     worst_by_source: dict[str, str] = {}
     for f in findings:
-        if f.key.startswith("degraded:"):
+        s = status_of(f)
+        if s == "unknown":
             continue
-        s = severity_status(f.severity)
         if worst_by_source.get(f.source) != "critical":
             worst_by_source[f.source] = s
     sources = []
@@ -154,7 +166,7 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
     fl = [{
         "key": f.key,
         "severity": f.severity.label,
-        "status": "unknown" if f.key.startswith("degraded:") else severity_status(f.severity),
+        "status": status_of(f),
         "source": f.source,
         "summary": f.summary,
         "evidence": list(f.evidence),
