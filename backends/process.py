@@ -82,32 +82,80 @@ def _compile(spec: ProcessSpec) -> re.Pattern[str] | None:
         raise ValueError(f"service {spec.name!r}: bad regex {spec.match!r}: {exc}") from None
 
 
+def _candidates_proc() -> list[tuple[int, str, str]] | None:
+    """(Linux) (pid, comm, cmdline) straight from /proc: one read per process, no psutil objects."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    out = []
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        out.append((int(e), "", raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")))
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def scan(specs: Sequence[ProcessSpec], *, exclude: Sequence[int] = ()) -> dict[str, list[ProcInfo]]:
-    """(Blocking) one pass over the process table; matches per spec, oldest first."""
+    """(Blocking) one pass over the process table; matches per spec, oldest first.
+
+    On Linux the pass reads only /proc/PID/cmdline (and /proc/PID/comm where a process
+    name is asked for); psutil is asked for details of the matches alone.
+    """
     import psutil
 
     pats = {s.name: _compile(s) for s in specs}
     out: dict[str, list[ProcInfo]] = {s.name: [] for s in specs}
     skip = {os.getpid(), *exclude}
-    for p in psutil.process_iter(_ATTRS):
-        info = p.info
-        if info["pid"] in skip:
+    fast = _candidates_proc()
+    if fast is None:
+        fast = []
+        for p in psutil.process_iter(["pid", "name", "cmdline"]):
+            fast.append((p.info["pid"], p.info.get("name") or "", " ".join(p.info.get("cmdline") or [])))
+    for pid, comm, cmd in fast:
+        if pid in skip:
             continue
-        cmd = " ".join(info.get("cmdline") or []) or (info.get("name") or "")
         cmd = cmd.replace("\n", " ").replace("\r", " ")
-        pname = info.get("name") or ""
+        hits = []
         for s in specs:
-            if s.process_name and pname != s.process_name:
-                continue
+            if s.process_name:
+                name = comm or _comm(pid)
+                comm = name
+                argv0 = os.path.basename(cmd.split(" ", 1)[0]) if cmd else ""
+                if s.process_name not in (name, argv0) and not (len(name) >= 15 and s.process_name.startswith(name)):
+                    continue
             pat = pats[s.name]
-            if pat is not None and not pat.search(cmd):
+            if pat is not None and not pat.search(cmd or comm or _comm(pid)):
                 continue
             if pat is None and not s.process_name:
                 continue
-            out[s.name].append(ProcInfo(pid=info["pid"], name=pname, cmdline=cmd,
-                                        create_time=info.get("create_time") or 0.0,
-                                        status=info.get("status") or "?", username=info.get("username") or "",
-                                        ppid=info.get("ppid") or 0))
+            hits.append(s.name)
+        if not hits:
+            continue
+        try:
+            info = psutil.Process(pid).as_dict(_ATTRS)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if not cmd:
+            cmd = " ".join(info.get("cmdline") or []) or (info.get("name") or "")
+        for h in hits:
+            out[h].append(ProcInfo(pid=pid, name=info.get("name") or comm, cmdline=cmd,
+                                   create_time=info.get("create_time") or 0.0,
+                                   status=info.get("status") or "?", username=info.get("username") or "",
+                                   ppid=info.get("ppid") or 0))
     for v in out.values():
         v.sort(key=lambda p: (p.create_time, p.pid))
     return out
