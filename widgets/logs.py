@@ -142,9 +142,12 @@ class LogTail(ScrollView, can_focus=True):
         self._combined: dict[tuple, Style] = {}
         self._strip_cache: LRUCache[tuple, Strip] = LRUCache(512)
         self._base: Style | None = None
+        self._frame: tuple[int, int] | None = None
+        self._cache_base: Style | None = None
         self._status_at = 0.0
         self._status_timer: Timer | None = None
         self._time_cache: tuple[int, str] = (-1, "")
+        self._tags: dict[str, str] = {}
         if lines:
             self._pending.extend(lines)
             self.received += len(self._pending)
@@ -632,22 +635,35 @@ class LogTail(ScrollView, can_focus=True):
         return text
 
     def render_lines(self, crop):
-        # the pane's base style is the same for every row of one paint: look it up once
+        # One paint: the base style, scroll offset and width are the same for every row.
         self._base = self.rich_style
+        self._frame = (int(self.scroll_offset.y), self.size.width)
         try:
             return super().render_lines(crop)
         finally:
             self._base = None
+            self._frame = None
 
     def render_line(self, y: int) -> Strip:
-        index = self._view_top() + y
-        width = self.size.width
-        base = self._base or self.rich_style
-        if index < 0 or index >= len(self._rows) or width <= 0:
+        frame = self._frame
+        if frame is not None:
+            top, width = frame
+            base = self._base
+        else:
+            top, width = self._view_top(), self.size.width
+            base = self.rich_style
+        index = top + y
+        rows = self._rows
+        if index < 0 or index >= len(rows) or width <= 0:
             return Strip.blank(width, base)
-        line = self._rows[index]
+        line = rows[index]
         is_cursor = index == self.cursor
-        key = (line.seq, id(line), width, is_cursor, base)
+        key = (line.seq, id(line), width, is_cursor)
+        if base is not self._cache_base:
+            # a new base style (theme, focus): cached rows are stale
+            if base != self._cache_base:
+                self._strip_cache.clear()
+            self._cache_base = base
         strip = self._strip_cache.get(key)
         if strip is None:
             strip = self._render_row(line, width, base, is_cursor)
@@ -656,23 +672,29 @@ class LogTail(ScrollView, can_focus=True):
             self._strip_cache[key] = strip
         return strip
 
-    def _style(self, name: str, base: Style, cursor: bool) -> Style:
-        key = (name, base, cursor)
-        style = self._combined.get(key)
-        if style is None:
+    def _style_table(self, base: Style, cursor: bool) -> dict[str, Style]:
+        key = (base, cursor)
+        table = self._combined.get(key)
+        if table is None:
             st = self._get_styles()
-            style = base + st[name] if name != "base" else base
+            table = {name: base + st[name] for name in ("crit", "warn", "ok", "muted", "notice")}
+            table["base"] = base
+            table["match"] = st["match"]
             if cursor:
-                style = style + st["cursor"]
-            if len(self._combined) > 256:
+                table = {k: (v + st["cursor"] if k != "match" else v) for k, v in table.items()}
+            if len(self._combined) > 64:
                 self._combined.clear()
-            self._combined[key] = style
-        return style
+            self._combined[key] = table
+        return table
 
     def _render_row(self, line: LogLine, width: int, base: Style, is_cursor: bool) -> Strip:
         # Few segments per row: every style change costs escape bytes on the terminal.
-        prefix = self._time(line.at) if self.show_time else ""
-        prefix += line.source[: self.tag_width].ljust(self.tag_width) + " "
+        tag = self._tags.get(line.source)
+        if tag is None:
+            if len(self._tags) > 1024:
+                self._tags.clear()
+            tag = self._tags[line.source] = line.source[: self.tag_width].ljust(self.tag_width) + " "
+        prefix = self._time(line.at) + tag if self.show_time else tag
         lv = line.level
         label = _LABELS.get(lv, "     ") + " "
         if lv >= Level.ERROR:
@@ -695,12 +717,12 @@ class LogTail(ScrollView, can_focus=True):
             text = text[:room]  # cut at the edge (ASCII keeps width math on the fast path)
         cells = len(prefix) + len(label) + (cell_len(text) if not text.isascii() else len(text))
         pad = " " * max(0, width - cells)
-        style = self._style
-        segs = [Segment(prefix, style("muted", base, is_cursor))]
+        table = self._style_table(base, is_cursor)
+        segs = [Segment(prefix, table["muted"])]
         if self._search is not None and text:
-            segs.append(Segment(label, style(lname, base, is_cursor)))
-            tstyle = style(tname, base, is_cursor)
-            mstyle = tstyle + self._get_styles()["match"]
+            segs.append(Segment(label, table[lname]))
+            tstyle = table[tname]
+            mstyle = tstyle + table["match"]
             pos = 0
             for m in self._search.finditer(text):
                 if m.start() == m.end():
@@ -711,10 +733,10 @@ class LogTail(ScrollView, can_focus=True):
                 pos = m.end()
             segs.append(Segment(text[pos:] + pad, tstyle))
         elif lname == tname:
-            segs.append(Segment(label + text + pad, style(lname, base, is_cursor)))
+            segs.append(Segment(label + text + pad, table[lname]))
         else:
-            segs.append(Segment(label, style(lname, base, is_cursor)))
-            segs.append(Segment(text + pad, style(tname, base, is_cursor)))
+            segs.append(Segment(label, table[lname]))
+            segs.append(Segment(text + pad, table[tname]))
         return Strip(segs, width)
 
 
