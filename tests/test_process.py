@@ -33,7 +33,8 @@ from backends.rules import evaluate, make_rules
 PY = sys.executable
 IDLE = "import signal, time\nsignal.signal(signal.SIGTERM, lambda *a: exit(0))\nwhile True: time.sleep(0.05)"
 BUSY = "import time\nwhile True: sum(range(10000))"
-STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(0.05)"
+STUBBORN = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "open(sys.argv[-1], 'w').close()\nwhile True: time.sleep(0.05)")
 
 
 class Children:
@@ -191,9 +192,10 @@ def test_everything_down_is_p0_system_down():
 
 
 async def test_restart_signal_then_start_previews_pids_and_kills_stubborn_ones(children, marker, tmp_path):
-    stubborn = children.spawn(STUBBORN, "listener", marker)
+    ready = tmp_path / "ready"
+    stubborn = children.spawn(STUBBORN, "listener", marker, str(ready))
     src = ProcessSource("procs", [ProcessSpec("listener", match=rf"listener {marker}")])
-    await poll_until(src, lambda rs: rs[0].pid == stubborn.pid)
+    await poll_until(src, lambda rs: rs[0].pid == stubborn.pid and ready.exists())
     start = CommandTemplate("start-listener", [PY, "-c", IDLE, "listener", marker])
     action = ProcessRestart(src, start={"listener": start}, grace=0.5, wait_timeout=10)
     engine = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="bob")
