@@ -77,12 +77,18 @@ class Ctx:
     def node(self) -> str:
         return self.settings["node_url"]
 
-    def send(self, tx: dict) -> str:
+    def send(self, tx: dict, *, wait: bool = True) -> str:
         h = rpc(self.node, "eth_sendTransaction", [tx])
-        receipt = wait_until(lambda: rpc(self.node, "eth_getTransactionReceipt", [h]), 20, "transaction receipt")
-        if int(receipt["status"], 16) != 1:
-            raise SandboxError(f"transaction {h} reverted")
+        if wait:
+            self.wait(h)
         return h
+
+    def wait(self, tx_hash: str) -> dict:
+        receipt = wait_until(lambda: rpc(self.node, "eth_getTransactionReceipt", [tx_hash]), 20,
+                             "transaction receipt")
+        if int(receipt["status"], 16) != 1:
+            raise SandboxError(f"transaction {tx_hash} reverted")
+        return receipt
 
     def balance(self, address: str) -> int:
         return int(rpc(self.node, "eth_getBalance", [address, "latest"]), 16)
@@ -274,7 +280,10 @@ def inject_contract_exploit(ctx: Ctx) -> str:
     for i in range(5):
         oid = f"x-{uuid.uuid4().hex[:10]}-{i}"
         hashes.append(ctx.send({"from": OWNER, "to": s["escrow"], "gas": hex(120_000),
-                                "data": release_calldata(s["selectors"]["release"], oid, EXPLOIT_AMOUNT)}))
+                                "data": release_calldata(s["selectors"]["release"], oid, EXPLOIT_AMOUNT)},
+                               wait=False))
+    for h in hashes:
+        ctx.wait(h)
     return f"released {len(hashes)} x {EXPLOIT_AMOUNT // 10**18:,} ETH from the escrow to unknown orders"
 
 
@@ -421,10 +430,18 @@ def read_records(run_dir: Path) -> dict[str, dict]:
 def inject(run_dir: Path, name: str) -> dict:
     drill = get(name)
     ctx = Ctx.of(run_dir)
-    detail = drill.inject(ctx)
-    record = {"name": name, "injected_at": time.time(), "detail": detail}
-    with _locked_records(run_dir) as box:
+    record = {"name": name, "injected_at": time.time(), "detail": "injecting"}
+    with _locked_records(run_dir) as box:  # the clock starts before the fault does
         box[0][name] = record
+    try:
+        detail = drill.inject(ctx)
+    except BaseException:
+        with _locked_records(run_dir) as box:
+            box[0].pop(name, None)
+        raise
+    with _locked_records(run_dir) as box:
+        box[0].setdefault(name, record)["detail"] = detail
+        record = box[0][name]
     return record
 
 
@@ -518,9 +535,18 @@ class DrillObserver:
 # --------------------------------------------------------------------------- the fix, through the engine
 
 
-async def run_action(engine: Any, action_id: str, params: dict | None = None, *, reason: str = "") -> Any:
-    """Plan and execute one action through the engine's ActionEngine (confirmed, audited)."""
-    plan = await engine.actions.plan(action_id, reason=reason or None, **dict(params or {}))
+async def run_action(engine: Any, action_id: str, params: dict | None = None, *, reason: str = "",
+                     patience: float = 10.0) -> Any:
+    """Plan and execute one action through the engine's ActionEngine (confirmed, audited).
+
+    A plan whose guard is red (e.g. the long queries are not old enough yet) is planned
+    again for up to `patience` seconds, the way an operator would look again."""
+    deadline = time.monotonic() + patience
+    while True:
+        plan = await engine.actions.plan(action_id, reason=reason or None, **dict(params or {}))
+        if plan.guard.ok or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
     confirmation = plan.expected_confirmation or True
     return plan, await engine.actions.execute(plan, confirmation=confirmation)
 
