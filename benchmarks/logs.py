@@ -289,6 +289,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds per run (default 60)")
     ap.add_argument("--rates", default="200,10000", help="lines per second, comma separated")
     ap.add_argument("--only", choices=("pipeline", "widget"), default=None)
+    ap.add_argument("--size", default="120x40", help="tmux window for the widget run (default 120x40)")
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--app", help=argparse.SUPPRESS)
@@ -301,6 +302,7 @@ def main() -> None:
         app_main(args.app, args.seconds, args.stats)
         return
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    width, height = (int(x) for x in args.size.lower().split("x"))
     print(f"warroom logs benchmark: {args.seconds:g} s per run, {os.cpu_count()} CPUs")
     for rate in rates:
         if args.only in (None, "pipeline"):
@@ -309,8 +311,8 @@ def main() -> None:
             for k, v in r.items():
                 print(f"  {k:22s} {_fmt(v)}")
         if args.only in (None, "widget"):
-            print(f"\nwidget (LogTail in tmux 120x40) @ {rate:,.0f} lines/s")
-            r = widget(rate, args.seconds)
+            print(f"\nwidget (LogTail in tmux {width}x{height}) @ {rate:,.0f} lines/s")
+            r = widget(rate, args.seconds, width=width, height=height)
             if r:
                 for k, v in r.items():
                     print(f"  {k:22s} {_fmt(v)}")
