@@ -492,3 +492,49 @@ def test_progress_bar_on_a_terminal(monkeypatch):
     with headless.progress_reporter("fixing", 4) as report:
         for i in range(1, 5):
             report(Progress(i, 4, f"batch {i}"))
+
+
+def test_real_terminal_prompt_and_progress_bar(stack):
+    """Under a pseudo-terminal: the typed confirmation is asked for and a progress bar drawn."""
+    import os
+    import pty
+    import select
+    import time
+
+    clear_old_pending(stack)
+    for i in range(2):
+        add_order(stack, f"hl-y{i}", "10 days")
+    argv = [sys.executable, "-m", "tui.cli", "orders", "bulk-fix", "--older-than", "9d", "--state", "CANCELLED",
+            "--reason", "tty", "--all-pending", "--execute", "--config", str(stack.config_path)]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.chdir(ROOT)
+            os.execv(sys.executable, argv)
+        finally:
+            os._exit(127)
+    out = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not answered and b"type 2 to apply" in out:
+                os.write(fd, b"2\n")
+                answered = True
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    text = out.decode("utf-8", "replace")
+    assert answered, text[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "2/2" in text and "progress:" not in text  # rich's bar, not the plain lines
+    assert [state_of(stack, f"hl-y{i}")[0] for i in range(2)] == ["CANCELLED", "CANCELLED"]
