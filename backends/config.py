@@ -548,6 +548,10 @@ class CheckConfig:
     metric: str | None = None  # metrics
     warn_above: float | None = None
     crit_above: float | None = None
+    warn_below: float | None = None  # e.g. a gas balance read by a command check
+    crit_below: float | None = None
+    path: str | None = None  # command checks: where the value is in the JSON output ("stack.0.value")
+    playbook: str | None = None  # playbook of this check's findings
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
 
 
@@ -1797,6 +1801,10 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             metric=t.take("metric", c_opt(c_text), None),
             warn_above=t.take("warn_above", c_opt(c_number()), None),
             crit_above=t.take("crit_above", c_opt(c_number()), None),
+            warn_below=t.take("warn_below", c_opt(c_number()), None),
+            crit_below=t.take("crit_below", c_opt(c_number()), None),
+            path=t.take("path", c_opt(c_text), None),
+            playbook=t.take("playbook", c_opt(c_name), None),
             headers=headers,
         )
         need = {"http": ("url",), "jsonrpc": ("url", "method"), "sql": ("postgres", "query"),
