@@ -65,8 +65,14 @@ class Engine:
     read_only: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
     parts: dict[str, Any] = field(default_factory=dict)  # built adapters by name, for the CLI and tests
+    starters: list[Callable[[], Any]] = field(default_factory=list)  # shared state, incidents, notifier
+    shared: Any = None  # backends.shared.SharedState when a [postgres.NAME] has shared = true
+    incidents: Any = None  # backends.incidents.IncidentManager
+    notifier: Any = None  # backends.notify.Notifier
 
     async def start(self) -> None:
+        for start in self.starters:
+            await start()
         if self.logs is not None:
             await self.logs.start()
         await self.monitor.start()
@@ -138,8 +144,22 @@ def build_engine(
             parts["logs"] = hub
             srcs.append(hub)
     monitor = Monitor(srcs, rules=make_rules(RuleContext(config=config)))
-    return Engine(config=config, monitor=monitor, actions=actions, audit=audit, logs=hub,
-                  read_only=ro, closers=closers, parts=parts)
+    engine = Engine(config=config, monitor=monitor, actions=actions, audit=audit, logs=hub,
+                    read_only=ro, closers=closers, parts=parts)
+    _attach_incidents(engine)
+    return engine
+
+
+def _attach_incidents(engine: Engine) -> None:
+    """Shared Postgres (audit mirror, advisory locks), incidents, escalation (backends/shared, incidents, notify)."""
+    from .shared import attach_shared, shared_dsn
+
+    dsn = shared_dsn(engine.config)
+    if dsn:
+        attach_shared(engine, dsn)
+    from .incidents import attach_incidents
+
+    attach_incidents(engine)
 
 
 class _Builder:
