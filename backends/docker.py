@@ -544,13 +544,14 @@ class DockerSource:
             out.append(_merge_inspect(c, data))
         for cid in list(self._inspect_cache):
             if cid not in seen_ids:
-                del self._inspect_cache[cid]
+                self._inspect_cache.pop(cid, None)
                 self._uptime_seen.pop(cid, None)
         self.last_calls = calls
         return out
 
-    async def containers(self, *, fresh: bool = True) -> list[ContainerInfo]:
-        """All containers of this source's services, with inspect data."""
+    async def containers(self, *, fresh: bool = False) -> list[ContainerInfo]:
+        """All containers of this source's services, with inspect data (`fresh`: inspect every
+        container again instead of trusting the change-detecting cache)."""
         return await self.engine.call(self._read_sync, fresh=fresh)
 
     async def service_containers(self, service: str) -> list[ContainerInfo]:
@@ -564,7 +565,7 @@ class DockerSource:
     # ---------------------------------------------------------------- poll
 
     async def poll(self) -> list[ServiceReading]:
-        containers = await self.containers(fresh=False)
+        containers = await self.containers()
         if self.stats_enabled:
             self._maybe_sample_stats(containers)
         now = utcnow()
