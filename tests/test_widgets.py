@@ -305,7 +305,7 @@ async def test_summary_and_age_do_not_repaint_when_nothing_changed():
         for i in range(5):
             s = services_snapshot()
             pane.show(replace(s, at=NOW + timedelta(seconds=i), readings={
-                "docker": tuple(replace(r, at=NOW + timedelta(seconds=i)) for r in s.readings["docker"])}))
+                k: tuple(replace(r, at=NOW + timedelta(seconds=i)) for r in v) for k, v in s.readings.items()}))
         await pilot.pause()
         assert updates == []
         assert pane.update_calls == 0
@@ -595,19 +595,19 @@ async def test_set_filter_regex_and_substring():
     app = PaneApp(pane, snapshot=services_snapshot())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        pane.set_filter("^(redis|postgres)")
+        pane.set_filter(" ^(redis|postgres)\\s ")
         await pilot.pause()
-        assert pane.row_keys() == ["postgres", "redis"]
-        assert pane.filter_text == "^(redis|postgres)"
+        assert pane.row_keys() == ["postgres", "redis"]  # not the postgres.main / redis.main rows
+        assert pane.filter_text == "^(redis|postgres)\\s"  # stripped
         pane.set_filter("unhealthy")  # matches the health word too
         await pilot.pause()
         assert pane.row_keys() == ["event-processor"]
-        pane.set_filter("(")  # not a regex: substring, matches nothing
+        pane.set_filter("[x")  # not a regex: a substring, matches nothing
         await pilot.pause()
         assert pane.row_keys() == []
         pane.set_filter("")
         await pilot.pause()
-        assert len(pane.row_keys()) == 5
+        assert len(pane.row_keys()) == 5 + 3  # services, then postgres, redis and the host
 
 
 async def test_theme_change_recolours_cells():
@@ -688,3 +688,26 @@ async def test_a_thousand_breakers_list_hot_ones_and_update_one_row():
         assert len(keys2) == 3 + 50
         assert cell(pane, "t-0003", "status").plain == "✖ OPEN"
         assert pane.shown("summary").startswith("✖ 3 open")
+
+
+async def test_services_pane_infra_rows_and_terminate_key():
+    pane = ServicesPane()
+    app = PaneApp(pane, snapshot=services_snapshot())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        keys = pane.row_keys()
+        assert keys[-3:] == ["postgres:postgres.main", "redis:redis.main", "host:host"]
+        assert cell(pane, "postgres:postgres.main", "status").plain == "▲ WARN"  # a query running > 5 min
+        assert cell(pane, "postgres:postgres.main", "health").plain == "58/100 conn, 1 long (6m52s)"
+        assert cell(pane, "redis:redis.main", "health").plain == "312MB/500MB, 14 clients"
+        assert cell(pane, "host:host", "health").plain == "cpu 35% mem 62% disk / 71%"
+        assert pane.shown("summary").startswith("5 services + 3 infra")
+        pane.table.focus()
+        await pilot.press("k")  # on a service row: nothing to terminate
+        pane.table.move_cursor(row=keys.index("postgres:postgres.main"))
+        await pilot.press("r", "k", "enter")
+        await pilot.pause()
+        assert [(m.action_id, m.params, m.target) for m in actions(app)] == [
+            ("postgres.terminate", {"all": True}, "postgres:postgres.main")]
+        details = [m for m in app.messages if isinstance(m, DetailRequested)]
+        assert [(d.kind, d.key) for d in details] == [("postgres", "postgres:postgres.main")]

@@ -20,10 +20,14 @@ from backends.model import (
     CursorReading,
     EndpointReading,
     Finding,
+    HostReading,
+    LongQuery,
     Order,
     OrdersReading,
     OrderVerdict,
+    PostgresReading,
     QueueReading,
+    RedisReading,
     ServiceReading,
     Severity,
     Snapshot,
@@ -114,11 +118,24 @@ def services(at: float = 2) -> tuple[ServiceReading, ...]:
     )
 
 
+def infra(at: float = 2) -> dict[str, tuple]:
+    return {
+        "postgres.main": (PostgresReading(source="postgres.main", at=ago(at), latency_ms=3.2, active_connections=12,
+                                          total_connections=58, max_connections=100, server_version="16.4",
+                                          long_queries=(LongQuery(pid=4242, duration_s=412, state="active",
+                                                                  query="SELECT * FROM orders"),)),),
+        "redis.main": (RedisReading(source="redis.main", at=ago(at), latency_ms=0.8, used_memory_bytes=312 * 2**20,
+                                    max_memory_bytes=500 * 2**20, connected_clients=14, version="7.2.4"),),
+        "host": (HostReading(source="host", at=ago(at), cpu_percent=35.0, mem_percent=62.0, disks=(("/", 71.0),)),),
+    }
+
+
 def services_snapshot(state: SourceState = SourceState.OK) -> Snapshot:
+    infra_sources = [status("postgres.main", "postgres"), status("redis.main", "redis"), status("host", "host")]
     if state is SourceState.DEGRADED:
-        return snap([status("docker", "docker", state, "connection refused at /var/run/docker.sock", 192)],
-                    {"docker": services(at=192)})
-    return snap([status("docker", "docker")], {"docker": services()})
+        return snap([status("docker", "docker", state, "connection refused at /var/run/docker.sock", 192),
+                     *infra_sources], {"docker": services(at=192), **infra()})
+    return snap([status("docker", "docker"), *infra_sources], {"docker": services(), **infra()})
 
 
 # --------------------------------------------------------------------------- queues

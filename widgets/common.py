@@ -241,6 +241,7 @@ class Row:
     # one shown, the cells are not rebuilt; `make()` builds them when needed.
     fingerprint: tuple | None = None
     make: Callable[[], tuple[Text, ...]] | None = None
+    kind: str = ""  # detail kind when it differs from the pane's DETAIL_KIND
 
     def ensure_cells(self) -> Row:
         if not self.cells and self.make is not None:
@@ -516,7 +517,7 @@ class TablePane(Vertical):
         stale = self._styles.stale
         cells = tuple(self._styles.stale_cell() if i == self.STATUS_INDEX else Text(c.plain, style=stale)
                       for i, c in enumerate(row.cells))
-        return Row(row.key, cells, row.item, row.source, True, row.search, row.fingerprint, row.make)
+        return Row(row.key, cells, row.item, row.source, True, row.search, row.fingerprint, row.make, row.kind)
 
     def _sync_rows(self, rows: list[Row]) -> None:
         table = self.table
@@ -611,7 +612,8 @@ class TablePane(Vertical):
         if key is None:
             return
         row = self._items.get(key)
-        self.post_message(DetailRequested(self.DETAIL_KIND, key, row.item if row else None))
+        kind = (row.kind if row is not None else "") or self.DETAIL_KIND
+        self.post_message(DetailRequested(kind, key, row.item if row else None))
         # RowSelected keeps bubbling: the dashboard opens the detail through `detail()`.
 
     # ------------------------------------------------------------------ actions

@@ -1,7 +1,9 @@
 """Services pane: state, health, uptime, restarts, image, latency; in dependency order.
+Below the services, one row per infrastructure reading (Postgres, Redis, the host).
 
 Keys: `r` restart, `S` stop, `u` start (each posts `ActionRequested` for the service under
-the cursor), `enter` detail. In read-only mode the mutating keys do not exist.
+the cursor), `k` terminate long Postgres queries (on a Postgres row), `enter` detail.
+In read-only mode the mutating keys do not exist.
 """
 
 from __future__ import annotations
@@ -11,9 +13,19 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding
 
-from backends.model import ServiceReading, Snapshot, Status
+from backends.model import (
+    HostReading,
+    PostgresReading,
+    RedisReading,
+    ServiceReading,
+    Snapshot,
+    Status,
+)
 
-from .common import Health, Row, TablePane, fmt_coarse, fmt_int, fmt_ms
+from .common import Health, Row, TablePane, fmt_coarse, fmt_duration, fmt_int, fmt_ms
+
+INFRA = (PostgresReading, RedisReading, HostReading)
+LONG_QUERY_WARN_S = 300.0  # seed 003: queries running > 5 min are terminated
 
 HEALTH_STATUS = {"healthy": Status.OK, "starting": Status.WARN, "unhealthy": Status.CRIT}
 STATE_STATUS = {"running": Status.OK, "restarting": Status.WARN, "paused": Status.WARN,
@@ -49,31 +61,42 @@ def dependency_order(services: list[ServiceReading]) -> list[ServiceReading]:
 class ServicesPane(TablePane):
     """Services, dependencies first."""
 
-    READING_TYPES = (ServiceReading,)
+    READING_TYPES = (ServiceReading, *INFRA)
     SOURCE_KINDS = frozenset({"docker", "process", "services", "service", "compose", "pm2", "systemd",
-                              "k8s", "kubernetes"})
+                              "k8s", "kubernetes", "postgres", "redis", "host"})
     COLUMNS = (("status", "St"), ("name", "Service"), ("state", "State"), ("health", "Health"),
                ("uptime", "Up"), ("restarts", "Rst"), ("latency", "Latency"), ("image", "Image"))
     DETAIL_KIND = "service"
     NOUN = "services"
-    MUTATING = frozenset({"restart", "stop", "start"})
+    MUTATING = frozenset({"restart", "stop", "start", "terminate_queries"})
 
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("r", "restart", "Restart", id="restart"),
         Binding("S", "stop", "Stop", id="service_stop"),
         Binding("u", "start", "Start", id="service_start"),
+        Binding("k", "terminate_queries", "Terminate long queries", id="postgres_terminate"),
     ]
 
     def build_summary(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
         counts = {s: 0 for s in Status}
+        services = [r for r in readings if isinstance(r, ServiceReading)]
+        degraded = {s.name for s in health.degraded}
+        stale = 0
         for r in readings:
-            counts[r.status] += 1
+            if r.source in degraded:
+                stale += 1  # a stale status is not counted as current
+                continue
+            counts[r.status if isinstance(r, ServiceReading) else infra_status(r)] += 1
         text = Text()
-        text.append(f"{len(readings)} services", style="bold")
+        text.append(f"{len(services)} services", style="bold")
+        if len(readings) > len(services):
+            text.append(f" + {len(readings) - len(services)} infra")
+        if stale:
+            text.append(f"  {Status.UNKNOWN.symbol} {stale} STALE", style=f"bold {self.styles_.stale}")
         for st in (Status.CRIT, Status.WARN, Status.UNKNOWN):
             if counts[st]:
                 text.append(f"  {st.symbol} {counts[st]} {st.word}", style=self.styles_.of(st))
-        if not any(counts[s] for s in (Status.CRIT, Status.WARN, Status.UNKNOWN)):
+        if not stale and not any(counts[s] for s in (Status.CRIT, Status.WARN, Status.UNKNOWN)):
             text.append(f"  {Status.OK.symbol} all {Status.OK.word}", style=self.styles_.of(Status.OK))
         return text
 
@@ -81,7 +104,8 @@ class ServicesPane(TablePane):
         st = self.styles_
         rows = []
         seen: set[str] = set()
-        for r in dependency_order(readings):
+        services = [r for r in readings if isinstance(r, ServiceReading)]
+        for r in dependency_order(services):
             if r.name in seen:  # the same service from two sources: first wins
                 continue
             seen.add(r.name)
@@ -104,18 +128,56 @@ class ServicesPane(TablePane):
             )
             rows.append(Row(r.name, cells, r, r.source,
                             search=f"{r.name} {r.state} {r.health or ''} {r.image or ''} {r.detail}"))
+        for r in readings:
+            if isinstance(r, INFRA):
+                rows.append(self._infra_row(r))
         return rows
+
+    def _infra_row(self, r: PostgresReading | RedisReading | HostReading) -> Row:
+        st = self.styles_
+        status = infra_status(r)
+        if isinstance(r, PostgresReading):
+            kind, state, version = "postgres", ("reachable" if r.reachable else "unreachable"), r.server_version
+            detail = f"{r.total_connections}/{r.max_connections or '?'} conn"
+            if r.long_queries:
+                longest = max(q.duration_s for q in r.long_queries)
+                detail += f", {len(r.long_queries)} long ({fmt_duration(longest)})"
+            latency = r.latency_ms
+        elif isinstance(r, RedisReading):
+            kind, state, version = "redis", ("reachable" if r.reachable else "unreachable"), r.version
+            detail = fmt_bytes(r.used_memory_bytes) + (f"/{fmt_bytes(r.max_memory_bytes)}" if r.max_memory_bytes else "")
+            if r.connected_clients is not None:
+                detail += f", {r.connected_clients} clients"
+            latency = r.latency_ms
+        else:
+            kind, state, version, latency = "host", "up", "", None
+            detail = f"cpu {r.cpu_percent:.0f}% mem {r.mem_percent:.0f}%"
+            full = [f"{m} {p:.0f}%" for m, p in r.disks]
+            if full:
+                detail += " disk " + " ".join(full)
+        cells = (
+            st.status_cell(status),
+            Text(r.source, style="bold"),
+            Text(state, style=st.of(status) if status is Status.CRIT else ""),
+            Text(detail, style=st.of(status) if status is not Status.OK else ""),
+            Text("-"),
+            Text("-"),
+            Text(fmt_ms(latency)),
+            Text(f"{kind} {version}".strip(), style="dim"),
+        )
+        return Row(f"{kind}:{r.source}", cells, r, r.source, search=f"{r.source} {kind} {state} {detail}", kind=kind)
 
     # ------------------------------------------------------------------ actions
 
     def _service(self) -> ServiceReading | None:
         row = self.cursor_row()
-        return row.item if row is not None else None
+        item = row.item if row is not None else None
+        return item if isinstance(item, ServiceReading) else None
 
     def _request(self, action_id: str) -> None:
         svc = self._service()
         if svc is None:
-            self.app.bell()
+            self.notify("Put the cursor on a service first.", severity="warning", timeout=3)
             return
         self.request(action_id, {"service": svc.name}, f"service:{svc.name}")
 
@@ -128,6 +190,14 @@ class ServicesPane(TablePane):
     def action_start(self) -> None:
         self._request("service.start")
 
+    def action_terminate_queries(self) -> None:
+        row = self.cursor_row()
+        pg = row.item if row is not None else None
+        if not isinstance(pg, PostgresReading):
+            self.notify("Put the cursor on a Postgres row first.", severity="warning", timeout=3)
+            return
+        self.request("postgres.terminate", {"all": True}, f"postgres:{pg.source}")
+
     def action_context(self, verb: str) -> dict:
         svc = self._service()
         return {"service": svc.name} if svc is not None else {}
@@ -138,6 +208,44 @@ class ServicesPane(TablePane):
             return ""
         return f"{svc.name} ({svc.kind}): {svc.state}" + (f" {svc.health}" if svc.health else "") + (
             f" {svc.image}" if svc.image else "")
+
+
+def infra_status(r: PostgresReading | RedisReading | HostReading) -> Status:
+    """The status of an infrastructure reading (the thresholds of seed 003)."""
+    if isinstance(r, PostgresReading):
+        if not r.reachable:
+            return Status.CRIT
+        if r.max_connections and r.total_connections >= 0.9 * r.max_connections:
+            return Status.CRIT
+        if any(q.duration_s >= LONG_QUERY_WARN_S for q in r.long_queries) or (
+                r.max_connections and r.total_connections >= 0.5 * r.max_connections):
+            return Status.WARN
+        return Status.OK
+    if isinstance(r, RedisReading):
+        if not r.reachable:
+            return Status.CRIT
+        if r.max_memory_bytes and r.used_memory_bytes >= r.max_memory_bytes:
+            return Status.CRIT
+        if r.max_memory_bytes and r.used_memory_bytes >= 0.8 * r.max_memory_bytes:
+            return Status.WARN
+        return Status.OK
+    worst_disk = max((p for _, p in r.disks), default=0.0)
+    if r.cpu_percent >= 95 or r.mem_percent >= 95 or worst_disk >= 95:
+        return Status.CRIT
+    if r.cpu_high_for_s > 0 or r.mem_percent >= 85 or worst_disk >= 80:
+        return Status.WARN
+    return Status.OK
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    v = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if v < 1024 or unit == "TB":
+            return f"{v:.0f}{unit}" if unit in ("B", "KB") or v >= 100 else f"{v:.1f}{unit}"
+        v /= 1024
+    return f"{v:.0f}TB"
 
 
 def _short_image(image: str | None) -> str:
