@@ -272,6 +272,8 @@ def describe_docker_error(exc: BaseException, where: str, timeout: float) -> str
         return f"docker engine unreachable: no socket at {where}"
     if "ConnectionRefused" in names or "Connection refused" in text:
         return f"docker engine unreachable: connection refused at {where}"
+    if "AuthenticationException" in names or "Authentication failed" in text:
+        return f"docker engine at {where}: SSH authentication failed"
     if "PermissionError" in names or "Permission denied" in text:
         return f"docker engine: permission denied on {where}"
     if "RemoteDisconnected" in names or "Connection aborted" in text or "ConnectionReset" in names:

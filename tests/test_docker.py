@@ -650,6 +650,24 @@ async def test_ssh_engine_works_the_same_way(stack, tmp_path, monkeypatch):
         server.close()
 
 
+async def test_ssh_auth_failure_is_readable(stack, tmp_path, monkeypatch):
+    pytest.importorskip("paramiko")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server = SshToDocker(stack.engine.base_url.removeprefix("unix://"), tmp_path)
+    import paramiko
+
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(tmp_path / ".ssh" / "id_rsa"))  # not the authorised key
+    try:
+        url = f"ssh://ops@127.0.0.1:{server.port}"
+        snap = await Monitor([DockerSource("remote", project="x", base_url=url, ssh_client="paramiko",
+                                           timeout=10)]).poll_once()
+        st = snap.sources["remote"]
+        assert st.state is SourceState.DEGRADED
+        assert st.reason == f"docker engine at {url}: SSH authentication failed"
+    finally:
+        server.close()
+
+
 def test_ssh_engine_uses_the_ssh_client():
     kw, where = resolve_engine("ssh://ops@127.0.0.1:1")
     assert kw == {"base_url": "ssh://ops@127.0.0.1:1"} and where == "ssh://ops@127.0.0.1:1"
@@ -679,6 +697,19 @@ async def test_unreachable_engine_degrades_with_a_readable_reason(tmp_path):
     assert st.state is SourceState.DEGRADED
     assert st.reason == f"docker engine unreachable: no socket at unix://{tmp_path}/missing.sock"
     assert any(f.key == "degraded:docker" for f in snap.findings)
+
+
+async def test_refused_engine_degrades_with_a_readable_reason(tmp_path):
+    path = str(tmp_path / "refuse.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(path)  # a socket file nobody listens on: connection refused
+    try:
+        snap = await Monitor([DockerSource("docker", project="x", base_url=f"unix://{path}", timeout=2)]).poll_once()
+        st = snap.sources["docker"]
+        assert st.state is SourceState.DEGRADED
+        assert st.reason == f"docker engine unreachable: connection refused at unix://{path}"
+    finally:
+        dead.close()
 
 
 async def test_hanging_engine_times_out_within_the_poll_timeout(tmp_path):
