@@ -607,7 +607,7 @@ async def test_set_filter_regex_and_substring():
         assert pane.row_keys() == []
         pane.set_filter("")
         await pilot.pause()
-        assert len(pane.row_keys()) == 5 + 3  # services, then postgres, redis and the host
+        assert len(pane.row_keys()) == 5 + 4  # services, then postgres, redis, the host, a check
 
 
 async def test_theme_change_recolours_cells():
@@ -696,12 +696,15 @@ async def test_services_pane_infra_rows_and_terminate_key():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         keys = pane.row_keys()
-        assert keys[-3:] == ["postgres:postgres.main", "redis:redis.main", "host:host"]
+        assert keys[-4:] == ["postgres:postgres.main", "redis:redis.main", "host:host",
+                             "check:check.health:gateway-health"]
+        assert cell(pane, "check:check.health:gateway-health", "status").plain == "✖ CRIT"
+        assert cell(pane, "check:check.health:gateway-health", "health").plain == "HTTP 503 from /api/v1/health"
         assert cell(pane, "postgres:postgres.main", "status").plain == "▲ WARN"  # a query running > 5 min
         assert cell(pane, "postgres:postgres.main", "health").plain == "58/100 conn, 1 long (6m52s)"
         assert cell(pane, "redis:redis.main", "health").plain == "312MB/500MB, 14 clients"
         assert cell(pane, "host:host", "health").plain == "cpu 35% mem 62% disk / 71%"
-        assert pane.shown("summary").startswith("5 services + 3 infra")
+        assert pane.shown("summary").startswith("5 services + 4 infra")
         pane.table.focus()
         await pilot.press("k")  # on a service row: nothing to terminate
         pane.table.move_cursor(row=keys.index("postgres:postgres.main"))

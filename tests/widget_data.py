@@ -16,6 +16,7 @@ from backends.model import (
     BreakerReading,
     BreakersReading,
     ChainReading,
+    CheckReading,
     ContractReading,
     CursorReading,
     EndpointReading,
@@ -127,11 +128,15 @@ def infra(at: float = 2) -> dict[str, tuple]:
         "redis.main": (RedisReading(source="redis.main", at=ago(at), latency_ms=0.8, used_memory_bytes=312 * 2**20,
                                     max_memory_bytes=500 * 2**20, connected_clients=14, version="7.2.4"),),
         "host": (HostReading(source="host", at=ago(at), cpu_percent=35.0, mem_percent=62.0, disks=(("/", 71.0),)),),
+        "check.health": (CheckReading(source="check.health", at=ago(at), name="gateway-health", kind="http",
+                                      ok=False, status=Status.CRIT, http_status=503, latency_ms=41.0,
+                                      detail="HTTP 503 from /api/v1/health"),),
     }
 
 
 def services_snapshot(state: SourceState = SourceState.OK) -> Snapshot:
-    infra_sources = [status("postgres.main", "postgres"), status("redis.main", "redis"), status("host", "host")]
+    infra_sources = [status("postgres.main", "postgres"), status("redis.main", "redis"), status("host", "host"),
+                     status("check.health", "http")]
     if state is SourceState.DEGRADED:
         return snap([status("docker", "docker", state, "connection refused at /var/run/docker.sock", 192),
                      *infra_sources], {"docker": services(at=192), **infra()})

@@ -1,5 +1,6 @@
 """Services pane: state, health, uptime, restarts, image, latency; in dependency order.
-Below the services, one row per infrastructure reading (Postgres, Redis, the host).
+Below the services, one row per infrastructure reading (Postgres, Redis, the host) and per
+configured check (HTTP, JSON-RPC, SQL, command, metrics).
 
 Keys: `r` restart, `S` stop, `u` start (each posts `ActionRequested` for the service under
 the cursor), `k` terminate long Postgres queries (on a Postgres row), `enter` detail.
@@ -14,6 +15,7 @@ from rich.text import Text
 from textual.binding import Binding
 
 from backends.model import (
+    CheckReading,
     HostReading,
     PostgresReading,
     RedisReading,
@@ -24,7 +26,7 @@ from backends.model import (
 
 from .common import Health, Row, TablePane, fmt_coarse, fmt_duration, fmt_int, fmt_ms
 
-INFRA = (PostgresReading, RedisReading, HostReading)
+INFRA = (PostgresReading, RedisReading, HostReading, CheckReading)
 LONG_QUERY_WARN_S = 300.0  # seed 003: queries running > 5 min are terminated
 
 HEALTH_STATUS = {"healthy": Status.OK, "starting": Status.WARN, "unhealthy": Status.CRIT}
@@ -63,7 +65,8 @@ class ServicesPane(TablePane):
 
     READING_TYPES = (ServiceReading, *INFRA)
     SOURCE_KINDS = frozenset({"docker", "process", "services", "service", "compose", "pm2", "systemd",
-                              "k8s", "kubernetes", "postgres", "redis", "host"})
+                              "k8s", "kubernetes", "postgres", "redis", "host", "http", "metrics",
+                              "command", "checks"})
     COLUMNS = (("status", "St"), ("name", "Service"), ("state", "State"), ("health", "Health"),
                ("uptime", "Up"), ("restarts", "Rst"), ("latency", "Latency"), ("image", "Image"))
     DETAIL_KIND = "service"
@@ -133,9 +136,24 @@ class ServicesPane(TablePane):
                 rows.append(self._infra_row(r))
         return rows
 
-    def _infra_row(self, r: PostgresReading | RedisReading | HostReading) -> Row:
+    def _infra_row(self, r: PostgresReading | RedisReading | HostReading | CheckReading) -> Row:
         st = self.styles_
         status = infra_status(r)
+        if isinstance(r, CheckReading):
+            value = "" if r.value is None else f"{r.value}{(' ' + r.unit) if r.unit and r.unit != 'ms' else ''}"
+            detail = r.detail or value or (f"HTTP {r.http_status}" if r.http_status else "-")
+            cells = (
+                st.status_cell(status),
+                Text(r.name, style="bold"),
+                Text("ok" if r.ok else "failing", style=st.of(status) if not r.ok else ""),
+                Text(detail, style=st.of(status) if status is not Status.OK else ""),
+                Text("-"),
+                Text("-"),
+                Text(fmt_ms(r.latency_ms)),
+                Text(f"check {r.kind}", style="dim"),
+            )
+            return Row(f"check:{r.source}:{r.name}", cells, r, r.source, search=f"{r.name} {r.kind} {detail}",
+                       kind="check")
         if isinstance(r, PostgresReading):
             kind, state, version = "postgres", ("reachable" if r.reachable else "unreachable"), r.server_version
             detail = f"{r.total_connections}/{r.max_connections or '?'} conn"
@@ -210,8 +228,10 @@ class ServicesPane(TablePane):
             f" {svc.image}" if svc.image else "")
 
 
-def infra_status(r: PostgresReading | RedisReading | HostReading) -> Status:
+def infra_status(r: PostgresReading | RedisReading | HostReading | CheckReading) -> Status:
     """The status of an infrastructure reading (the thresholds of seed 003)."""
+    if isinstance(r, CheckReading):
+        return r.status
     if isinstance(r, PostgresReading):
         if not r.reachable:
             return Status.CRIT
