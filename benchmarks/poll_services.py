@@ -116,6 +116,21 @@ async def run(n: int, rounds: int) -> None:
         print(f"for comparison, SDK containers.list(sparse=False) ({n} containers): "
               f"wall {wall:.1f} ms, CPU {cpu:.1f} ms (thread {tcpu:.1f} ms)")
         await src.engine.close()
+        # the other service sources of a poll cycle, for the record
+        from backends.process import HostSource, ProcessSource, ProcessSpec
+
+        procs = ProcessSource("processes", [ProcessSpec("listener", match=r"node .*listener"),
+                                            ProcessSpec("worker", match=r"python .*worker")])
+        host = HostSource("host")
+        for label, s in (("process scan (2 services, regex on every command line)", procs), ("host", host)):
+            await s.poll()
+
+            async def once(s=s):
+                await s.poll()
+                return 0.0
+
+            wall, cpu, _ = await measure(once, rounds)
+            print(f"{label}: wall {wall:.1f} ms, CPU {cpu:.1f} ms")
     finally:
         api = engine.client.api
         for c in api.containers(all=True, filters={"label": f"com.docker.compose.project={project}"}):
