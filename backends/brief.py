@@ -110,6 +110,7 @@ class Brief:
     attempted: list[dict] = field(default_factory=list)  # executed actions from the audit
     endpoints: list[dict] = field(default_factory=list)  # RPC endpoints in use
     unreadable: list[dict] = field(default_factory=list)  # sources that could not be read
+    timeline: list[dict] = field(default_factory=list)  # {"ts", "what"}, oldest first
     window_hours: float = 24.0
 
     @property
@@ -178,10 +179,35 @@ async def build_brief(engine: Any, *, hours: float = 24.0, snapshot: Snapshot | 
                                     "error": ep.error})
     for name, st in snapshot.sources.items():
         if st.state is not SourceState.OK:
-            brief.unreadable.append({"source": name, "reason": st.reason or st.state.value})
+            brief.unreadable.append({"source": name, "reason": st.reason or st.state.value,
+                                     "last_good": st.last_good.isoformat() if st.last_good else None})
             if name.startswith("chain.") and not any(e["chain"] == name[6:] for e in brief.endpoints):
                 brief.endpoints.extend(_configured_endpoints(config, name[6:], st.reason))
+    brief.timeline = _timeline(brief, orders)
     return brief
+
+
+def _timeline(b: Brief, orders: Sequence[OrdersReading]) -> list[dict]:
+    """Findings, the oldest stuck order, unreadable sources and the steps taken, oldest first."""
+    events: list[tuple[datetime, str]] = []
+    oldest = [o for r in orders for o in r.oldest if o.created_at is not None]
+    if oldest:
+        first = min(oldest, key=lambda o: o.created_at)
+        events.append((first.created_at, f"oldest stuck order {first.id} created ({first.state})"))
+    for f in b.findings:
+        ts = parse_ts(f["since"])
+        if ts is not None:
+            events.append((ts, f"{f['severity']} {f['summary']}"))
+    for u in b.unreadable:
+        ts = parse_ts(u.get("last_good"))
+        events.append((ts or b.at, f"{u['source']} cannot be read: {u['reason']}"
+                       + ("" if ts else " (no good reading this run)")))
+    for a in b.attempted:
+        ts = parse_ts(a.get("ts"))
+        if ts is not None:
+            events.append((ts, f"{a['operator']}: {a['action']} {a['target']} -> {a['result']}"))
+    events.sort(key=lambda e: e[0])
+    return [{"ts": ts.isoformat(), "what": what} for ts, what in events]
 
 
 def _configured_endpoints(config: Any, chain: str, reason: str) -> list[dict]:
@@ -231,8 +257,11 @@ def render_brief(b: Brief) -> str:
                      + (f", {lc['gap_blocks']} blocks behind" if lc.get("gap_blocks") is not None else ""))
     lines += ["", "ERROR MESSAGES FROM LOGS"]
     lines += [f"  [{e['source']}] {e['text']}" for e in b.errors] or ["  none seen"]
-    lines += ["", "TIMELINE (findings, oldest first)"]
-    lines += [f"  {_hhmm(f['since'])} {f['severity']} {f['summary']}" for f in b.findings] or ["  no findings"]
+    lines += ["", "FINDINGS (worst first)"]
+    lines += [f"  {f['severity']} {f['summary']}" + (f" [playbook {f['playbook']}]" if f.get("playbook") else "")
+              for f in sorted(b.findings, key=lambda f: f["severity"])] or ["  no findings"]
+    lines += ["", "TIMELINE (oldest first)"]
+    lines += [f"  {_hhmm(t['ts'])} {t['what']}" for t in b.timeline] or ["  nothing recorded"]
     lines += ["", f"STEPS ALREADY ATTEMPTED (last {b.window_hours:g} h, from the audit)"]
     lines += [
         f"  {_hhmm(a['ts'])} {a['operator']}: {a['action']} {a['target']} -> {a['result']}"

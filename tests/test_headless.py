@@ -136,7 +136,7 @@ def test_health_json_is_valid_against_the_schema(stack, capsys, area):
     if area == "events":
         assert {"logs", "orders"} <= {s["name"] for s in doc["sources"]}
     if area == "resources":  # no host section: nothing to check is unknown, not ok
-        assert doc["sources"] == [] and "nothing configured" in err
+        assert code == 3 and doc["sources"] == [] and "nothing configured" in err and doc["reason"]
 
 
 def test_health_unknown_when_a_source_is_down(stack, capsys):
@@ -446,12 +446,14 @@ def test_incident_brief_has_orders_errors_steps_and_endpoints(stack, capsys, anv
     assert "brief-marker" in out
     assert "orders.fix order:hl-i1 -> ok" in out and "brief-step" in out
     assert anvil.url in out and "[active]" in out
-    assert "TIMELINE" in out and "stuck" in out
+    timeline = out.split("TIMELINE")[1]
+    assert "oldest stuck order hl-1 created" in timeline and "tester: orders.fix order:hl-i1 -> ok" in timeline
     code, out, err = wr(stack, capsys, "incident", "brief", "--json")
     b = json.loads(out)
     assert code == 0 and b["affected_orders"] == n
     assert any(a["target"] == "order:hl-i1" for a in b["attempted"])
     assert all(not a.get("dry_run") for a in b["attempted"])
+    assert [t["ts"] for t in b["timeline"]] == sorted(t["ts"] for t in b["timeline"])
     assert b["endpoints"][0]["url"] == anvil.url and b["worst"] in ("P0", "P1")
 
 

@@ -8,7 +8,7 @@ prints a table (or, with `--json`, one document described by
 - 1 WARNING: findings of severity P2 / P3 only;
 - 2 CRITICAL: at least one finding of severity P0 / P1;
 - 3 UNKNOWN: a source could not be read (down, timed out) and nothing is critical,
-  or the config could not be loaded.
+  nothing is configured for AREA, or the config could not be loaded.
 
 Severities map P0/P1 -> critical, P2/P3 -> warn. A finding about a source that
 could not be read this run (e.g. "Postgres unreachable") counts as unknown, not by
@@ -180,7 +180,9 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
         "unknown": sum(1 for s in sources if s["status"] == "unknown"),
         "sources": len(sources),
     }
-    if counts["critical"]:
+    if not sources:  # nothing configured for this area: nothing was checked
+        code = EXIT_UNKNOWN
+    elif counts["critical"]:
         code = EXIT_CRIT
     elif counts["unknown"]:
         code = EXIT_UNKNOWN
@@ -188,7 +190,7 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
         code = EXIT_WARN
     else:
         code = EXIT_OK
-    return {
+    doc = {
         "schema": SCHEMA_ID,
         "stack": str(getattr(w, "name", "") or "warroom"),
         "environment": str(getattr(w, "environment", "") or ""),
@@ -200,6 +202,9 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
         "sources": sources,
         "findings": fl,
     }
+    if not sources:
+        doc["reason"] = f"no source is configured for area {area!r}"
+    return doc
 
 
 def unknown_document(area: str, reason: str) -> dict:
