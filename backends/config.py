@@ -555,7 +555,7 @@ class CheckConfig:
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
 
 
-ACTION_PARAM_TYPES = ("path", "identifier", "string", "int", "order_id", "service", "duration")
+ACTION_PARAM_TYPES = ("path", "identifier", "string", "text", "int", "order_id", "service", "duration")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
