@@ -447,7 +447,9 @@ def test_incident_brief_has_orders_errors_steps_and_endpoints(stack, capsys, anv
     assert "orders.fix order:hl-i1 -> ok" in out and "brief-step" in out
     assert anvil.url in out and "[active]" in out
     timeline = out.split("TIMELINE")[1]
-    assert "oldest stuck order hl-1 created" in timeline and "tester: orders.fix order:hl-i1 -> ok" in timeline
+    [oldest] = [r["id"] for r in stack.sql(
+        "SELECT id FROM orders WHERE state = 'PENDING' ORDER BY created_at LIMIT 1")]
+    assert f"oldest stuck order {oldest} created" in timeline and "tester: orders.fix order:hl-i1 -> ok" in timeline
     code, out, err = wr(stack, capsys, "incident", "brief", "--json")
     b = json.loads(out)
     assert code == 0 and b["affected_orders"] == n
