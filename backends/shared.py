@@ -484,7 +484,7 @@ class PgIncidentStore:
         async def tx(conn):
             async with conn.transaction():
                 # serialize creation of the same id too
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id("incident:" + incident_id))
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id("incident-row:" + incident_id))
                 row = await conn.fetchrow("SELECT data FROM warroom_incidents WHERE id = $1 FOR UPDATE", incident_id)
                 old = json.loads(row["data"]) if row else None
                 new = fn(old)
