@@ -396,12 +396,19 @@ def test_orders_report_counts_and_fixes_by_hand(stack, capsys):
 
 
 def test_audit_tail(stack, capsys):
+    for i in range(3):  # three dry-runs: entries of our own
+        assert wr(stack, capsys, "orders", "fix", "hl-2", "--state", "FAILED", "--reason", f"tail {i}")[0] == 0
     code, out, _ = wr(stack, capsys, "audit", "tail", "-n", "3")
     assert code == 0 and len(out.strip().splitlines()) == 3
+    assert all("[dry-run]" in ln and "orders.fix order:hl-2" in ln for ln in out.splitlines())
     code, out, _ = wr(stack, capsys, "audit", "tail", "-n", "2", "--json")
     entries = [json.loads(ln) for ln in out.splitlines()]
     assert code == 0 and len(entries) == 2 and all("hash" in e for e in entries)
     assert entries == audit(stack)[-2:]
+    # --config before the subcommand works too
+    capsys.readouterr()
+    assert cli.main(["--config", str(stack.config_path), "audit", "tail", "-n", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == audit(stack)[-1]
 
 
 def test_audit_verify_ok_and_broken(stack, capsys):
