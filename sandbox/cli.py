@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 
 
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     use_anvil = {"auto": None, "anvil": True, "py-evm": False}[args.chain]
     stack = Stack(ports=args.ports, order_every=args.order_every, use_anvil=use_anvil)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    if not args.stack_only:  # import the console while the stack starts (a second or two saved)
+        threading.Thread(target=_preload, daemon=True).start()
     try:
         print("warroom demo: starting the sandbox (PostgreSQL, Redis, chain, services)...", flush=True)
         try:
@@ -71,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old_term)
         stack.stop()
         print("sandbox stopped: processes ended, ports freed, run dir removed", flush=True)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in ("tui.app", "backends.engine", "backends.config", "asyncpg", "redis.asyncio", "aiohttp",
+                 "backends.logs", "backends.orders", "backends.evm", "psutil"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
 
 
 def _stack_only(stack, ready: float) -> int:
