@@ -92,7 +92,8 @@ def test_formatting_helpers():
     assert fmt_ago(192) == "3m12s ago"
     assert fmt_ago(None) == "never"
     assert read_ago(3) == "read just now"
-    assert read_ago(192) == "read 3m12s ago"
+    assert read_ago(25) == "read 20s ago"
+    assert read_ago(192) == "read 3m ago"  # fresh ages are coarse; stale ones precise (below)
     assert fmt_coarse(59) == "<1m" and fmt_coarse(754) == "12m" and fmt_coarse(3 * 3600 + 720) == "3h12m"
     assert sparkline([0, 4, 8]) == "▁▅█"
     assert sparkline([]) == "" and sparkline([0, 0]) == "▁▁"

@@ -13,6 +13,7 @@ state also has a symbol and a word (`Status.symbol` / `Status.word`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -89,15 +90,16 @@ def age_s(at: datetime | None, now: datetime) -> float | None:
 
 
 def read_ago(age: float | None) -> str:
-    """How old a reading is, worded for a pane: 'read just now', 'read 3m12s ago'.
-
-    Ages under 10 s read 'just now' so a healthy pane does not repaint on every poll.
-    """
+    """How old a (fresh) reading is, worded coarsely so a healthy pane does not repaint every
+    second: 'read just now' (< 10 s), 'read 20s ago' (10 s steps), 'read 3m ago'.
+    Stale readings are worded precisely by the pane ('? STALE, read 3m12s ago')."""
     if age is None:
         return "not read yet"
     if age < 10:
         return "read just now"
-    return f"read {ago(age)}"
+    if age < 60:
+        return f"read {int(age // 10) * 10}s ago"
+    return f"read {fmt_coarse(age)} ago"
 
 
 def fmt_int(value: int | float | None) -> str:
@@ -250,7 +252,26 @@ class Row:
 
 
 def _sig(cell: Text) -> tuple:
-    return (cell.plain, str(cell.style), tuple((s.start, s.end, str(s.style)) for s in cell.spans))
+    return (cell.plain, str(cell.style), tuple(cell.spans) if cell.spans else ())
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def values_of(reading: Any) -> tuple:
+    """A reading's values without its `at`, nested readings too (endpoints of a chain, the
+    breakers of a breakers reading): a re-poll with equal values compares equal."""
+    cls = type(reading)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(reading) if f.name != "at")
+    out = []
+    for n in names:
+        v = getattr(reading, n)
+        if type(v) is tuple and v and isinstance(v[0], Reading):
+            v = tuple(values_of(x) for x in v)
+        out.append(v)
+    return (cls, tuple(out))
 
 
 @dataclass
@@ -308,6 +329,7 @@ class TablePane(Vertical):
         self._rows: dict[str, tuple] = {}
         self._items: dict[str, Row] = {}
         self._fingerprints: dict[str, tuple] = {}
+        self._last_key: Any = None
         self._pending = False
         self._timer: Timer | None = None
         self._texts: dict[str, tuple] = {}
@@ -370,12 +392,34 @@ class TablePane(Vertical):
         self._snapshot = snapshot
         if not self.is_mounted:
             return
+        key = self.inputs_key(snapshot)
+        if key is not None and key == self._last_key and not self._pending:
+            return  # same readings, same sources, same second: nothing can have changed
+        self._last_key = key
         wait = self.hold_remaining()
         self._apply(snapshot, table_too=wait <= 0)
         if wait > 0:
             self._pending = True
             if self._timer is None:
                 self._timer = self.set_timer(wait, self._release)
+
+    def inputs_key(self, snapshot: Snapshot) -> Any:
+        """What this pane's rendering depends on; a snapshot with an equal key is skipped.
+
+        The very same reading objects (the monitor keeps a source's readings until it polls
+        it again), equal statuses of the pane's sources, and the same second (ages)."""
+        readings = self.readings_of(snapshot)
+        now = snapshot.at
+        names = set(self._explicit_sources) | set(self._known_sources) | {r.source for r in readings}
+        statuses = tuple(
+            (st.name, st.state, st.reason, ago(age_s(st.last_good, now)) if st.degraded else "")
+            for name, st in snapshot.sources.items()
+            if name in names or (st.kind and st.kind.lower() in self.SOURCE_KINDS))
+        oldest = min((r.at for r in readings), default=None)
+        age = ago(age_s(oldest, now)) if any(s[1] is SourceState.DEGRADED for s in statuses) else (
+            read_ago(age_s(oldest, now)))
+        # minute-coarse ages in rows (uptime, order age, last failure) move within 10 s
+        return (tuple(values_of(r) for r in readings), statuses, age, int(now.timestamp() // 10))
 
     def hold_remaining(self) -> float:
         """Seconds the table should still hold still (0 when it may refresh)."""

@@ -75,6 +75,12 @@ class FindingsPane(TablePane):
                 h.degraded.append(st)
         return h
 
+    def inputs_key(self, snapshot: Snapshot):
+        return (tuple((f.key, f.severity, f.summary, f.since, f.playbook, f.target) for f in snapshot.findings),
+                tuple((st.name, st.state) for st in snapshot.sources.values()),
+                read_ago(age_s(snapshot.at, self._now(snapshot))) if self.is_mounted else "",
+                int(snapshot.at.timestamp() // 10))
+
     def _apply(self, snapshot: Snapshot, *, table_too: bool) -> None:
         health = self.health(snapshot, [])
         st = self.styles_
