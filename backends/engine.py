@@ -380,8 +380,17 @@ class _Builder:
                 from .command import CommandCheck
 
                 tmpl = self.parts["commands"][chk.command]
-                self.add(CommandCheck(chk.name, tmpl, warn_above=chk.warn_above, crit_above=chk.crit_above))
-            # sql and jsonrpc checks: see README "Checks" (not built yet)
+                kw = {"expect": chk.expect} if chk.expect is not None else {}
+                self.add(CommandCheck(
+                    chk.name, tmpl, path=chk.path, warn_above=chk.warn_above, crit_above=chk.crit_above,
+                    warn_below=chk.warn_below, crit_below=chk.crit_below, severity=chk.severity,
+                    playbook=chk.playbook, interval=chk.interval or max(self.interval, 10.0),
+                    timeout=chk.timeout, **kw))
+            elif chk.kind in ("sql", "jsonrpc"):
+                from .checks import ValueCheck
+
+                dsn = self.c.postgres[chk.postgres].dsn if chk.kind == "sql" else None
+                self.add(ValueCheck(chk, dsn=dsn, interval=max(self.interval, 10.0), timeout=self.timeout))
 
     def custom_actions(self) -> None:
         from .command import CommandAction, CommandTemplate

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 RuleFn = Callable[[Any, "RuleContext"], Iterable[Finding]]
 _RULES: dict[type, list[RuleFn]] = defaultdict(list)
-_SNAPSHOT_RULES: list[Callable[[Snapshot, "RuleContext"], Iterable[Finding]]] = []
+_SNAPSHOT_RULES: list[Callable[[Snapshot, RuleContext], Iterable[Finding]]] = []
 
 # Modules that register rules. Each must import cheaply (no heavy libraries at import).
 RULE_MODULES = (
@@ -40,6 +40,7 @@ RULE_MODULES = (
     "backends.evm",
     "backends.jsonrpc",
     "backends.logs",
+    "backends.checks",
 )
 _loaded = False
 

@@ -97,3 +97,52 @@ def test_empty_engine_builds_without_config(tmp_path, monkeypatch):
     engine = build_engine(None)
     assert engine.monitor.sources == {}
     assert Path(engine.audit.path).is_relative_to(tmp_path)
+
+
+async def test_sql_and_jsonrpc_value_checks(pg, anvil, tmp_path):
+    from backends.config import load_config_text
+    from backends.model import CheckReading, Status
+
+    dsn = pg.fresh_db("checks")
+    text = f"""
+[warroom]
+audit_path = "{tmp_path / 'audit.jsonl'}"
+state_dir = "{tmp_path}"
+
+[postgres.main]
+dsn = "{dsn}"
+
+[[checks]]
+name = "numbers"
+kind = "sql"
+postgres = "main"
+query = "SELECT count(*) FROM generate_series(1, 3)"
+warn_above = 1
+playbook = "orders-stuck"
+
+[[checks]]
+name = "head"
+kind = "jsonrpc"
+url = "{anvil.url}"
+method = "eth_blockNumber"
+crit_below = 1
+
+[[checks]]
+name = "down"
+kind = "jsonrpc"
+url = "http://127.0.0.1:9"
+method = "eth_blockNumber"
+"""
+    engine = build_engine(load_config_text(text, str(tmp_path / "w.toml")), with_logs=False)
+    try:
+        anvil.mine(1)
+        snap = await engine.monitor.poll_once()
+        checks = {r.name: r for r in snap.of_type(CheckReading)}
+        assert checks["numbers"].value == 3 and checks["numbers"].status is Status.WARN
+        assert checks["head"].value >= 1 and checks["head"].status is Status.OK
+        assert checks["down"].status is Status.CRIT and "refused" in checks["down"].detail
+        by_key = {f.key: f for f in snap.findings}
+        assert by_key["check:check.numbers"].playbook == "orders-stuck"
+        assert "check:check.down" in by_key
+    finally:
+        await engine.stop()
