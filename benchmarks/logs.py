@@ -240,6 +240,8 @@ def widget(rate: float, seconds: float, *, width: int = 120, height: int = 40) -
             time.sleep(0.1)
     finally:
         subprocess.run(["tmux", "-L", session, "kill-server"], check=False, capture_output=True)
+        sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / session
+        sock.unlink(missing_ok=True)
     if not os.path.exists(stats):
         print("  the app did not write its stats")
         return None
