@@ -26,6 +26,13 @@ class Step:
     key: str | None = None  # binding that runs it in the console
     check: str | None = None  # what warroom shows for a diagnosis step (pane / reading kind)
     budget: str = ""  # time budget from the seed ("5 min")
+    targets: tuple[str, ...] = ()  # finding targets it applies to (prefixes, "service:"); empty: any
+
+    def applies_to(self, finding: Finding) -> bool:
+        if not self.targets:
+            return True
+        t = finding.target or ""
+        return any(t.startswith(p) for p in self.targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +70,10 @@ BUILTIN: tuple[Playbook, ...] = (
             Step("Releases on chain for stuck orders", action="orders.verify", key="v", check="orders"),
         ),
         resolution=(
-            Step("Restart the listener", action="service.restart", key="r", budget="5 min"),
+            Step("Restart the listener", action="service.restart", key="r", budget="5 min", targets=("service:",)),
             Step("Settle orders whose release is final on chain (reconcile)", action="orders.reconcile", key="R"),
-            Step("Resync the listener from the last good block", action="orders.resync", key="ctrl+r"),
+            Step("Resync the listener from the last good block", action="orders.resync", key="ctrl+r",
+                 targets=("cursor:",)),
             Step("Escalate to the development team", action="escalate", key="e", budget="30 min"),
         ),
         escalate_to="Development team",
@@ -295,29 +303,64 @@ class PlaybookBook:
         return list(self._by_id.values())
 
     def done_actions(self, finding: Finding, audit_entries: Iterable[Mapping[str, Any]]) -> set[str]:
-        """Action ids that succeeded (not dry-run) since the finding appeared."""
+        """Action ids that succeeded (not dry-run) since the finding appeared.
+
+        Backend actions count for the router step that plans them (`docker.restart`,
+        `process.restart`, `command.restart.NAME` -> `service.restart`); a service action
+        counts for a finding about a service only when it acted on that service.
+        """
         since = finding.since
         done = set()
         for e in audit_entries:
-            if e.get("dry_run") or e.get("result") != "ok":
+            if e.get("dry_run") or e.get("result") not in ("ok", "partial"):
                 continue
             try:
                 ts = datetime.fromisoformat(e["ts"])
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, TypeError):
                 continue
-            if ts >= since:
-                done.add(e.get("action", ""))
+            if ts < since:
+                continue
+            action = str(e.get("action", ""))
+            step_id = step_action_id(action)
+            if step_id.startswith("service.") and (finding.target or "").startswith("service:") \
+                    and e.get("target") and e.get("target") != finding.target:
+                continue
+            done.add(action)
+            done.add(step_id)
         return done
 
-    def next_step(self, finding: Finding, done: set[str] = frozenset()) -> Step | None:
-        """The first resolution step with an action not yet done (else the first diagnosis step)."""
+    def next_step(self, finding: Finding, done: Iterable[str] = frozenset(),
+                  available: Iterable[str] | None = None) -> Step | None:
+        """The first resolution step for this finding's target whose action is not done yet
+        (and is registered, when `available` is given); else the first diagnosis step."""
         pb = self.get(finding.playbook)
         if pb is None:
             return None
+        done = set(done)
+        avail = None if available is None else {step_action_id(a) for a in available} | set(available)
         for step in pb.resolution:
-            if step.action and step.action not in done:
-                return step
+            if not step.action or step.action in done or not step.applies_to(finding):
+                continue
+            if avail is not None and step.action not in avail:
+                continue
+            return step
         return pb.diagnosis[0] if pb.diagnosis else None
+
+    def progress(self, finding: Finding, done: Iterable[str] = frozenset()) -> list[StepState]:
+        """Every step of the finding's playbook with done / left (the playbook screen)."""
+        pb = self.get(finding.playbook)
+        return progress(pb, set(done)) if pb else []
+
+
+_ROUTED = {"restart", "stop", "start", "scale"}
+
+
+def step_action_id(action: str) -> str:
+    """The playbook step an executed action performs: backend ids map to the router's."""
+    parts = action.split(".")
+    if len(parts) >= 2 and parts[0] in ("docker", "process", "command") and parts[1] in _ROUTED:
+        return f"service.{parts[1]}"
+    return action
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,230 @@
+"""Every seed playbook is reachable from a finding the rules really produce, and the
+real condition in the harness (the listener process stopped while an order's release
+is on chain) leads to the listener-failure playbook whose next step is reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from backends.model import (
+    BalanceReading,
+    BreakerReading,
+    BreakersReading,
+    ChainReading,
+    ContractReading,
+    EndpointReading,
+    Finding,
+    Order,
+    OrdersReading,
+    OrderVerdict,
+    PostgresReading,
+    QueueReading,
+    ServiceReading,
+    Severity,
+    Snapshot,
+    Status,
+    Verdict,
+    utcnow,
+)
+from backends.playbooks import BUILTIN, PLAYBOOK_IDS, PlaybookBook, step_action_id
+from backends.rules import RuleContext, evaluate
+
+
+def _svc(name: str, state: str = "exited", kind: str = "docker") -> ServiceReading:
+    return ServiceReading(source="docker" if kind == "docker" else "processes", name=name, kind=kind, state=state,
+                          status=Status.CRIT if state != "running" else Status.OK)
+
+
+def _released_order(oid: str) -> Order:
+    v = OrderVerdict(order_id=oid, verdict=Verdict.RELEASED, tx_hash="0xabc", block=10, confirmations=12, final=True)
+    return Order(id=oid, state="PENDING", age_s=7200, verdict=v)
+
+
+def _readings_for(pid: str):
+    """A constructed reading (and rule context) for which the rules produce a finding of `pid`."""
+    now = utcnow()
+    if pid == "listener-failure":
+        return [OrdersReading(source="orders", stuck_count=1, oldest_age_s=7200, oldest=(_released_order("o-1"),))]
+    if pid == "orders-stuck":
+        return [OrdersReading(source="orders", stuck_count=3, oldest_age_s=7200,
+                              oldest=(Order(id="o-2", state="PENDING", age_s=7200),))]
+    if pid == "events-not-processed":
+        from backends.logs import LogSignals
+
+        return [LogSignals(source="logs", name="event-processor", service="event-processor",
+                           silence_after_s=300, silent_for_s=900, last_line_at=now - timedelta(minutes=15))]
+    if pid == "api-down":
+        return [_svc("api-gateway")]
+    if pid == "db-pool-exhausted":
+        return [PostgresReading(source="postgres.main", total_connections=95, max_connections=100,
+                                active_connections=90)]
+    if pid == "queue-overflow":
+        return [QueueReading(source="queues.main", name="action_jobs", key="action_jobs", depth=60_000,
+                             status=Status.CRIT)]
+    if pid == "all-breakers-open":
+        bs = tuple(BreakerReading(source="breakers", name=f"b{i}", state="open", failures=5) for i in range(3))
+        return [BreakersReading(source="breakers", breakers=bs, total=3, open=3)]
+    if pid == "rpc-failure":
+        return [ChainReading(source="chain.polygon", chain="polygon", endpoints=(
+            EndpointReading(source="chain.polygon", chain="polygon", url="http://127.0.0.1:1", name="primary",
+                            error="connection refused"),
+            EndpointReading(source="chain.polygon", chain="polygon", url="http://127.0.0.1:2", name="backup",
+                            error="connection refused")))]
+    if pid == "gas-low":
+        return [ChainReading(source="chain.neo", chain="neo", balances=(
+            BalanceReading(source="chain.neo", chain="neo", name="gas-bank", address="N1", balance=10,
+                           minimum=1000, display="0.0000001 GAS", decimals=8, symbol="GAS"),))]
+    if pid == "contract-exploit":
+        return [ChainReading(source="chain.polygon", chain="polygon", contracts=(
+            ContractReading(source="chain.polygon", chain="polygon", name="escrow", address="0x1", code_present=True,
+                            paused=True),))]
+    if pid == "payment-hub":
+        from backends.logs import LogSignals, PatternHit
+
+        hit = PatternHit(pattern="payment receipt validation failed", severity=Severity.P0, playbook="payment-hub",
+                         count=3, window_s=300)
+        return [LogSignals(source="logs", name="platform-edge", hits=(hit,))]
+    if pid == "system-down":
+        return [_svc("api-gateway"), _svc("event-processor"), _svc("action-workers")]
+    if pid == "tee-failure":
+        from backends.http import HttpCheck
+        from backends.model import CheckReading
+
+        HttpCheck("tee-signer", "http://127.0.0.1:9443/health", playbook="tee-failure", severity=Severity.P1,
+                  source="health.tee-signer", target="service:tee-signer")
+        return [CheckReading(source="health.tee-signer", name="tee-signer", status=Status.CRIT, http_status=503,
+                             detail="HTTP 503")]
+    if pid == "service-down":
+        return [_svc("action-workers", state="missing", kind="process")]
+    raise AssertionError(f"no reading for {pid}")
+
+
+EXPECTED_KEYS = {
+    "listener-failure": "listener-failure:orders",
+    "orders-stuck": "orders-stuck:orders",
+    "events-not-processed": "logs:silence:event-processor",
+    "api-down": "service-down:api-gateway",
+    "db-pool-exhausted": "postgres:postgres.main:connections",
+    "queue-overflow": "queue:queues.main:action_jobs:depth",
+    "all-breakers-open": "breakers:breakers:all-open",
+    "rpc-failure": "rpc-failure:polygon",
+    "gas-low": "gas-low:neo:gas-bank",
+    "contract-exploit": "contract-paused:polygon:escrow",
+    "payment-hub": "logs:pattern:platform-edge:payment receipt validation failed",
+    "system-down": "system-down",
+    "tee-failure": "check:health.tee-signer:tee-signer",
+    "service-down": "service-down:action-workers",
+}
+
+
+def test_every_builtin_playbook_has_a_case():
+    assert set(EXPECTED_KEYS) == set(PLAYBOOK_IDS)
+    # the seeds' thirteen procedures plus the generic service-down
+    assert len(BUILTIN) == 14
+
+
+@pytest.mark.parametrize("pid", sorted(EXPECTED_KEYS))
+def test_rules_lead_to_each_playbook(pid):
+    readings = _readings_for(pid)
+    by_source: dict[str, list] = {}
+    for r in readings:
+        by_source.setdefault(r.source, []).append(r)
+    snap = Snapshot(readings={k: tuple(v) for k, v in by_source.items()})
+    findings = {f.key: f for f in evaluate(snap, RuleContext())}
+    key = EXPECTED_KEYS[pid]
+    assert key in findings, sorted(findings)
+    f = findings[key]
+    assert f.playbook == pid
+    book = PlaybookBook()
+    pb = book.get(pid)
+    assert pb is not None and pb.resolution and pb.seed or pid == "service-down"
+    step = book.next_step(f)
+    assert step is not None and (step.key or step.check), (pid, step)
+
+
+def _finding(pid: str, target: str, since=None) -> Finding:
+    return Finding(key=f"k:{pid}", severity=Severity.P1, source="t", summary="s", playbook=pid, target=target,
+                   since=since or utcnow() - timedelta(minutes=5))
+
+
+def test_next_step_fits_the_finding_and_skips_what_the_audit_says_is_done():
+    book = PlaybookBook()
+    svc = _finding("listener-failure", "service:listener")
+    orders = _finding("listener-failure", "orders")
+    assert book.next_step(svc).action == "service.restart" and book.next_step(svc).key == "r"
+    assert book.next_step(orders).action == "orders.reconcile" and book.next_step(orders).key == "R"
+    now = utcnow().isoformat()
+    old = (utcnow() - timedelta(hours=1)).isoformat()
+    audit = [
+        {"ts": old, "action": "orders.reconcile", "result": "ok", "target": "orders:reconcile"},  # before the finding
+        {"ts": now, "action": "process.restart", "result": "ok", "target": "service:other"},  # another service
+        {"ts": now, "action": "orders.reconcile", "result": "ok", "dry_run": True},  # a preview is not a step
+        {"ts": now, "action": "orders.reconcile", "result": "failed"},
+    ]
+    assert "orders.reconcile" not in book.done_actions(orders, audit)
+    assert "service.restart" not in book.done_actions(svc, audit)
+    audit += [{"ts": now, "action": "process.restart", "result": "ok", "target": "service:listener"},
+              {"ts": now, "action": "orders.reconcile", "result": "ok", "target": "orders:reconcile"}]
+    done = book.done_actions(svc, audit)
+    assert {"service.restart", "process.restart", "orders.reconcile"} <= done
+    assert book.next_step(svc, done).action == "escalate"
+    assert book.next_step(orders, book.done_actions(orders, audit)).action == "escalate"
+    # a step whose action is not configured here is skipped when the engine's actions are given
+    gas = _finding("gas-low", "neo:gas-bank")
+    assert book.next_step(gas).action == "command.refill"
+    assert book.next_step(gas, available=["escalate"]).action is None  # falls back to the diagnosis step
+    states = book.progress(svc, done)
+    assert [s.done for s in states if s.step.action == "service.restart"] == [True]
+    assert step_action_id("docker.restart") == step_action_id("command.restart.api") == "service.restart"
+
+
+# --------------------------------------------------------------------------- the real thing
+
+
+@pytest.fixture(scope="module")
+def stack(pg, redis_server, anvil, escrow, tmp_path_factory):
+    from tests.harness.stack import build_stack
+
+    s = build_stack(pg, redis_server, anvil, escrow, tmp_path_factory.mktemp("playbooks"), name="playbooks",
+                    prefix="pbk")
+    yield s
+    s.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.evm
+async def test_stopped_listener_with_releases_on_chain_leads_to_reconcile(stack):
+    from backends.engine import build_engine
+
+    stack.proc.terminate()  # the event listener stops; pbk-1 was released on chain meanwhile
+    await asyncio.to_thread(stack.proc.wait, 10)
+    engine = build_engine(stack.config, with_logs=False)
+    book = PlaybookBook()
+    try:
+        snap = await engine.monitor.poll_once()
+        findings = {f.key: f for f in snap.findings}
+        listener = [f for f in snap.findings if f.playbook == "listener-failure"]
+        assert {f.target for f in listener} >= {"orders", "service:listener"}, sorted(findings)
+        on_chain = findings["listener-failure:orders"]
+        assert "pbk-1" in " ".join(on_chain.evidence)
+        available = [a.id for a in engine.actions.available()]
+        step = book.next_step(on_chain, available=available)
+        assert (step.action, step.key) == ("orders.reconcile", "R")
+        down = next(f for f in listener if f.target == "service:listener")
+        assert book.next_step(down, available=available).key == "r"
+        # run the step: the order is settled, the audit says the step is done, the finding clears
+        plan = await engine.actions.plan("orders.reconcile", reason="listener down; release final on chain")
+        assert [c.target for c in plan.changes] == ["order:pbk-1"] or "pbk-1" in plan.preview
+        res = await engine.actions.execute(plan, confirmation=True)
+        assert res.status == "ok", res.summary
+        done = book.done_actions(on_chain, engine.audit.entries())
+        assert "orders.reconcile" in done
+        assert book.next_step(on_chain, done, available).action == "escalate"
+        snap = await engine.monitor.poll_once()
+        assert "listener-failure:orders" not in {f.key for f in snap.findings}
+    finally:
+        await engine.stop()
