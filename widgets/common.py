@@ -330,6 +330,8 @@ class TablePane(Vertical):
         self._items: dict[str, Row] = {}
         self._fingerprints: dict[str, tuple] = {}
         self._last_key: Any = None
+        self._last_values: tuple[list, tuple] | None = None
+        self._by_source: dict[str, tuple] = {}
         self._pending = False
         self._timer: Timer | None = None
         self._texts: dict[str, tuple] = {}
@@ -418,8 +420,16 @@ class TablePane(Vertical):
         oldest = min((r.at for r in readings), default=None)
         age = ago(age_s(oldest, now)) if any(s[1] is SourceState.DEGRADED for s in statuses) else (
             read_ago(age_s(oldest, now)))
+        # the very same objects as last time (the source was not polled again): same values
+        last = self._last_values
+        if last is not None and len(last[0]) == len(readings) and all(
+                a is b for a, b in zip(last[0], readings, strict=True)):
+            values = last[1]
+        else:
+            values = tuple(values_of(r) for r in readings)
+            self._last_values = (readings, values)
         # minute-coarse ages in rows (uptime, order age, last failure) move within 10 s
-        return (tuple(values_of(r) for r in readings), statuses, age, int(now.timestamp() // 10))
+        return (values, statuses, age, int(now.timestamp() // 10))
 
     def hold_remaining(self) -> float:
         """Seconds the table should still hold still (0 when it may refresh)."""
@@ -474,9 +484,19 @@ class TablePane(Vertical):
         return Text(f"Waiting for the first reading of {self.NOUN}…")
 
     def readings_of(self, snapshot: Snapshot) -> list:
+        """This pane's readings, in source order (a source's tuple is filtered once)."""
         out: list = []
-        for cls in self.READING_TYPES:
-            out.extend(snapshot.of_type(cls))
+        types = self.READING_TYPES
+        if not types:
+            return out
+        cache = self._by_source
+        fresh: dict[str, tuple] = {}
+        for name, rs in snapshot.readings.items():
+            hit = cache.get(name)
+            mine = hit[1] if hit is not None and hit[0] is rs else [r for r in rs if isinstance(r, types)]
+            fresh[name] = (rs, mine)
+            out.extend(mine)
+        self._by_source = fresh
         return out
 
     # ------------------------------------------------------------------ apply
