@@ -140,7 +140,7 @@ async def test_shell_shows_sources_and_their_monitor_states(tmp_path):
         assert "connection refused at 127.0.0.1:5432" in rows["postgres"][2]
         assert rows["postgres"][3] == "never"  # last good
         header = app.dashboard.header
-        assert "alice" in header._left and "08:15:00" in header._right
+        assert "alice" in header.shown("left") and "08:15:00" in header.shown("right")
     assert not app.engine.monitor.running  # stopped when the app closed
 
 
@@ -178,7 +178,7 @@ async def test_keymap_from_config_remaps_a_binding(tmp_path):
         assert not isinstance(app.screen, ActionScreen)
         await pilot.press("R")
         await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal via remapped key")
-        assert "meta-aggregator" in app.dashboard.header._left
+        assert "meta-aggregator" in app.dashboard.header.shown("left")
 
 
 async def test_palette_lists_actions_and_panes(tmp_path):
@@ -240,7 +240,7 @@ async def test_read_only_has_no_mutating_key_palette_entry_or_modal_and_engine_r
         assert store == {"api-gateway": "running"} and action.executed == 0
         assert app.engine.actions.audit.tail(1)[0]["result"] == "refused"
         # a header badge says so
-        assert "READ-ONLY" in app.dashboard.header._right
+        assert "READ-ONLY" in app.dashboard.header.shown("right")
 
 
 async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
@@ -417,19 +417,42 @@ def fixed_app(tmp_path, theme: str = "dark", read_only: bool = False) -> Warroom
     return WarroomApp(engine, config=config, theme=theme, read_only=read_only, clock=lambda: FROZEN)
 
 
+async def settle(pilot, focus: bool = True) -> None:
+    """Wait until the first snapshot is shown and focus (and with it the footer) is settled."""
+    app = pilot.app
+    await until(pilot, lambda: app.dashboard is not None and app.dashboard._snapshot is not None
+                and (app.focused is not None or not focus), what="settled")
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_snapshot_shell_sizes(snap_compare, tmp_path, size):
-    assert snap_compare(fixed_app(tmp_path), terminal_size=size)
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size, run_before=settle)
 
 
 @pytest.mark.parametrize("theme", ["dark", "light", "high-contrast", "colorblind"])
 def test_snapshot_themes(snap_compare, tmp_path, theme):
+    async def sources_focused(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("7")
+        await until(pilot, lambda: pilot.app.focused is pilot.app.dashboard.pane("sources"),
+                    what="sources focused")
+        await settle(pilot)
+
     assert snap_compare(fixed_app(tmp_path, theme=theme, read_only=(theme == "light")),
-                        terminal_size=(120, 36), press=["7"])
+                        terminal_size=(120, 36), run_before=sources_focused)
 
 
 def test_snapshot_action_modal(snap_compare, tmp_path):
-    assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 36), press=["r"])
+    async def open_modal(pilot) -> None:
+        await settle(pilot)
+        pilot.app.request_action("service.restart", {"service": "api-gateway"})
+        await until(pilot, lambda: isinstance(pilot.app.screen, ActionScreen), what="modal")
+        await settle(pilot, focus=False)
+
+    assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 36), run_before=open_modal)
 
 
 async def test_log_hub_lines_reach_the_log_tail(tmp_path):
@@ -487,7 +510,7 @@ async def test_kiosk_is_read_only_and_q_does_not_quit(tmp_path):
         await pilot.press("q")
         await pilot.pause()
         assert app.is_running and app.screen is app.dashboard
-        assert "KIOSK" in app.dashboard.header._right
+        assert "KIOSK" in app.dashboard.header.shown("right")
 
 
 async def test_no_color_is_honoured_and_theme_is_chosen(tmp_path, monkeypatch):
@@ -499,3 +522,62 @@ async def test_no_color_is_honoured_and_theme_is_chosen(tmp_path, monkeypatch):
         assert app.theme_variables["status-crit"]
     with pytest.raises(ValueError, match="unknown theme"):
         WarroomApp(make_engine(tmp_path), theme="neon")
+
+
+async def test_every_global_key(tmp_path):
+    """e, i, b open their actions' modals from any pane; p pauses the log tail; shift+tab,
+    ctrl+r and q work; a verb with several actions asks which one."""
+    from textual.command import CommandPalette
+
+    store = {"api-gateway": "running"}
+    acts = [SetValue(store, "escalate"), SetValue(store, "incident.declare"),
+            SetValue(store, "breaker.reset"), SetValue(store, "breaker.reset_all")]
+    app = WarroomApp(make_engine(tmp_path, actions=acts), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        board = app.dashboard
+        await pilot.press("7")  # the sources pane: it owns none of these keys
+        await pilot.pause()
+        for key, title in (("e", "Test escalate"), ("i", "Test incident.declare")):
+            await pilot.press(key)
+            await until(pilot, lambda: isinstance(app.screen, ActionScreen), what=f"modal for {key}")
+            assert app.screen.plan.title == title
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is board, what="closed")
+        await pilot.press("b")  # two breaker actions: choose
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="chooser")
+        await pilot.press(*"all", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal for b")
+        assert app.screen.plan.action == "breaker.reset_all"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is board, what="closed")
+        tail = board.pane("logs")
+        assert tail.following
+        await pilot.press("p")
+        await until(pilot, lambda: not tail.following, what="follow paused")
+        before = app.focused
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert app.focused is not before
+        n = app.engine.monitor.poll_counts["docker"]
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: app.engine.monitor.poll_counts["docker"] > n, what="poll now")
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, what="quit")
+    assert store == {"api-gateway": "running"}  # nothing ran: every modal was cancelled
+
+
+async def test_header_shows_open_incident_with_sla_clock(tmp_path):
+    from datetime import timedelta
+
+    from widgets.header import IncidentInfo
+
+    engine = make_engine(tmp_path)
+    open_incident = IncidentInfo(severity=Severity.P1, title="escrow releases stuck",
+                                 sla_due=FROZEN + timedelta(minutes=15))
+    engine.incidents = SimpleNamespace(current=lambda: open_incident)
+    app = WarroomApp(engine, clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        header = app.dashboard.header
+        await until(pilot, lambda: "INCIDENT P1" in header.shown("left"), what="incident in header")
+        assert "escrow releases stuck" in header.shown("left")
+        assert "SLA 15m00s left" in header.shown("left")

@@ -23,7 +23,8 @@ from backends.model import Snapshot
 from tui.bindings import APP_BINDINGS, VERBS, verb_matches
 from tui.commands import WarroomCommands
 from tui.messages import ActionFinished, LogLinesArrived, SnapshotArrived
-from tui.screens.dashboard import DashboardScreen, ShellHeader, layout_for
+from tui.screens.dashboard import DashboardScreen, layout_for
+from widgets.header import StatusHeader
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class WarroomApp(App[int]):
         monitor = getattr(self.engine, "monitor", None)
         if monitor is not None:
             self._unsubscribe.append(monitor.subscribe(self._on_monitor_snapshot))
-            self.post_message(SnapshotArrived(monitor.snapshot))
+            self.post_message(SnapshotArrived(monitor.snapshot))  # configured sources: pending
         logs = getattr(self.engine, "logs", None)
         if logs is not None and callable(getattr(logs, "subscribe", None)):
             self._unsubscribe.append(logs.subscribe(self._on_log_lines))
@@ -115,13 +116,14 @@ class WarroomApp(App[int]):
         elif monitor is not None and getattr(monitor, "running", False):
             await monitor.stop()
 
-    def _make_header(self) -> ShellHeader:
+    def _make_header(self) -> StatusHeader:
         cfg = self.config
         operator = conf(cfg, "warroom", "operator", "") or getattr(
             getattr(self.engine, "actions", None), "operator", "") or os.environ.get("USER", "?")
-        return ShellHeader(name=str(conf(cfg, "warroom", "name", "warroom")),
-                           environment=str(conf(cfg, "warroom", "environment", "")),
-                           operator=str(operator), read_only=self.read_only, kiosk=self.kiosk)
+        return StatusHeader(name=str(conf(cfg, "warroom", "name", "warroom")),
+                            environment=str(conf(cfg, "warroom", "environment", "")),
+                            operator=str(operator), read_only=self.read_only, kiosk=self.kiosk,
+                            id="header")
 
     # ------------------------------------------------------------------ data in
 

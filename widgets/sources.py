@@ -21,8 +21,9 @@ STATE_STATUS = {
     SourceState.PENDING: (Status.UNKNOWN, "PENDING"),
 }
 EMPTY = "\x00empty"
-COLUMNS = (("state", "State"), ("source", "Source"), ("reason", "Reason"), ("when", "Last good"),
-           ("kind", "Kind"))
+# Fixed widths: no re-measuring (and no repaint of the whole table) when a cell changes.
+COLUMNS = (("state", "State", 10), ("source", "Source", 18), ("reason", "Reason", 48),
+           ("when", "Last good", 10), ("kind", "Kind", 10))
 
 
 def _hms(when: datetime | None) -> str:
@@ -50,8 +51,8 @@ class SourcesPane(DataTable):
         self._filter = ""
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
         self.app.theme_changed_signal.subscribe(self, self._on_theme)
 
     def _on_theme(self, _theme) -> None:
@@ -84,9 +85,9 @@ class SourcesPane(DataTable):
             if old is None:
                 self.add_row(*cells, key=status.name)
             elif old != texts:
-                for (col, _), cell, before, after in zip(COLUMNS, cells, old, texts, strict=True):
+                for (col, _, _), cell, before, after in zip(COLUMNS, cells, old, texts, strict=True):
                     if before != after:
-                        self.update_cell(status.name, col, cell, update_width=True)
+                        self.update_cell(status.name, col, cell)
             self._rows[status.name] = texts
 
     def set_filter(self, text: str) -> None:

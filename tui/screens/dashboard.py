@@ -11,18 +11,17 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Container, Horizontal
+from textual.containers import Container
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
-from backends.model import Severity, Snapshot
+from backends.model import Snapshot
 from tui.bindings import DASHBOARD_BINDINGS
+from widgets.header import StatusHeader
 
 log = logging.getLogger(__name__)
 
@@ -96,110 +95,10 @@ class PaneTabs(Tabs, can_focus=False):
     """The pane switcher of the compact layout (clickable; keys are on the screen)."""
 
 
-class ShellHeader(Horizontal):
-    """Stack, environment, operator, incident, findings, read-only badge, clock."""
-
-    DEFAULT_CSS = """
-    ShellHeader { height: 1; dock: top; background: $panel; }
-    ShellHeader #header-left { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
-    ShellHeader #header-right { width: auto; height: 1; }
-    """
-
-    def __init__(self, *, name: str, environment: str, operator: str, read_only: bool,
-                 kiosk: bool = False) -> None:
-        super().__init__(id="header")
-        self.stack = name
-        self.environment = environment
-        self.operator = operator
-        self.read_only = read_only
-        self.kiosk = kiosk
-        self._snapshot: Snapshot | None = None
-        self._left = ""
-        self._right = ""
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="header-left")
-        yield Static(id="header-right")
-
-    def on_mount(self) -> None:
-        self.render_now()
-        self.set_interval(1.0, self.render_now)
-
-    def show(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
-        self.render_now()
-
-    def _var(self, name: str) -> str:
-        return self.app.theme_variables.get(name, "")
-
-    def render_now(self) -> None:
-        now: datetime = self.app.clock()
-        left = Text(no_wrap=True, overflow="ellipsis")
-        left.append(" warroom ", style="bold reverse")
-        left.append(f" {self.stack}", style="bold")
-        if self.environment:
-            env_style = f"bold reverse {self._var('badge-production')}" if self.environment.lower() in (
-                "production", "prod") else "bold"
-            left.append("  ")
-            left.append(f" {self.environment} ", style=env_style)
-        # most important first: a narrow terminal cuts from the right
-        incident = self._incident_text()
-        if incident is not None:
-            left.append("  ")
-            left.append_text(incident)
-        findings = self._findings_text()
-        if findings.plain:
-            left.append("  ")
-            left.append_text(findings)
-        if incident is None:
-            left.append("  no open incident", style="dim")
-        left.append(f"  op {self.operator}", style="dim")
-        right = Text(no_wrap=True)
-        if self.read_only:
-            right.append(" READ-ONLY " if not self.kiosk else " KIOSK · READ-ONLY ",
-                         style=f"bold reverse {self._var('badge-readonly')}")
-            right.append(" ")
-        right.append(now.strftime("%H:%M:%S %Z").strip() + " ", style="bold")
-        if left.plain != self._left or left.spans != getattr(self, "_left_spans", None):
-            self._left, self._left_spans = left.plain, list(left.spans)
-            self.query_one("#header-left", Static).update(left)
-        if right.plain != self._right:
-            self._right = right.plain
-            self.query_one("#header-right", Static).update(right)
-
-    def _incident_text(self) -> Text | None:
-        incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
-        current = None
-        if incidents is not None:
-            try:
-                current = incidents.current() if callable(getattr(incidents, "current", None)) else None
-            except Exception:
-                current = None
-        if current is None:
-            return None
-        sev = getattr(current, "severity", None)
-        sev_text = sev.label if isinstance(sev, Severity) else str(sev or "")
-        title = getattr(current, "title", "") or getattr(current, "id", "incident")
-        sla = getattr(current, "sla_text", "") or ""
-        return Text(f"▲ INCIDENT {sev_text} {title} {sla}".strip(),
-                    style=f"bold {self._var('status-crit')}")
-
-    def _findings_text(self) -> Text:
-        snap = self._snapshot
-        if snap is None:
-            return Text("")
-        if not snap.findings:
-            return Text("● no findings", style=self._var("status-ok"))
-        worst = snap.findings[0].severity
-        style = self._var("status-crit") if worst <= Severity.P1 else self._var("status-warn")
-        n = len(snap.findings)
-        return Text(f"✖ {n} finding{'s' if n != 1 else ''} (worst {worst.label})", style=f"bold {style}")
-
-
 class DashboardScreen(Screen):
     BINDINGS = DASHBOARD_BINDINGS
 
-    def __init__(self, header: ShellHeader, mode: str = "wide") -> None:
+    def __init__(self, header: StatusHeader, mode: str = "wide") -> None:
         # the layout class is set before the first style pass: no restyle at startup
         super().__init__(id="dashboard", classes=f"-{mode}")
         self.header = header
@@ -320,6 +219,13 @@ class DashboardScreen(Screen):
         self._snapshot = snapshot
         with self.app.batch_update():
             self.header.show(snapshot)
+            incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
+            current = getattr(incidents, "current", None)
+            if callable(current):
+                try:
+                    self.header.set_incident(current())
+                except Exception:
+                    log.exception("incident lookup failed")
             for slot in self.query(PaneSlot):
                 if self.visible(slot):
                     self._show(slot, snapshot)
