@@ -1,0 +1,656 @@
+"""Kiosk: the wall display. Read-only, no cursor, no input except ctrl+q (quit).
+
+Large tiles (big digits + symbol + word) for services, queues, breakers, stuck orders
+and the chain read from across a room; below them the findings, the open incident with
+its SLA clock, and one detail pane that cycles every `cycle_s` seconds. The top bar
+shows the clock and "updated Ns ago"; beyond 3x the refresh interval it turns into a
+crit "STALE" badge, so a frozen display is obvious. A new P0/P1 finding raises an
+alarm: a flashing banner, and the terminal bell when enabled.
+
+The screen subscribes to the engine's monitor itself, so it works on any app that
+carries `.engine` (and `.clock` for tests). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, DataTable, Digits, Static
+
+from backends.model import (
+    BreakerReading,
+    BreakersReading,
+    ChainReading,
+    Finding,
+    OrdersReading,
+    QueueReading,
+    ServiceReading,
+    Severity,
+    Snapshot,
+    Status,
+)
+from tui.messages import SnapshotArrived
+
+log = logging.getLogger(__name__)
+
+# The only action a kiosk takes from a key. App-level actions are refused by the app's
+# check_action in kiosk mode (see `kiosk_allows`).
+KIOSK_ACTIONS = frozenset({"kiosk_quit"})
+STALE_FACTOR = 3.0  # "updated" turns crit beyond this many refresh intervals
+FLASH_S = 10.0  # how long a new P0/P1 flashes the banner
+CYCLE_VIEWS = ("services", "queues", "breakers", "orders", "chain", "sources", "logs")
+DIGITS_OK = set(" 0123456789+-^x:ABCDEF$()")
+
+
+def kiosk_allows(action: str) -> bool:
+    """Whether an action may run in kiosk mode (the app's check_action uses this)."""
+    return action.rsplit(".", 1)[-1] in KIOSK_ACTIONS
+
+
+# --------------------------------------------------------------------------- tiles (pure)
+
+
+@dataclass(frozen=True)
+class Tile:
+    id: str
+    title: str
+    value: str  # shown with big digits; "-" when nothing is known
+    status: Status
+    word: str  # the status in words ("ALL UP", "2 DOWN", "PAUSED")
+    detail: str = ""
+    stale: bool = False
+
+
+def _feeding(snapshot: Snapshot, types: tuple[type, ...]) -> list[str]:
+    return [name for name, rs in snapshot.readings.items() if any(isinstance(r, types) for r in rs)]
+
+
+def _stale(snapshot: Snapshot, names: Iterable[str]) -> str:
+    for n in names:
+        st = snapshot.sources.get(n)
+        if st is not None and st.degraded:
+            return f"{n}: {st.reason or 'degraded'}"
+    return ""
+
+
+def _finish(tile_id: str, title: str, snapshot: Snapshot, types: tuple[type, ...], value: str,
+            status: Status, word: str, detail: str) -> Tile:
+    stale = _stale(snapshot, _feeding(snapshot, types))
+    if stale:
+        status = Status.worst(status, Status.UNKNOWN)
+        detail = f"STALE {stale}" + (f" · {detail}" if detail else "")
+    return Tile(tile_id, title, value, status, word, detail, bool(stale))
+
+
+def _none(tile_id: str, title: str, snapshot: Snapshot) -> Tile:
+    waiting = any(st.last_good is None for st in snapshot.sources.values())
+    return Tile(tile_id, title, "-", Status.UNKNOWN, "NO DATA",
+                "waiting for the first poll" if waiting else "not configured")
+
+
+def services_tile(snapshot: Snapshot) -> Tile:
+    rs: list[ServiceReading] = snapshot.of_type(ServiceReading)
+    if not rs:
+        return _none("services", "Services", snapshot)
+    up = [r for r in rs if r.status is Status.OK]
+    bad = [r for r in rs if r.status is not Status.OK]
+    status = Status.worst(*(r.status for r in rs))
+    word = "ALL UP" if not bad else f"{len(bad)} NOT OK"
+    detail = f"{len(up)} of {len(rs)} up"
+    if bad:
+        detail += " · " + ", ".join(f"{r.name} {r.state}" for r in bad[:3])
+    return _finish("services", "Services", snapshot, (ServiceReading,), str(len(up)), status,
+                   word, detail)
+
+
+def queues_tile(snapshot: Snapshot) -> Tile:
+    rs: list[QueueReading] = snapshot.of_type(QueueReading)
+    if not rs:
+        return _none("queues", "Queues", snapshot)
+    total = sum(r.depth for r in rs)
+    status = Status.worst(*(r.status for r in rs))
+    worst = max(rs, key=lambda r: (r.status is Status.CRIT, r.status is Status.WARN, r.depth))
+    word = {Status.OK: "DRAINING", Status.WARN: "BACKLOG", Status.CRIT: "BACKED UP",
+            Status.UNKNOWN: "UNKNOWN"}[status]
+    detail = f"{worst.name} {worst.depth:,}"
+    if worst.drain_rate is not None:
+        detail += f" · {worst.drain_rate:+.1f}/s"
+    if worst.dead_letter_depth:
+        detail += f" · dead {worst.dead_letter_depth:,}"
+    return _finish("queues", "Queues (jobs)", snapshot, (QueueReading,), str(total), status, word,
+                   detail)
+
+
+def breakers_tile(snapshot: Snapshot) -> Tile:
+    groups: list[BreakersReading] = snapshot.of_type(BreakersReading)
+    singles: list[BreakerReading] = snapshot.of_type(BreakerReading)
+    if not groups and not singles:
+        return _none("breakers", "Breakers open", snapshot)
+    total = sum(g.total or len(g.breakers) for g in groups) + len(singles)
+    opened = sum(g.open for g in groups) + sum(1 for b in singles if b.state == "open")
+    half = sum(g.half_open for g in groups) + sum(1 for b in singles if b.state == "half-open")
+    status = Status.CRIT if opened else Status.WARN if half else Status.OK
+    word = f"{opened} OPEN" if opened else f"{half} HALF-OPEN" if half else "ALL CLOSED"
+    detail = f"{opened} open · {half} half-open · {total} total"
+    return _finish("breakers", "Breakers open", snapshot, (BreakersReading, BreakerReading),
+                   str(opened), status, word, detail)
+
+
+def orders_tile(snapshot: Snapshot) -> Tile:
+    rs: list[OrdersReading] = snapshot.of_type(OrdersReading)
+    if not rs:
+        return _none("orders", "Stuck orders", snapshot)
+    stuck = sum(r.stuck_count for r in rs)
+    ages = [r.oldest_age_s for r in rs if r.oldest_age_s is not None]
+    oldest = max(ages) if ages else None
+    status = Status.OK if stuck == 0 else Status.WARN
+    if stuck and any(r.oldest_age_s and r.oldest_age_s > 6 * r.stuck_after_s for r in rs):
+        status = Status.CRIT
+    word = "NONE STUCK" if not stuck else f"{stuck} STUCK"
+    from widgets.common import fmt_duration
+
+    detail = f"oldest {fmt_duration(oldest)}" if stuck else "all settling"
+    return _finish("orders", "Stuck orders", snapshot, (OrdersReading,), str(stuck), status, word,
+                   detail)
+
+
+def chain_tile(snapshot: Snapshot) -> Tile:
+    rs: list[ChainReading] = snapshot.of_type(ChainReading)
+    if not rs:
+        return _none("chain", "Chain head", snapshot)
+    statuses, notes, heads = [], [], []
+    for c in rs:
+        eps = c.endpoints
+        ok = [e for e in eps if e.ok]
+        active = next((e for e in eps if e.active), ok[0] if ok else None)
+        if active is not None and active.head is not None:
+            heads.append(active.head)
+        paused = any(k.paused for k in c.contracts)
+        bad_id = any(e.chain_id_ok is False for e in eps)
+        if not ok or paused or bad_id:
+            statuses.append(Status.CRIT)
+        elif len(ok) < len(eps) or c.disagreement:
+            statuses.append(Status.WARN)
+        else:
+            statuses.append(Status.OK)
+        if paused:
+            notes.append(f"{c.chain} CONTRACT PAUSED")
+        if not ok:
+            notes.append(f"{c.chain} no endpoint up")
+        elif len(ok) < len(eps):
+            notes.append(f"{c.chain} {len(ok)}/{len(eps)} endpoints")
+        else:
+            notes.append(f"{c.chain} via {active.name or active.url if active else '?'}")
+    status = Status.worst(*statuses)
+    word = "PAUSED" if any("PAUSED" in n for n in notes) else {
+        Status.OK: "IN SYNC", Status.WARN: "DEGRADED", Status.CRIT: "DOWN",
+        Status.UNKNOWN: "UNKNOWN"}[status]
+    value = str(max(heads)) if heads else "-"
+    return _finish("chain", "Chain head", snapshot, (ChainReading,), value, status, word,
+                   " · ".join(notes))
+
+
+TILE_BUILDERS: tuple[Callable[[Snapshot], Tile], ...] = (
+    services_tile, queues_tile, breakers_tile, orders_tile, chain_tile)
+
+
+def build_tiles(snapshot: Snapshot) -> list[Tile]:
+    out = []
+    for build in TILE_BUILDERS:
+        try:
+            out.append(build(snapshot))
+        except Exception:  # one broken tile must not blank the wall
+            log.exception("kiosk tile %s failed", build.__name__)
+            name = build.__name__.removesuffix("_tile")
+            out.append(Tile(name, name.title(), "-", Status.UNKNOWN, "ERROR", "see the log"))
+    return out
+
+
+def last_update(snapshot: Snapshot | None) -> datetime | None:
+    """When the newest good reading arrived (the snapshot time when there are no sources)."""
+    if snapshot is None:
+        return None
+    goods = [st.last_good for st in snapshot.sources.values() if st.last_good is not None]
+    if goods:
+        return max(goods)
+    return snapshot.at if not snapshot.sources else None
+
+
+def digits_text(value: str) -> str:
+    """What `Digits` can draw: unknown characters become spaces, '-' for nothing."""
+    text = "".join(c if c in DIGITS_OK else " " for c in value).strip()
+    return text or "-"
+
+
+# --------------------------------------------------------------------------- widgets
+
+
+class KioskTile(Vertical):
+    """One big tile: title, big digits, symbol + word, a detail line."""
+
+    def __init__(self, tile_id: str, title: str) -> None:
+        super().__init__(id=f"tile-{tile_id}", classes="kiosk-tile -unknown")
+        self.tile_id = tile_id
+        self.border_title = title
+        self.tile: Tile | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Digits("-", classes="tile-value")
+        yield Static("", classes="tile-word")
+        yield Static("", classes="tile-detail")
+
+    def show(self, tile: Tile) -> None:
+        if tile == self.tile:
+            return
+        self.tile = tile
+        self.border_title = tile.title
+        self.query_one(Digits).update(digits_text(tile.value))
+        self.query_one(".tile-word", Static).update(f"{tile.status.symbol} {tile.word}")
+        self.query_one(".tile-detail", Static).update(Text(tile.detail, overflow="ellipsis",
+                                                           no_wrap=True))
+        for s in Status:
+            self.set_class(s is tile.status, f"-{s.value}")
+        self.set_class(tile.stale, "-stale")
+
+
+SEV_CLASS = {Severity.P0: "crit", Severity.P1: "crit", Severity.P2: "warn", Severity.P3: "unknown"}
+SEV_STATUS = {Severity.P0: Status.CRIT, Severity.P1: Status.CRIT, Severity.P2: Status.WARN,
+              Severity.P3: Status.UNKNOWN}
+
+
+class KioskScreen(Screen):
+    """The wall display."""
+
+    AUTO_FOCUS = None
+    BINDINGS = [Binding("ctrl+q", "kiosk_quit", "Quit", id="kiosk_quit", priority=True)]
+
+    DEFAULT_CSS = """
+    KioskScreen { layout: vertical; background: $background; }
+    KioskScreen #kiosk-bar { height: 1; background: $panel; }
+    KioskScreen #kiosk-title { width: 1fr; text-style: bold; }
+    KioskScreen #kiosk-updated { width: auto; padding: 0 1; }
+    KioskScreen #kiosk-updated.-stale { background: $status-crit; color: $background; text-style: bold; }
+    KioskScreen #kiosk-clock { width: auto; padding: 0 1; text-style: bold; }
+    KioskScreen #kiosk-alarm { height: 1; display: none; text-style: bold; padding: 0 1;
+                               color: $status-crit; }
+    KioskScreen #kiosk-alarm.-on { display: block; }
+    KioskScreen #kiosk-alarm.-flash { background: $status-crit; color: $background; }
+    KioskScreen #kiosk-tiles { height: 9; }
+    KioskScreen .kiosk-tile { width: 1fr; height: 9; border: heavy $status-unknown;
+                              border-title-style: bold; padding: 0 1; }
+    KioskScreen .kiosk-tile.-ok { border: heavy $status-ok; }
+    KioskScreen .kiosk-tile.-warn { border: heavy $status-warn; }
+    KioskScreen .kiosk-tile.-crit { border: heavy $status-crit; }
+    KioskScreen .kiosk-tile.-stale { border: dashed $status-unknown; }
+    KioskScreen .tile-value { width: 1fr; height: 3; text-style: bold; }
+    KioskScreen .tile-word { height: 1; text-style: bold; }
+    KioskScreen .kiosk-tile.-ok .tile-word, KioskScreen .kiosk-tile.-ok .tile-value { color: $status-ok; }
+    KioskScreen .kiosk-tile.-warn .tile-word, KioskScreen .kiosk-tile.-warn .tile-value { color: $status-warn; }
+    KioskScreen .kiosk-tile.-crit .tile-word, KioskScreen .kiosk-tile.-crit .tile-value { color: $status-crit; }
+    KioskScreen .kiosk-tile.-unknown .tile-word, KioskScreen .kiosk-tile.-unknown .tile-value { color: $status-unknown; }
+    KioskScreen .tile-detail { height: 1; color: $text-muted; }
+    KioskScreen #kiosk-body { height: 1fr; }
+    KioskScreen #kiosk-left { width: 2fr; }
+    KioskScreen #kiosk-findings { height: 1fr; border: round $panel-lighten-2; padding: 0 1; }
+    KioskScreen #kiosk-incident { height: 3; border: round $panel-lighten-2; padding: 0 1; }
+    KioskScreen #kiosk-incident.-crit { border: heavy $status-crit; }
+    KioskScreen #kiosk-views { width: 3fr; border: round $panel-lighten-2; }
+    """
+
+    def __init__(self, engine: Any = None, *, config: Any = None, cycle_s: float = 15.0,
+                 bell: bool = False, refresh_s: float | None = None,
+                 clock: Callable[[], datetime] | None = None, tick_s: float = 1.0,
+                 views: Sequence[str] = CYCLE_VIEWS) -> None:
+        super().__init__(id="kiosk")
+        self._engine = engine
+        self._config = config
+        self.cycle_s = float(cycle_s)
+        self.bell = bool(bell)
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self.tick_s = tick_s
+        self.wanted_views = tuple(views)
+        self.view_ids: list[str] = []
+        self.current_view = ""
+        self.snapshot: Snapshot | None = None
+        self.mounted_at: datetime | None = None
+        self.alarms = 0  # how many times the alarm went off
+        self.alarm_text = ""
+        self._alarm_keys: set[str] = set()
+        self._flash_until: datetime | None = None
+        self._unsubscribe: Callable[[], Any] | None = None
+        self._shown_findings: tuple = ()
+
+    # ------------------------------------------------------------------ context
+
+    @property
+    def engine(self) -> Any:
+        return self._engine if self._engine is not None else getattr(self.app, "engine", None)
+
+    @property
+    def config(self) -> Any:
+        if self._config is not None:
+            return self._config
+        return getattr(self.app, "config", None) or getattr(self.engine, "config", None)
+
+    @property
+    def refresh_s(self) -> float:
+        if self._refresh_s is not None:
+            return float(self._refresh_s)
+        section = getattr(self.config, "warroom", None)
+        value = getattr(section, "refresh", None) if section is not None else None
+        try:
+            return float(value) if value else 2.0
+        except (TypeError, ValueError):
+            return 2.0
+
+    def now(self) -> datetime:
+        clock = self._clock or getattr(self.app, "clock", None)
+        if callable(clock):
+            try:
+                value = clock()
+                if isinstance(value, datetime):
+                    return value
+            except Exception:
+                pass
+        return datetime.now(UTC)
+
+    # ------------------------------------------------------------------ compose
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="kiosk-bar"):
+            yield Static(self._title(), id="kiosk-title")
+            yield Static("", id="kiosk-updated")
+            yield Static("", id="kiosk-clock")
+        yield Static("", id="kiosk-alarm")
+        with Horizontal(id="kiosk-tiles"):
+            for build in TILE_BUILDERS:
+                name = build.__name__.removesuffix("_tile")
+                yield KioskTile(name, name.title())
+        with Horizontal(id="kiosk-body"):
+            with Vertical(id="kiosk-left"):
+                yield Static("", id="kiosk-incident")
+                yield Static("", id="kiosk-findings")
+            with ContentSwitcher(id="kiosk-views"):
+                yield from self._make_views()
+
+    def _title(self) -> str:
+        sec = getattr(self.config, "warroom", None)
+        name = getattr(sec, "name", None) or "warroom"
+        env = getattr(sec, "environment", None) or ""
+        return f" {name}" + (f" · {env}" if env else "") + " · KIOSK · READ-ONLY"
+
+    def _make_views(self) -> Iterable[Widget]:
+        from tui.screens.dashboard import PANES, pane_class
+
+        specs = {p.id: p for p in PANES}
+        for view in self.wanted_views:
+            spec = specs.get(view)
+            cls = pane_class(spec) if spec is not None else None
+            if cls is None:
+                continue
+            try:
+                pane = cls()
+            except Exception:
+                log.exception("kiosk view %s failed to build", view)
+                continue
+            pane.id = f"view-{view}"
+            pane.border_title = spec.title
+            pane.add_class("pane", "kiosk-view")
+            self.view_ids.append(view)
+            yield pane
+
+    def on_mount(self) -> None:
+        self.mounted_at = self.now()
+        for node in self.query("*"):  # a wall display has no cursor and takes no focus
+            if isinstance(node, DataTable):
+                node.show_cursor = False
+            if isinstance(node, Widget):
+                node.can_focus = False
+        self.set_focus(None)
+        if self.view_ids:
+            self.show_view(self.view_ids[0])
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None:
+            self._unsubscribe = monitor.subscribe(self._on_monitor_snapshot)
+            self.apply(monitor.snapshot)
+        else:
+            self.render_status()
+        if self.tick_s > 0:
+            self.set_interval(self.tick_s, self.tick)
+        if self.cycle_s > 0 and len(self.view_ids) > 1:
+            self.set_interval(self.cycle_s, self.next_view)
+
+    def on_descendant_focus(self, _event) -> None:
+        self.set_focus(None)  # nothing on a wall display holds focus (no cursor, no keys)
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # ------------------------------------------------------------------ data in
+
+    def _on_monitor_snapshot(self, snapshot: Snapshot) -> None:
+        self.post_message(SnapshotArrived(snapshot))
+
+    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        self.apply(message.snapshot)
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Show a snapshot (the app's DashboardScreen contract)."""
+        self.snapshot = snapshot
+        with self.app.batch_update():
+            for tile in build_tiles(snapshot):
+                try:
+                    self.query_one(f"#tile-{tile.id}", KioskTile).show(tile)
+                except Exception:
+                    log.exception("kiosk tile %s", tile.id)
+            self._show_findings(snapshot.findings)
+            self._check_alarm(snapshot.findings)
+            if self.current_view:
+                self._show_view_data(self.current_view)
+            self.render_status()
+
+    def add_log_lines(self, lines) -> None:
+        pane = self._view("logs")
+        add = getattr(pane, "add_lines", None)
+        if add is not None:
+            add(lines)
+
+    def focused_pane(self) -> None:  # the app's DashboardScreen contract: nothing is focused
+        return None
+
+    def show_pane(self, pane_id: str) -> None:
+        if pane_id in self.view_ids:
+            self.show_view(pane_id)
+
+    # ------------------------------------------------------------------ views
+
+    def _view(self, view: str) -> Widget | None:
+        try:
+            return self.query_one(f"#view-{view}")
+        except Exception:
+            return None
+
+    def show_view(self, view: str) -> None:
+        self.current_view = view
+        self.query_one("#kiosk-views", ContentSwitcher).current = f"view-{view}"
+        self._show_view_data(view)
+
+    def _show_view_data(self, view: str) -> None:
+        pane = self._view(view)
+        show = getattr(pane, "show", None)
+        if show is not None and self.snapshot is not None:
+            try:
+                show(self.snapshot)
+            except Exception:
+                log.exception("kiosk view %s failed to show", view)
+
+    def next_view(self) -> None:
+        if not self.view_ids:
+            return
+        i = self.view_ids.index(self.current_view) if self.current_view in self.view_ids else -1
+        self.show_view(self.view_ids[(i + 1) % len(self.view_ids)])
+
+    # ------------------------------------------------------------------ findings / alarm
+
+    def _show_findings(self, findings: Sequence[Finding]) -> None:
+        now = self.now()
+        key = tuple((f.key, f.severity, f.summary, int((now - f.since).total_seconds() // 60))
+                    for f in findings[:30])
+        if key == self._shown_findings:
+            return
+        self._shown_findings = key
+        from widgets.common import fmt_coarse
+
+        text = Text()
+        if not findings:
+            text.append(f"{Status.OK.symbol} NO FINDINGS", style="bold")
+            text.stylize(self._style(Status.OK))
+        for f in findings[:30]:
+            st = SEV_STATUS[f.severity]
+            text.append(f"{st.symbol} {f.severity.label} ", style=f"bold {self._style(st)}")
+            text.append(f.summary)
+            text.append(f"  ({fmt_coarse((now - f.since).total_seconds())})\n", style="dim")
+        box = self.query_one("#kiosk-findings", Static)
+        box.border_title = f"Findings ({len(findings)})"
+        box.update(text)
+
+    def _style(self, status: Status) -> str:
+        try:
+            return self.app.theme_variables.get(f"status-{status.value}", "")
+        except Exception:
+            return ""
+
+    def _check_alarm(self, findings: Sequence[Finding]) -> None:
+        urgent = [f for f in findings if f.severity <= Severity.P1]
+        keys = {f.key for f in urgent}
+        new = [f for f in urgent if f.key not in self._alarm_keys]
+        self._alarm_keys = keys
+        if new:
+            self.alarms += 1
+            worst = min(new, key=Finding.sort_key)
+            more = f" (+{len(new) - 1} more)" if len(new) > 1 else ""
+            self.alarm_text = f"{Status.CRIT.symbol} {worst.severity.label} NEW: {worst.summary}{more}"
+            self._flash_until = self.now() + timedelta(seconds=FLASH_S)
+            if self.bell:
+                self.app.bell()
+        elif not urgent:
+            self.alarm_text = ""
+            self._flash_until = None
+        self._render_alarm()
+
+    def _render_alarm(self) -> None:
+        banner = self.query_one("#kiosk-alarm", Static)
+        on = bool(self.alarm_text)
+        banner.set_class(on, "-on")
+        if on:
+            banner.update(self.alarm_text)
+        flashing = on and self._flash_until is not None and self.now() < self._flash_until
+        # toggles every tick while flashing, then stays steady (still shown while urgent)
+        banner.set_class(flashing and not banner.has_class("-flash"), "-flash")
+
+    @property
+    def flashing(self) -> bool:
+        return self._flash_until is not None and self.now() < self._flash_until
+
+    # ------------------------------------------------------------------ clock / staleness
+
+    def tick(self) -> None:
+        self.render_status()
+        if self.alarm_text:
+            self._render_alarm()
+
+    def updated_age(self) -> float | None:
+        at = last_update(self.snapshot) or None
+        if at is None:
+            return None
+        return max(0.0, (self.now() - at).total_seconds())
+
+    @property
+    def stale(self) -> bool:
+        age = self.updated_age()
+        if age is None:  # nothing ever arrived: stale once we waited as long
+            if self.mounted_at is None:
+                return False
+            age = (self.now() - self.mounted_at).total_seconds()
+        return age > STALE_FACTOR * self.refresh_s
+
+    def render_status(self) -> None:
+        from widgets.common import fmt_duration
+
+        now = self.now()
+        age = self.updated_age()
+        stale = self.stale
+        if age is None:
+            text = "waiting for the first poll"
+        else:
+            text = f"updated {fmt_duration(age)} ago"
+        if stale:
+            text = f"{Status.CRIT.symbol} STALE · {text}"
+        updated = self.query_one("#kiosk-updated", Static)
+        updated.update(text)
+        updated.set_class(stale, "-stale")
+        self.query_one("#kiosk-clock", Static).update(now.astimezone(UTC).strftime("%H:%M:%S UTC"))
+        self._render_incident(now)
+
+    def _render_incident(self, now: datetime) -> None:
+        box = self.query_one("#kiosk-incident", Static)
+        incident = open_incident(self.engine)
+        if incident is None:
+            box.update(f"{Status.OK.symbol} no open incident")
+            box.set_class(False, "-crit")
+            return
+        from widgets.header import sla_text
+
+        sev = getattr(incident, "severity", None)
+        label = getattr(sev, "label", None) or str(sev or "?")
+        title = getattr(incident, "title", "") or ""
+        ident = getattr(incident, "id", "") or ""
+        sla, st = sla_text(getattr(incident, "sla_due", None), now)
+        text = Text()
+        text.append(f"{Status.CRIT.symbol} INCIDENT {label} {ident} ", style="bold")
+        text.append(title)
+        if sla:
+            text.append(f"  {st.symbol} {sla}", style=f"bold {self._style(st)}")
+        box.update(text)
+        box.set_class(True, "-crit")
+
+    # ------------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return kiosk_allows(action)  # no focus moves, no copy: only quit
+
+    async def action_kiosk_quit(self) -> None:
+        self.app.exit(0)
+
+
+def open_incident(engine: Any) -> Any:
+    """The open incident from `engine.incidents` (hook; None while incidents are not built)."""
+    incidents = getattr(engine, "incidents", None)
+    if incidents is None:
+        return None
+    for name in ("current", "open_incident", "active"):
+        fn = getattr(incidents, name, None)
+        if callable(fn):
+            try:
+                value = fn()
+            except Exception:
+                log.exception("incident lookup failed")
+                return None
+            if hasattr(value, "__await__"):  # an async lookup cannot run here; ignore it
+                value.close() if hasattr(value, "close") else None
+                return None
+            return value
+    return None
