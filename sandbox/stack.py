@@ -508,8 +508,22 @@ class Stack:
             for p in (pg_root, self.pgdata, sock):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         self.pgdata.chmod(0o700)
-        self._pg("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U",
-                 "postgres", "--no-sync", "--no-instructions", timeout=120)
+        template = _pg_template_dir(self.pg_bin)
+        if template is not None and (template / "PG_VERSION").is_file():
+            # a cluster initialised by an earlier run: copying it is much faster than initdb
+            shutil.copytree(template, self.pgdata, symlinks=True, dirs_exist_ok=True)
+            if self.pg_user:
+                import pwd
+
+                pw = pwd.getpwnam(self.pg_user)
+                for root, dirs, files in os.walk(self.pgdata):
+                    for name in dirs + files:
+                        os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+            self.pgdata.chmod(0o700)
+        else:
+            self._pg("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U",
+                     "postgres", "--no-sync", "--no-instructions", timeout=120)
+            _save_pg_template(self.pgdata, template)
         port = self.ports["postgres"]
         opts = (f"-h 127.0.0.1 -p {port} -k {sock} -c fsync=off -c synchronous_commit=off "
                 f"-c full_page_writes=off -c max_connections={PG_MAX_CONNECTIONS}")
@@ -764,6 +778,29 @@ class Stack:
         if info is not None and run_dir is not None and info.get("run_dir") == str(run_dir):
             with contextlib.suppress(OSError):
                 self.state_path.unlink()
+
+
+def _pg_template_dir(pg_bin: Path) -> Path | None:
+    """Where a freshly initialised cluster is kept for the next runs (per PostgreSQL build)."""
+    try:
+        import platformdirs
+
+        stamp = str(int(pg_bin.joinpath("postgres").stat().st_mtime))
+        return Path(platformdirs.user_cache_dir("warroom")) / f"pg-template-{stamp}"
+    except Exception:  # noqa: BLE001 - no cache: initdb every time
+        return None
+
+
+def _save_pg_template(pgdata: Path, template: Path | None) -> None:
+    if template is None or template.exists():
+        return
+    tmp = template.with_name(f"{template.name}.tmp{os.getpid()}")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(pgdata, tmp, symlinks=True)
+        tmp.rename(template)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stop_popen(proc: subprocess.Popen | None, timeout: float) -> None:
