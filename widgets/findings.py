@@ -76,7 +76,12 @@ class FindingsPane(TablePane):
         return h
 
     def inputs_key(self, snapshot: Snapshot):
-        return (tuple((f.key, f.severity, f.summary, f.since, f.playbook, f.target) for f in snapshot.findings),
+        def hint_key(f: Finding):
+            h = self.hint(f)
+            return (step_text(h[0]), h[1]) if h else None
+
+        return (tuple((f.key, f.severity, f.summary, f.since, f.playbook, f.target, hint_key(f))
+                      for f in snapshot.findings),
                 tuple((st.name, st.state) for st in snapshot.sources.values()),
                 read_ago(age_s(snapshot.at, self._now(snapshot))) if self.is_mounted else "",
                 int(snapshot.at.timestamp() // 10))
