@@ -189,6 +189,46 @@ async def test_console_populates(sandbox):
     assert populated[0] < 15
 
 
+def test_demo_stack_only_command(sandbox, tmp_path):
+    """`warroom demo --stack-only` as a user runs it: prints its config and state file, is
+    found by `warroom drill`, and SIGTERM stops everything it started."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "tui.cli", "demo", "--stack-only", "--ports", "auto"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("drills:"):
+                break
+        out = "".join(lines)
+        assert re.search(r"sandbox ready in \d+\.\d+s", out), out
+        config = re.search(r"^config:\s+(\S+)", out, re.M).group(1)
+        run_dir = Path(config).parent
+        assert (tmp_path / "state" / "warroom" / "sandbox.json").exists()
+        status = subprocess.run([sys.executable, "-m", "tui.cli", "drill", "--status"], env=env, text=True,
+                                capture_output=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]))
+        assert status.returncode == 0 and "no drill injected" in status.stdout, status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert "sandbox stopped" in rest, rest
+    assert proc.returncode == 130
+    assert not run_dir.exists()
+    mark = str(run_dir)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and mark in _cmdline(int(p))]
+
+
 def test_stop_leaves_nothing(sandbox):
     """Runs last: stops the module's stack and checks what is left."""
     from sandbox.stack import pid_alive, port_open, service_pids
