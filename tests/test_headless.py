@@ -159,7 +159,7 @@ def test_health_unknown_when_a_source_is_down(stack, capsys):
     assert code == 3 and {s["status"] for s in doc["sources"]} == {"unknown"}
 
 
-def test_health_a_hanging_source_is_bounded_by_its_timeout(stack, capsys):
+def test_a_hanging_source_is_bounded_by_timeouts(stack, capsys):
     # a port that accepts connections and never answers
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
@@ -167,10 +167,13 @@ def test_health_a_hanging_source_is_bounded_by_its_timeout(stack, capsys):
         port = srv.getsockname()[1]
         cfg = stack.variant("hang-pg.toml", dsn=f"postgresql://warroom@127.0.0.1:{port}/nope")
         code, out, err = wr(stack, capsys, "health", "--json", "database", config=cfg)
-    doc = json.loads(out)
-    validate(doc)
-    assert code == 3
-    assert doc["sources"][0]["reason"]
+        doc = json.loads(out)
+        validate(doc)
+        assert code == 3
+        assert doc["sources"][0]["reason"]
+        # orders commands: --timeout bounds the whole command
+        code, out, err = wr(stack, capsys, "orders", "stuck", "--timeout", "0.5", config=cfg)
+        assert code == 3 and "timed out after 0.5s" in err and "Traceback" not in err
 
 
 def test_health_config_errors_are_unknown(stack, capsys, tmp_path):

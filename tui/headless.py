@@ -100,7 +100,7 @@ def run_job(prog: str, job: Callable[[], Awaitable[int]], *, engine: Any = None,
         print(f"{prog}: {exc.source} cannot be read: {exc.reason}", file=sys.stderr)
         return EXIT_UNKNOWN
     except TimeoutError:
-        print(f"{prog}: timed out after {timeout:g}s", file=sys.stderr)
+        print(f"{prog}: timed out" + (f" after {timeout:g}s" if timeout else ""), file=sys.stderr)
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
