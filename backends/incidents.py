@@ -135,6 +135,11 @@ class Incident:
     def response_due(self) -> datetime:
         return self.declared_at + timedelta(seconds=self.response_s)
 
+    @property
+    def sla_due(self) -> datetime | None:
+        """What the header's SLA clock counts down to: None once someone responded."""
+        return None if self.acknowledged_at is not None or not self.open else self.response_due
+
     def sla(self, now: datetime | None = None) -> SlaClock:
         now = now or utcnow()
         if self.acknowledged_at is not None:

@@ -608,6 +608,37 @@ class EscalateAction(Action):
                             after={"messages": sorted(ids)})
 
 
+async def incident_brief(engine: Any, inc: Any = None, *, level: int = 0, snapshot: Any = None,
+                         hours: float = 24.0, log_wait: float = 2.0) -> str:
+    """The escalation brief for an incident: who / what / since when, then the live brief
+    (`backends.brief`: log errors, affected orders, timeline, steps attempted, RPC endpoints)."""
+    from .brief import build_brief, render_brief
+
+    lines: list[str] = []
+    n = getattr(engine, "notifier", None)
+    lv = n.levels[level] if n is not None and 0 <= level < len(n.levels) else None
+    if inc is not None:
+        roles = ", ".join(f"{r}: {p}" for r, p in inc.roles.items()) or "none assigned"
+        lines += [f"INCIDENT {inc.id} [{inc.severity.label}] {inc.title}",
+                  f"status {inc.status}; declared {inc.declared_at.strftime('%Y-%m-%d %H:%M:%SZ')} by "
+                  f"{inc.declared_by}; {inc.sla().text()}",
+                  f"impact: {inc.impact or 'under assessment'}; roles: {roles}"]
+    if lv is not None:
+        lines.append(f"for: {lv.name}" + (f" ({', '.join(lv.contacts)})" if lv.contacts else ""))
+        if lv.provide:
+            lines.append("asked for: " + "; ".join(lv.provide))
+    try:
+        brief = await build_brief(engine, hours=hours, snapshot=snapshot, log_wait=log_wait)
+        body = render_brief(brief)
+    except Exception as exc:  # the operator can still write the brief by hand
+        body = f"(the live brief could not be built: {describe_exception(exc)})"
+    if inc is not None and inc.timeline:
+        body += "\n\nINCIDENT TIMELINE\n" + "\n".join(
+            f"  {t.at.strftime('%H:%M:%SZ')} {t.kind}: {t.text.splitlines()[0] if t.text else ''}"
+            + (f" ({t.by})" if t.by else "") for t in inc.timeline[-20:])
+    return "\n".join(lines + ["", body]) if lines else body
+
+
 def attach_notifier(engine: Any, manager: Any) -> Notifier:
     config = engine.config
     sd = getattr(config, "state_dir", None)
@@ -628,4 +659,4 @@ def attach_notifier(engine: Any, manager: Any) -> Notifier:
 
 
 __all__ = ["BACKOFF", "EscalateAction", "Message", "Notifier", "Outbox", "PD_SEVERITY", "SendError",
-           "attach_notifier", "display"]
+           "attach_notifier", "display", "incident_brief"]

@@ -176,3 +176,91 @@ def test_round_trip_of_the_document():
     d = inc.to_dict()
     assert "abc123" not in json.dumps(d)  # free text is redacted
     assert Incident.from_dict(d).to_dict() == d
+
+
+# --------------------------------------------------------------------------- the incident screen (Pilot)
+
+
+class Host:
+    """A bare App showing one screen over a real engine."""
+
+    @staticmethod
+    def make(factory):
+        from textual.app import App
+
+        class _Host(App):
+            def on_mount(self) -> None:
+                self.push_screen(factory())
+
+        return _Host()
+
+
+async def until(pilot, cond, within: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        await pilot.pause(0.05)
+    return cond()
+
+
+async def test_incident_screen_declares_and_runs_the_incident(engine, tmp_path):
+    from textual.widgets import DataTable, Input
+
+    from tui.screens.action import ActionScreen
+    from tui.screens.incident import IncidentScreen
+
+    m = engine.incidents
+    await m.load()
+    f = finding()
+    app = Host.make(lambda: IncidentScreen(engine, finding=f))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, IncidentScreen) and screen.declaring
+        assert screen.query_one("#declare-title", Input).value == f.summary
+        assert screen.query_one("#declare-severity", Input).value == "P1"
+        await pilot.press("ctrl+s")
+        assert await until(pilot, lambda: m.current() is not None and not screen.declaring)
+        inc = m.current()
+        assert inc.finding["key"] == f.key
+        await pilot.press("n")
+        await pilot.press(*"rpc lost")
+        await pilot.press("enter")
+        assert await until(pilot, lambda: m.get(inc.id).timeline[-1].text == "rpc lost")
+        await pilot.press("s")
+        assert await until(pilot, lambda: m.get(inc.id).status == "identified")
+        await pilot.press("a")
+        await pilot.press(*"IC bob")
+        await pilot.press("enter")
+        assert await until(pilot, lambda: m.get(inc.id).roles.get("Incident Commander") == "bob")
+        table = screen.query_one("#incident-timeline", DataTable)
+        assert await until(pilot, lambda: table.row_count == len(m.get(inc.id).timeline))
+        await pilot.press("p")
+        assert await until(pilot, lambda: (m.postmortem_dir / f"{inc.id}-postmortem.md").exists())
+        await pilot.press("x")
+        await pilot.press(*"done")
+        await pilot.press("enter")
+        assert await until(pilot, lambda: isinstance(app.screen, ActionScreen))
+        await pilot.press("enter")  # confirm in the action modal
+        assert await until(pilot, lambda: not m.get(inc.id).open)
+    entries = [e["action"] for e in engine.audit.entries()]
+    assert entries.count("incident.update") == 3 and "incident.resolve" in entries
+
+
+async def test_incident_screen_read_only_refuses(tmp_path):
+    from tui.screens.incident import IncidentScreen
+
+    config = load_config_text(CONFIG.format(state=tmp_path / "state"), str(tmp_path / "warroom.toml"))
+    engine = build_engine(config, read_only=True)
+    await engine.incidents.load()
+    app = Host.make(lambda: IncidentScreen(engine))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press(*"nothing")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert engine.incidents.current() is None
+    assert [e["result"] for e in engine.audit.entries()] == ["refused"]

@@ -318,3 +318,82 @@ async def test_read_only_refuses_escalation_and_incident_changes(tmp_path):
         assert len(refused) == len(attempts)
     finally:
         await engine.stop()
+
+
+# --------------------------------------------------------------------------- the escalate screen (Pilot)
+
+
+def host(factory):
+    from textual.app import App
+
+    class _Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(factory())
+
+    return _Host()
+
+
+async def until(pilot, cond, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        await pilot.pause(0.05)
+    return cond()
+
+
+async def test_escalate_screen_review_edit_send_and_pending(tmp_path):
+    from textual.widgets import DataTable, Static, TextArea
+
+    from tui.screens.action import ActionScreen
+    from tui.screens.escalate import EscalateScreen
+
+    port = free_port()
+    rx = Receiver(port)
+    await rx.start()
+    engine = make_engine(tmp_path, port)
+    try:
+        inc = await declare(engine)
+        app = host(lambda: EscalateScreen(engine, incident_id=inc.id))
+        async with app.run_test(size=(120, 44)) as pilot:
+            screen = app.screen
+            assert await until(pilot, lambda: screen.brief_ready)
+            area = screen.query_one("#escalate-brief", TextArea)
+            assert f"INCIDENT {inc.id}" in area.text and "AFFECTED ORDERS" in area.text
+            assert "asked for: Error messages from logs; Affected order count" in area.text
+            assert "Development team" in str(screen.query_one("#escalate-level", Static).render())
+            # the operator edits the brief before sending
+            area.focus()
+            area.move_cursor(area.document.end)
+            await pilot.press("enter", *"EDITED", "space", *"LINE")
+            await pilot.press("ctrl+s")
+            assert await until(pilot, lambda: isinstance(app.screen, ActionScreen))
+            await pilot.press("enter")
+            assert await until(pilot, lambda: len(rx.hooks) == 1 and len(rx.events) == 1)
+            assert rx.hooks[0]["body"]["message"].endswith("EDITED LINE")
+            await pilot.press("enter")  # close the result
+            assert await until(pilot, lambda: app.screen is screen)
+            # the next level is one key away; with the receiver down the messages stay pending
+            await rx.stop()
+            table = screen.query_one("#escalate-outbox", DataTable)
+            table.focus()
+            await pilot.press("right_square_bracket")
+            assert screen.level == 1
+            assert "Infrastructure support" in str(screen.query_one("#escalate-level", Static).render())
+            assert await until(pilot, lambda: screen.brief_ready)
+            await pilot.press("ctrl+s")
+            assert await until(pilot, lambda: isinstance(app.screen, ActionScreen))
+            await pilot.press("enter")
+            assert await until(pilot, lambda: len(engine.notifier.pending()) == 2)
+            await pilot.press("enter")
+            assert await until(pilot, lambda: app.screen is screen)
+            assert await until(pilot, lambda: table.row_count == 2)
+            assert "OUTBOX: 2 message(s)" in str(screen.query_one("#escalate-outbox-title", Static).render())
+            # back up: retry now delivers them and the outbox empties
+            await rx.start()
+            await pilot.press("ctrl+t")
+            assert await until(pilot, lambda: table.row_count == 0)
+            assert [h["path"] for h in rx.hooks] == ["/hook/dev", "/hook/infra"]
+    finally:
+        await engine.stop()
+        await rx.stop()

@@ -228,3 +228,43 @@ async def test_stopped_listener_with_releases_on_chain_leads_to_reconcile(stack)
         assert "listener-failure:orders" not in {f.key for f in snap.findings}
     finally:
         await engine.stop()
+
+
+# --------------------------------------------------------------------------- the playbook screen (Pilot)
+
+
+async def test_playbook_screen_shows_done_and_left_and_runs_the_next_step():
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from tui.screens.playbook import PlaybookScreen
+
+    f = _finding("listener-failure", "service:listener")
+    now = utcnow().isoformat()
+    audit = [{"ts": now, "action": "process.restart", "result": "ok", "target": "service:listener"}]
+    requested: list[tuple[str, dict]] = []
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(PlaybookScreen(f, audit_entries=audit))
+
+        def request_action(self, action_id, params=None):
+            requested.append((action_id, dict(params or {})))
+
+    app = Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        pb = PlaybookBook().get("listener-failure")
+        assert table.row_count == len(pb.steps())
+        by_step = {r[1]: r for r in rows}
+        assert by_step["Restart the listener"][0] == "✔" and by_step["Restart the listener"][5] == "done"
+        nxt = by_step["Settle orders whose release is final on chain (reconcile)"]
+        assert nxt[0] == "▶" and nxt[5] == "NEXT" and nxt[2] == "R"
+        assert by_step["Resync the listener from the last good block"][5] == "n/a here"
+        assert screen.selected_step().action == "orders.reconcile"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert requested == [("orders.reconcile", {})]
