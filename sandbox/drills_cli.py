@@ -40,6 +40,7 @@ def _list() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backends.errors import ActionRefused, BackendError, ConfigError
     from sandbox.stack import SandboxError
 
     if not args.name and not args.status:
@@ -47,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except SandboxError as exc:
+        print(f"warroom drill: {exc}", file=sys.stderr)
+        return 2
+    except ActionRefused as exc:
+        print(f"warroom drill: {exc.action}: refused: {exc.reason}", file=sys.stderr)
+        return 2
+    except (BackendError, ConfigError) as exc:
         print(f"warroom drill: {exc}", file=sys.stderr)
         return 2
 

@@ -189,6 +189,41 @@ async def test_console_populates(sandbox):
     assert populated[0] < 15
 
 
+def test_py_evm_fallback_chain_serves_the_escrow():
+    """Without anvil the sandbox serves a py-evm chain: the Escrow deploys, releases emit
+    EscrowReleased, eth_getLogs filters by topic, pause works, values are JSON-RPC wire values."""
+    import json
+
+    from sandbox.services.common import order_id_to_topic, release_calldata
+    from sandbox.services.devchain import Chain
+    from sandbox.stack import ARBITER, ARTIFACT, DEV_KEYS, OWNER, SELECTORS, event_topic
+
+    chain = Chain(DEV_KEYS)
+    art = json.loads(ARTIFACT.read_text())
+
+    def send(tx):
+        h = chain.call("eth_sendTransaction", [tx])
+        receipt = chain.call("eth_getTransactionReceipt", [h])
+        assert receipt["status"] == "0x1", receipt
+        return receipt
+
+    escrow = send({"from": OWNER, "data": art["bytecode"], "gas": hex(3_000_000)})["contractAddress"]
+    send({"from": OWNER, "to": escrow, "gas": hex(100_000),
+          "data": SELECTORS["setArbiter"] + ARBITER[2:].lower().rjust(64, "0") + "1".rjust(64, "0")})
+    send({"from": ARBITER, "to": escrow, "gas": hex(120_000),
+          "data": release_calldata(SELECTORS["release"], "ord-1", 10**18)})
+    topic = event_topic(art["abi"], "EscrowReleased")
+    logs = chain.call("eth_getLogs", [{"address": escrow, "fromBlock": "0x0", "toBlock": "latest",
+                                       "topics": [topic]}])
+    assert len(logs) == 1 and logs[0]["topics"][1] == order_id_to_topic("ord-1")
+    assert int(logs[0]["data"], 16) == 10**18 and logs[0]["blockNumber"].startswith("0x")
+    send({"from": OWNER, "to": escrow, "data": SELECTORS["pause"], "gas": hex(100_000)})
+    assert int(chain.call("eth_call", [{"to": escrow, "data": SELECTORS["paused"]}, "latest"]), 16) == 1
+    block = chain.call("eth_getBlockByNumber", ["latest", False])
+    assert block["number"].startswith("0x") and "timestamp" in block and "parentHash" in block
+    assert int(chain.call("eth_getBalance", [ARBITER, "latest"]), 16) > 9_000 * 10**18
+
+
 def test_demo_stack_only_command(sandbox, tmp_path):
     """`warroom demo --stack-only` as a user runs it: prints its config and state file, is
     found by `warroom drill`, and SIGTERM stops everything it started."""
