@@ -374,3 +374,46 @@ def progress(pb: Playbook, done: set[str]) -> list[StepState]:
 
 
 PLAYBOOK_IDS = tuple(p.id for p in BUILTIN)
+
+
+class PlaybookHints:
+    """`playbook_hint(finding) -> (step, key)` for the findings pane, from live state:
+    steps done come from the audit trail (re-read only when the file grows), steps whose
+    action is not configured (or not allowed: read-only) are skipped."""
+
+    def __init__(self, book: PlaybookBook | None = None, audit: Any = None, actions: Any = None,
+                 max_entries: int = 2000) -> None:
+        self.book = book or PlaybookBook()
+        self.audit = audit
+        self.actions = actions
+        self.max_entries = max_entries
+        self._size = -1
+        self._entries: list[dict] = []
+
+    def entries(self) -> list[dict]:
+        path = getattr(self.audit, "path", None)
+        if path is None:
+            return []
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return []
+        if size != self._size:
+            self._entries = self.audit.tail(self.max_entries)
+            self._size = size
+        return self._entries
+
+    def available(self) -> list[str] | None:
+        if self.actions is None:
+            return None
+        return [a.id for a in self.actions.available()]
+
+    def step(self, finding: Finding) -> Step | None:
+        if self.book.get(finding.playbook) is None:
+            return None
+        done = self.book.done_actions(finding, self.entries())
+        return self.book.next_step(finding, done, self.available())
+
+    def __call__(self, finding: Finding) -> tuple[Step, str | None] | None:
+        step = self.step(finding)
+        return (step, step.key) if step is not None else None

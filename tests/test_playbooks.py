@@ -268,3 +268,20 @@ async def test_playbook_screen_shows_done_and_left_and_runs_the_next_step():
         await pilot.press("enter")
         await pilot.pause()
     assert requested == [("orders.reconcile", {})]
+
+
+def test_hints_follow_the_audit_trail(tmp_path):
+    from backends.actions import ActionEngine
+    from backends.audit import AuditLog
+    from backends.playbooks import PlaybookHints
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    hints = PlaybookHints(audit=audit, actions=ActionEngine(audit))
+    f = _finding("orders-stuck", "orders")
+    # no action is registered on this engine: only the first diagnosis step is shown
+    assert hints.step(f).check == "orders" and hints(f)[1] is None
+    hints.actions = None
+    assert hints(f)[1] == "R"
+    audit.append(action="orders.reconcile", target="orders:reconcile", operator="t", result="ok")
+    assert hints(f)[1] == "f"  # the next step: fix one order
+    assert hints(_finding("no-such-playbook", "x")) is None
