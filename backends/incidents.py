@@ -784,7 +784,12 @@ class IncidentDeclare(_IncidentAction):
 
     async def plan(self, *, title: str = "", severity: Any = None, finding: Any = None, impact: str = "",
                    roles: Mapping[str, str] | None = None, reason: str | None = None, **_: Any) -> ActionPlan:
-        fdict = finding_dict(finding) if isinstance(finding, Finding) else (dict(finding) if finding else None)
+        if isinstance(finding, Finding):
+            fdict = finding_dict(finding)
+        elif isinstance(finding, str) and finding:  # a finding key (the findings pane's context)
+            fdict = {"key": finding, "summary": title, "severity": str(severity) if severity else None}
+        else:
+            fdict = dict(finding) if finding else None
         if severity is None:
             severity = (fdict or {}).get("severity") or "P2"
         try:
