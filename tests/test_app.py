@@ -326,14 +326,29 @@ async def test_layout_compact_at_80x24_and_wide_at_160x48_with_live_resize(tmp_p
         assert [s.spec.id for s in board.query(PaneSlot) if s.display] == ["sources"]
         await pilot.resize_terminal(160, 48)
         await until(pilot, lambda: board.layout_mode == "wide", what="wide layout")
+        await pilot.pause()
         assert all(s.display for s in board.query(PaneSlot))
-        assert not board.query_one("#pane-tabs").display
+        assert board.query_one("#pane-tabs").region.height == 0  # hidden in the wide layout
         logs_wide = board.slot("logs").size.height
         await pilot.resize_terminal(120, 36)
         await until(pilot, lambda: board.layout_mode == "medium", what="medium layout")
         await pilot.pause()
         assert all(s.display for s in board.query(PaneSlot))
         assert board.slot("logs").size.height < logs_wide
+
+
+async def test_tabs_are_built_when_a_wide_terminal_shrinks(tmp_path):
+    app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        board = app.dashboard
+        assert board._tabs() is None  # not built in the wide layout
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: board.layout_mode == "compact" and board._tabs() is not None,
+                    what="compact layout with tabs")
+        await pilot.press("3")
+        await pilot.pause()
+        assert board._tabs().active == "tab-queues"
+        assert [s.spec.id for s in board.query(PaneSlot) if s.display] == ["queues"]
 
 
 async def test_hidden_panes_and_modal_skip_redraws(tmp_path):
@@ -480,8 +495,9 @@ async def test_filter_detail_and_redraw_keys(tmp_path):
         await pilot.press("7")
         await pilot.pause()
         await pilot.press("slash")
-        bar = app.dashboard.query_one("#filter-bar")
-        await until(pilot, lambda: bar.display and app.focused is bar, what="filter bar")
+        await until(pilot, lambda: app.dashboard._filter_bar() is not None
+                    and app.focused is app.dashboard._filter_bar(), what="filter bar")
+        bar = app.dashboard._filter_bar()
         await pilot.press(*"post", "enter")
         await until(pilot, lambda: set(sources_rows(app)) == {"postgres"}, what="filtered")
         assert app.focused is app.dashboard.pane("sources") and not bar.display

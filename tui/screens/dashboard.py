@@ -110,15 +110,20 @@ class DashboardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield self.header
-        yield PaneTabs(*(Tab(f"{i + 1} {p.title}", id=f"tab-{p.id}") for i, p in enumerate(PANES)),
-                       id="pane-tabs")
+        if self.layout_mode == "compact":  # built on demand: fewer widgets to style at startup
+            yield self._make_tabs()
         with Container(id="panes"):
             for i, spec in enumerate(PANES):
                 with PaneSlot(spec, i, current=spec.id == self.current):
                     yield self._make_pane(spec)
-        yield Input(placeholder="filter the focused pane (enter: apply, escape: close)",
-                    id="filter-bar")
         yield Footer(show_command_palette=False)
+
+    def _make_tabs(self) -> PaneTabs:
+        return PaneTabs(*(Tab(f"{i + 1} {p.title}", id=f"tab-{p.id}") for i, p in enumerate(PANES)),
+                        active=f"tab-{self.current}", id="pane-tabs")
+
+    def _tabs(self) -> PaneTabs | None:
+        return next(iter(self.query(PaneTabs)), None)
 
     def _make_pane(self, spec: PaneSpec) -> Widget:
         cls = pane_class(spec)
@@ -158,8 +163,10 @@ class DashboardScreen(Screen):
             want = slot.spec.id == pane_id
             if slot.has_class("-current") != want:
                 slot.set_class(want, "-current")
-        tabs = self.query_one(PaneTabs)
-        if tabs.active != f"tab-{pane_id}":
+        tabs = self._tabs()
+        if tabs is None and self.layout_mode == "compact":
+            self.mount(self._make_tabs(), before="#panes")
+        elif tabs is not None and tabs.active != f"tab-{pane_id}":
             tabs.active = f"tab-{pane_id}"
 
     def slot(self, pane_id: str) -> PaneSlot:
@@ -262,12 +269,16 @@ class DashboardScreen(Screen):
         if 0 <= index < len(PANE_IDS):
             self.show_pane(PANE_IDS[index])
 
-    def action_filter(self) -> None:
+    async def action_filter(self) -> None:
         pane = self.focused_pane()
         if pane is None or not hasattr(pane, "set_filter"):
             self.notify("This pane has no filter.", severity="warning", timeout=3)
             return
-        bar = self.query_one("#filter-bar", Input)
+        bar = self._filter_bar()
+        if bar is None:  # built on first use
+            bar = Input(placeholder="filter the focused pane (enter: apply, escape: close)",
+                        id="filter-bar")
+            await self.mount(bar, before=self.query_one(Footer))
         bar.display = True
         bar.value = getattr(pane, "filter_text", "") or ""
         self._filter_target = pane
@@ -280,9 +291,13 @@ class DashboardScreen(Screen):
             pane.set_filter(event.value)
         self._close_filter(pane)
 
+    def _filter_bar(self) -> Input | None:
+        return next(iter(self.query("#filter-bar").results(Input)), None)
+
     def _close_filter(self, pane: Widget | None) -> None:
-        bar = self.query_one("#filter-bar", Input)
-        bar.display = False
+        bar = self._filter_bar()
+        if bar is not None:
+            bar.display = False
         if pane is not None and pane.focusable:
             pane.focus()
         elif pane is not None:
@@ -293,8 +308,8 @@ class DashboardScreen(Screen):
                     target.focus()
 
     def key_escape(self) -> None:
-        bar = self.query_one("#filter-bar", Input)
-        if bar.display:
+        bar = self._filter_bar()
+        if bar is not None and bar.display:
             self._close_filter(getattr(self, "_filter_target", None))
 
     def action_pause_follow(self) -> None:
