@@ -216,8 +216,12 @@ class LocalIncidentStore:
 
     shared_store = False
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, *, poll: float = 1.0) -> None:
         self.folder = Path(folder).expanduser()
+        self.poll = poll
+        self._subs: list[Callable[[str], Any]] = []
+        self._task: asyncio.Task | None = None
+        self._seen: dict[str, int] = {}
 
     def _path(self, incident_id: str) -> Path:
         safe = "".join(ch for ch in incident_id if ch.isalnum() or ch in "-_.")
@@ -275,11 +279,43 @@ class LocalIncidentStore:
             os.replace(tmp, path)
             return new
 
+    def _mtimes(self) -> dict[str, int]:
+        out = {}
+        if self.folder.exists():
+            for p in self.folder.glob("*.json"):
+                with contextlib.suppress(OSError):
+                    out[p.stem] = p.stat().st_mtime_ns
+        return out
+
     def subscribe(self, fn: Callable[[str], Any]) -> Callable[[], None]:
-        return lambda: None
+        """Changes made by other warroom processes on this box (the files are polled)."""
+        self._subs.append(fn)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and (self._task is None or self._task.done()):
+            self._seen = self._mtimes()
+            self._task = loop.create_task(self._watch(), name="incidents:watch")
+        return lambda: self._subs.remove(fn) if fn in self._subs else None
+
+    async def _watch(self) -> None:
+        while self._subs:
+            await asyncio.sleep(self.poll)
+            now = self._mtimes()
+            changed = [k for k, v in now.items() if self._seen.get(k) != v]
+            self._seen = now
+            for iid in changed:
+                for fn in list(self._subs):
+                    with contextlib.suppress(Exception):
+                        fn(iid)
 
     async def close(self) -> None:
-        return None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
 
 
 # --------------------------------------------------------------------------- manager
@@ -372,6 +408,8 @@ class IncidentManager:
         if self._unsub:
             self._unsub()
             self._unsub = None
+        with contextlib.suppress(Exception):
+            await self.store.close()
 
     # ------------------------------------------------------------------ queries
 

@@ -264,3 +264,24 @@ async def test_incident_screen_read_only_refuses(tmp_path):
         await pilot.pause(0.3)
         assert engine.incidents.current() is None
     assert [e["result"] for e in engine.audit.entries()] == ["refused"]
+
+
+async def test_two_consoles_on_one_box_see_each_others_changes(tmp_path):
+    import asyncio
+
+    config = load_config_text(CONFIG.format(state=tmp_path / "state"), str(tmp_path / "warroom.toml"))
+    a, b = build_engine(config, operator="alice"), build_engine(config, operator="bob")
+    try:
+        b.incidents.store.poll = 0.1
+        await a.incidents.load()
+        await b.incidents.load()
+        plan = await a.actions.plan("incident.declare", title="seen by bob", severity="P1")
+        await a.actions.execute(plan, confirmation=True)
+        seen = asyncio.Event()
+        b.incidents.subscribe(lambda inc: seen.set())
+        await asyncio.wait_for(seen.wait(), 5)
+        assert b.incidents.current() is not None and b.incidents.current().title == "seen by bob"
+        assert b.incidents.current().declared_by == "alice"
+    finally:
+        await a.stop()
+        await b.stop()
