@@ -275,10 +275,10 @@ async def test_two_consoles_on_one_box_see_each_others_changes(tmp_path):
         b.incidents.store.poll = 0.1
         await a.incidents.load()
         await b.incidents.load()
-        plan = await a.actions.plan("incident.declare", title="seen by bob", severity="P1")
-        await a.actions.execute(plan, confirmation=True)
         seen = asyncio.Event()
         b.incidents.subscribe(lambda inc: seen.set())
+        plan = await a.actions.plan("incident.declare", title="seen by bob", severity="P1")
+        await a.actions.execute(plan, confirmation=True)
         await asyncio.wait_for(seen.wait(), 5)
         assert b.incidents.current() is not None and b.incidents.current().title == "seen by bob"
         assert b.incidents.current().declared_by == "alice"
