@@ -522,10 +522,14 @@ async def test_kiosk_is_read_only_and_q_does_not_quit(tmp_path):
     app = WarroomApp(make_engine(tmp_path, actions=[SetValue({"api-gateway": "x"})]), kiosk=True,
                      clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
+        from tui.screens.kiosk import KioskScreen
+
         assert app.read_only and app.engine.actions.available() == []
-        await pilot.press("q")
-        await pilot.pause()
-        assert app.is_running and app.screen is app.dashboard
+        assert isinstance(app.screen, KioskScreen)  # the wall display
+        for key in ("q", "question_mark", "ctrl+p", "r"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.is_running and isinstance(app.screen, KioskScreen), key
         assert "KIOSK" in app.dashboard.header.shown("right")
 
 

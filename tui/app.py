@@ -81,6 +81,10 @@ class WarroomApp(App[int]):
             self.set_keymap(self.user_keymap)
         self.dashboard = DashboardScreen(self._make_header(), mode=layout_for(*self.size))
         await self.push_screen(self.dashboard)
+        if self.kiosk:  # the wall display goes on top; the dashboard never redraws under it
+            from tui.screens.kiosk import KioskScreen
+
+            await self.push_screen(KioskScreen(clock=self.clock))
         monitor = getattr(self.engine, "monitor", None)
         if monitor is not None:
             self._unsubscribe.append(monitor.subscribe(self._on_monitor_snapshot))
@@ -155,10 +159,12 @@ class WarroomApp(App[int]):
         return not (self.read_only and getattr(action, "mutating", True))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.kiosk:  # no input but quit (ctrl+q) on a wall display
+            from tui.screens.kiosk import kiosk_allows
+
+            return kiosk_allows(action)
         if action == "verb":
             return bool(parameters) and bool(self.actions_for_verb(str(parameters[0])))
-        if action == "quit" and self.kiosk:
-            return False
         return True
 
     def action_verb(self, verb: str) -> None:
