@@ -167,12 +167,16 @@ async def test_question_mark_opens_help_generated_from_bindings(tmp_path):
 
 async def test_keymap_from_config_remaps_a_binding(tmp_path):
     store = {"api-gateway": "running"}
-    config = {"warroom": {"name": "meta-aggregator", "environment": "staging"}, "keys": {"restart": "R"}}
+    config = {"warroom": {"name": "meta-aggregator", "environment": "staging"},
+              "keys": {"restart": "R", "no_such_binding": "x"}}
     app = WarroomApp(make_engine(tmp_path, actions=[SetValue(store)]), config=config,
                      clock=lambda: FROZEN)
+    notes: list[str] = []
+    app.notify = lambda message, **_kw: notes.append(str(message))
     async with app.run_test(size=(160, 48)) as pilot:
         groups = dict(help_groups(app))
         assert ("R", "Restart", "restart") in groups["Global"]
+        assert any("no_such_binding" in n for n in notes)
         await pilot.press("r")
         await pilot.pause()
         assert not isinstance(app.screen, ActionScreen)

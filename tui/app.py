@@ -81,6 +81,10 @@ class WarroomApp(App[int]):
             self.set_keymap(self.user_keymap)
         self.dashboard = DashboardScreen(self._make_header(), mode=layout_for(*self.size))
         await self.push_screen(self.dashboard)
+        unknown = sorted(set(self.user_keymap) - self.dashboard.binding_ids())
+        if unknown:
+            self.notify(f"[keys]: no binding with id {', '.join(unknown)} (see ? for the ids)",
+                        title="config", severity="warning", timeout=10)
         if self.kiosk:  # the wall display goes on top; the dashboard never redraws under it
             from tui.screens.kiosk import KioskScreen
 

@@ -169,6 +169,18 @@ class DashboardScreen(Screen):
         elif tabs is not None and tabs.active != f"tab-{pane_id}":
             tabs.active = f"tab-{pane_id}"
 
+    def binding_ids(self) -> set[str]:
+        """Every binding id of the console (app, dashboard, panes, dialogs): what [keys] may remap."""
+        from tui.bindings import APP_BINDINGS, MODAL_BINDINGS
+
+        ids = {b.id for b in (*APP_BINDINGS, *DASHBOARD_BINDINGS, *MODAL_BINDINGS) if b.id}
+        for slot in self.query(PaneSlot):
+            pane = slot.pane
+            for klass in type(pane).__mro__ if pane is not None else ():
+                ids.update(b.id for b in getattr(klass, "BINDINGS", ()) or ()
+                           if getattr(b, "id", None))
+        return ids
+
     def slot(self, pane_id: str) -> PaneSlot:
         return self.query_one(f"#slot-{pane_id}", PaneSlot)
 
