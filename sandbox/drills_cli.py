@@ -153,7 +153,6 @@ async def _settle(engine, limit: float = 10.0) -> None:
 
 
 async def _status(run_dir, info: dict, limit: float, only: str | None) -> int:
-    import asyncio
 
     from sandbox import drills
 
@@ -171,7 +170,9 @@ async def _status(run_dir, info: dict, limit: float, only: str | None) -> int:
         await engine.start()
         try:
             await _settle(engine)
-            await asyncio.sleep(2.5)  # one more round of every source
+            counts = dict(engine.monitor.poll_counts)  # one more round of every source
+            await drills.watch(engine, None, lambda: all(engine.monitor.poll_counts[n] > c
+                                                         for n, c in counts.items()), 10.0)
             await drills.watch(engine, observer,
                                lambda: not drills.pending(drills.read_records(run_dir)), max(0.0, limit - 12))
         finally:

@@ -164,7 +164,9 @@ async def test_engine_reads_the_stack(sandbox):
         assert chain.balances[0].balance > chain.balances[0].minimum
         running = {r.name for r in snap.of_type(ServiceReading) if r.state == "running"}
         assert {"api-gateway", "event-listener", "action-workers", "order-flow", "rpc-primary"} <= running
-        await asyncio.sleep(2.5)  # every source polled again: a healthy sandbox has no serious finding
+        counts = dict(engine.monitor.poll_counts)  # every source polled again: no serious finding
+        await _until(lambda: all(engine.monitor.poll_counts[n] > c for n, c in counts.items()), 20,
+                     "another round of polls")
         serious = [f for f in engine.monitor.snapshot.findings if f.severity <= Severity.P1]
         assert not serious, [f.summary for f in serious]
     finally:
