@@ -605,3 +605,35 @@ async def test_header_shows_open_incident_with_sla_clock(tmp_path):
         await until(pilot, lambda: "INCIDENT P1" in header.shown("left"), what="incident in header")
         assert "escrow releases stuck" in header.shown("left")
         assert "SLA 15m00s left" in header.shown("left")
+
+
+async def test_real_engine_declare_incident_from_the_palette_shows_it_in_the_header(tmp_path, monkeypatch):
+    """The real engine (build_engine, incidents attached, local store in tmp_path)."""
+    from textual.command import CommandList, CommandPalette
+
+    from backends.engine import build_engine
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    engine = build_engine(None, operator="alice", sources=[
+        FunctionSource("docker", _good, interval=0.5, timeout=1, kind="docker")])
+    app = WarroomApp(engine, clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        header = app.dashboard.header
+        await until(pilot, lambda: "no open incident" in header.shown("left"), what="header")
+        app.request_action("incident.declare", {"title": "escrow releases stuck", "severity": "P1"})
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        assert "SAFE" in str(app.screen.query_one("#action-danger").render())
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.state == "done", what="declared")
+        await pilot.press("enter")
+        await until(pilot, lambda: "INCIDENT P1" in header.shown("left"), what="incident in the header")
+        assert "escrow releases stuck" in header.shown("left") and "SLA" in header.shown("left")
+        # and the palette lists the incident actions too
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+        await pilot.press(*"resolve")
+        clist = app.screen.query_one(CommandList)
+        await until(pilot, lambda: clist.option_count > 0, what="hits")
+        assert "incident" in str(clist.get_option_at_index(0).prompt).lower()
+    entries = engine.audit.tail(5)
+    assert any(e["action"] == "incident.declare" and e["result"] == "ok" for e in entries)

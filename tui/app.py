@@ -22,7 +22,7 @@ from backends.errors import ActionRefused, describe_exception
 from backends.model import Snapshot
 from tui.bindings import APP_BINDINGS, VERBS, verb_matches
 from tui.commands import WarroomCommands
-from tui.messages import ActionFinished, LogLinesArrived, SnapshotArrived
+from tui.messages import ActionFinished, IncidentChanged, LogLinesArrived, SnapshotArrived
 from tui.screens.dashboard import DashboardScreen, layout_for
 from widgets.header import StatusHeader
 
@@ -96,6 +96,9 @@ class WarroomApp(App[int]):
         logs = getattr(self.engine, "logs", None)
         if logs is not None and callable(getattr(logs, "subscribe", None)):
             self._unsubscribe.append(logs.subscribe(self._on_log_lines))
+        incidents = getattr(self.engine, "incidents", None)
+        if incidents is not None and callable(getattr(incidents, "subscribe", None)):
+            self._unsubscribe.append(incidents.subscribe(lambda _inc: self.post_message(IncidentChanged())))
 
     async def on_ready(self) -> None:
         """After the first frame: start polling (first polls never delay the first paint)."""
@@ -146,6 +149,10 @@ class WarroomApp(App[int]):
         if self.dashboard is not None and self.screen is self.dashboard:
             self.dashboard.apply(message.snapshot)
         # else: the dashboard applies the newest snapshot when it is shown again
+
+    def on_incident_changed(self, _message: IncidentChanged) -> None:
+        if self.dashboard is not None:
+            self.dashboard.show_incident()
 
     def on_log_lines_arrived(self, message: LogLinesArrived) -> None:
         if self.dashboard is not None:

@@ -43,3 +43,10 @@ class ActionFinished(Message):
         super().__init__()
         self.plan = plan
         self.result = result
+
+
+class IncidentChanged(Message):
+    """An incident was declared, updated or resolved; the header shows the current one."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, IncidentChanged)

@@ -238,18 +238,22 @@ class DashboardScreen(Screen):
         self._snapshot = snapshot
         with self.app.batch_update():
             self.header.show(snapshot)
-            incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
-            current = getattr(incidents, "current", None)
-            if callable(current):
-                try:
-                    self.header.set_incident(current())
-                except Exception:
-                    log.exception("incident lookup failed")
+            self.show_incident()
             for slot in self.query(PaneSlot):
                 if self.visible(slot):
                     self._show(slot, snapshot)
                 else:
                     slot.dirty = True
+
+    def show_incident(self) -> None:
+        """The open incident (engine.incidents.current()) in the header, with its SLA clock."""
+        incidents = getattr(getattr(self.app, "engine", None), "incidents", None)
+        current = getattr(incidents, "current", None)
+        if callable(current):
+            try:
+                self.header.set_incident(current())
+            except Exception:
+                log.exception("incident lookup failed")
 
     def _show(self, slot: PaneSlot, snapshot: Snapshot) -> None:
         slot.dirty = False
