@@ -692,6 +692,8 @@ class Stack:
                 return json.loads(resp.read()).get("status") == "healthy"
 
         wait_until(healthy, 30, "API gateway health")
+        logs = self.run_dir / "logs"  # every service has started its work (its first log line)
+        wait_until(lambda: all((logs / f"{n}.log").stat().st_size > 0 for n in SERVICES), 30, "sandbox services")
         wait_until(lambda: port_open(self.ports["rpc_primary"]) and port_open(self.ports["webhook"]), 15,
                    "RPC proxy and webhook")
 
