@@ -12,6 +12,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
@@ -82,8 +83,11 @@ class PlaybookScreen(ModalScreen[None]):
             yield DataTable(id="playbook-steps", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self.refresh_steps()
-        self.query_one(DataTable).focus()
+        try:
+            self.refresh_steps()
+            self.query_one(DataTable).focus()
+        except NoMatches:  # closed (or the app exiting) before it was shown
+            return
 
     def refresh_steps(self) -> None:
         f = self.finding
