@@ -637,3 +637,33 @@ async def test_real_engine_declare_incident_from_the_palette_shows_it_in_the_hea
         assert "incident" in str(clist.get_option_at_index(0).prompt).lower()
     entries = engine.audit.tail(5)
     assert any(e["action"] == "incident.declare" and e["result"] == "ok" for e in entries)
+
+
+async def test_a_plan_that_needs_more_asks_for_its_parameters(tmp_path, monkeypatch):
+    """`i` with nothing selected: declare needs a title, so a form asks for the plan's fields."""
+    from backends.engine import build_engine
+    from tui.screens.params import ParamsScreen
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    engine = build_engine(None, operator="alice")
+    app = WarroomApp(engine, clock=lambda: FROZEN)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.request_action("incident.declare", {})
+        await until(pilot, lambda: isinstance(app.screen, ParamsScreen), what="parameters form")
+        form = app.screen
+        assert "title" in str(form.query_one("#params-problem").render())
+        names = [name for name, _d, _a in form.fields]
+        assert "title" in names and "severity" in names and "roles" not in names
+        await pilot.press(*"listener down")
+        await pilot.press("enter")  # next field
+        form.query_one("#param-severity").value = "P2"
+        form.query_one("#param-severity").focus()
+        await pilot.pause()
+        await pilot.press("end", "enter")
+        while not isinstance(app.screen, ActionScreen) and isinstance(app.screen, ParamsScreen):
+            await pilot.press("enter")  # through the remaining fields
+            await pilot.pause()
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        assert "listener down" in app.screen.plan.title or "listener down" in str(
+            app.screen.plan.params.get("title"))
+        assert app.screen.plan.params["severity"] == "P2"

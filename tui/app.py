@@ -7,7 +7,6 @@ are applied in one batch; nothing redraws under a modal or in a hidden pane.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -15,14 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App
-from textual.command import SimpleCommand
 
 import themes
-from backends.errors import ActionRefused, describe_exception
 from backends.model import Snapshot
-from tui.bindings import APP_BINDINGS, VERBS, verb_matches
+from tui.actionflow import ActionFlow
+from tui.bindings import APP_BINDINGS
 from tui.commands import WarroomCommands
-from tui.messages import ActionFinished, IncidentChanged, LogLinesArrived, SnapshotArrived
+from tui.messages import IncidentChanged, LogLinesArrived, SnapshotArrived
 from tui.screens.dashboard import DashboardScreen, layout_for
 from widgets.header import StatusHeader
 
@@ -40,7 +38,7 @@ def conf(config: Any, section: str, key: str, default: Any = None) -> Any:
     return default if val is None else val
 
 
-class WarroomApp(App[int]):
+class WarroomApp(ActionFlow, App[int]):
     TITLE = "warroom"
     CSS_PATH = str(themes.LAYOUT_CSS)
     BINDINGS = APP_BINDINGS
@@ -160,15 +158,6 @@ class WarroomApp(App[int]):
 
     # ------------------------------------------------------------------ actions
 
-    def actions_for_verb(self, verb: str) -> list:
-        engine = getattr(self.engine, "actions", None)
-        if engine is None or verb not in VERBS:
-            return []
-        return [a for a in engine.available() if verb_matches(VERBS[verb], a.id)]
-
-    def may_run(self, action) -> bool:
-        return not (self.read_only and getattr(action, "mutating", True))
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.kiosk:  # no input but quit (ctrl+q) on a wall display
             from tui.screens.kiosk import kiosk_allows
@@ -177,69 +166,6 @@ class WarroomApp(App[int]):
         if action == "verb":
             return bool(parameters) and bool(self.actions_for_verb(str(parameters[0])))
         return True
-
-    def action_verb(self, verb: str) -> None:
-        found = self.actions_for_verb(verb)
-        params = self._pane_context(verb)
-        if len(found) == 1:
-            self.request_action(found[0].id, _fit(found[0], params))
-        elif found:
-            self.search_commands(
-                [SimpleCommand(a.title or a.id, lambda a=a: self.request_action(a.id, _fit(a, params)),
-                               a.description or a.id) for a in found],
-                placeholder=f"{VERBS[verb].title}: which action?")
-
-    def context_for(self, action) -> dict:
-        """Parameters for `action` from the focused pane's selection (palette entries)."""
-        return _fit(action, self._pane_context(action.id))
-
-    def _pane_context(self, verb: str) -> dict:
-        pane = self.dashboard.focused_pane() if self.dashboard else None
-        ctx = getattr(pane, "action_context", None)
-        try:
-            return dict(ctx(verb) or {}) if callable(ctx) else {}
-        except Exception:
-            return {}
-
-    def on_action_requested(self, message) -> None:
-        """`widgets.messages.ActionRequested(action_id, params)` from a pane."""
-        message.stop()
-        self.request_action(message.action_id, dict(getattr(message, "params", None) or {}))
-
-    def request_action(self, action_id: str, params: Mapping[str, Any] | None = None) -> None:
-        engine = getattr(self.engine, "actions", None)
-        try:
-            action = engine.get(action_id)
-        except (ActionRefused, AttributeError) as exc:
-            self.notify(f"{action_id}: {getattr(exc, 'reason', exc)}", severity="error")
-            return
-        if not self.may_run(action) or action not in engine.available():
-            self.notify(f"{action_id}: refused, warroom is read-only", severity="error")
-            return
-        self.run_worker(self._plan_and_open(action_id, dict(params or {})), group="plan",
-                        exclusive=True, exit_on_error=False)
-
-    async def _plan_and_open(self, action_id: str, params: dict) -> None:
-        from tui.screens.action import ActionScreen
-
-        try:
-            plan = await self.engine.actions.plan(action_id, **params)
-        except ActionRefused as exc:
-            self.notify(f"{action_id}: {exc.reason}", title="refused", severity="error")
-            return
-        except Exception as exc:
-            self.notify(f"{action_id}: {describe_exception(exc)}", title="plan failed",
-                        severity="error")
-            return
-        self.push_screen(ActionScreen(self.engine.actions, plan), self._action_closed)
-
-    def _action_closed(self, outcome) -> None:
-        if outcome is None:
-            return
-        plan, result = outcome
-        self.post_message(ActionFinished(plan, result))
-        self.notify(f"{plan.title}: {result.status.upper()} - {result.summary}",
-                    severity="information" if result.ok else "error")
 
     # ------------------------------------------------------------------ simple keys
 
@@ -290,17 +216,6 @@ class WarroomApp(App[int]):
     def go_to_pane(self, pane_id: str) -> None:
         if self.dashboard is not None and self.screen is self.dashboard:
             self.dashboard.show_pane(pane_id)
-
-
-def _fit(action, params: dict) -> dict:
-    """Only the focused pane's context that the action's plan() accepts."""
-    try:
-        sig = inspect.signature(action.plan)
-    except (TypeError, ValueError):
-        return params
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return params
-    return {k: v for k, v in params.items() if k in sig.parameters}
 
 
 def _config_keys(config: Any) -> dict[str, str]:
