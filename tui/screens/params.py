@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
@@ -72,7 +72,7 @@ class ParamsScreen(ModalScreen[dict | None]):
         self.fields = fillable(action)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="params-dialog") as box:
+        with VerticalScroll(id="params-dialog") as box:
             box.border_title = getattr(self.action, "title", "") or self.action.id
             box.border_subtitle = "enter: next / plan · escape: cancel"
             if self.problem:
