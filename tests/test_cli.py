@@ -77,3 +77,24 @@ def test_console_script_entry_point_help_runs():
     exe = [sys.executable, "-m", "tui.cli", "--help"]
     res = subprocess.run(exe, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "orders" in res.stdout
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path, monkeypatch):
+    (tmp_path / "wr_pipe_cmd.py").write_text(textwrap.dedent("""
+        def add_arguments(parser):
+            pass
+
+        def run(args):
+            raise BrokenPipeError(32, "Broken pipe")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "pipe", ("wr_pipe_cmd", "writes to a closed pipe"))
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from tui import cli
+        cli.SUBCOMMANDS["pipe"] = ("wr_pipe_cmd", "x")
+        sys.exit(cli.main(["pipe"]))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "Traceback" not in res.stderr

@@ -90,9 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if add is not None:
             add(subparsers[chosen])
     args = parser.parse_args(argv)
-    if module is not None:
-        return int(module.run(args) or 0)
-    return run_console(args)
+    try:
+        if module is not None:
+            return int(module.run(args) or 0)
+        return run_console(args)
+    except BrokenPipeError:  # `warroom health | head`: the reader went away; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 # --------------------------------------------------------------------------- the console
