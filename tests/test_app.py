@@ -102,9 +102,10 @@ async def _bad():
     raise BackendError("postgres", "connection refused at 127.0.0.1:5432")
 
 
-def make_engine(tmp_path, *, read_only: bool = False, actions: list[Action] = ()):
-    monitor = Monitor([FunctionSource("docker", _good, interval=0.5, timeout=1, kind="docker"),
-                       FunctionSource("postgres", _bad, interval=0.5, timeout=1, kind="postgres")],
+def make_engine(tmp_path, *, read_only: bool = False, actions: list[Action] = (),
+                interval: float = 0.5):
+    monitor = Monitor([FunctionSource("docker", _good, interval=interval, timeout=1, kind="docker"),
+                       FunctionSource("postgres", _bad, interval=interval, timeout=1, kind="postgres")],
                       max_backoff=0.5)
     engine = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), read_only=read_only, operator="alice")
     for a in actions:
@@ -250,7 +251,7 @@ async def test_read_only_has_no_mutating_key_palette_entry_or_modal_and_engine_r
 async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
     store = {"api-gateway": "running"}
     action = SetValue(store, reason_required=True)
-    app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
+    app = WarroomApp(make_engine(tmp_path, actions=[action], interval=60), clock=lambda: FROZEN)
     async with app.run_test(size=(160, 48)) as pilot:
         services = app.dashboard.pane("services")
         await until(pilot, lambda: services.row_keys() == ["api-gateway"], what="service row")
@@ -274,8 +275,12 @@ async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
         assert "✔ OK" in str(modal.query_one("#action-status").render())
         bar = modal.query_one("#action-progress")
         assert bar.progress == 2 and bar.total == 2
+        polls = app.engine.monitor.poll_counts["docker"]
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is app.dashboard, what="modal closed")
+        # the sources are polled again at once, so the panes show the world after the change
+        await until(pilot, lambda: app.engine.monitor.poll_counts["docker"] > polls,
+                    what="poll right after the action (the interval is 60 s)")
         entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
         assert [e["result"] for e in entries] == ["refused", "ok"]
         assert entries[-1]["reason"] == "listener stuck" and entries[-1]["operator"] == "alice"

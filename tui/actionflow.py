@@ -108,7 +108,9 @@ class ActionFlow:
         self.post_message(ActionFinished(plan, result))
         self.notify(f"{plan.title}: {result.status.upper()} - {result.summary}",
                     severity="information" if result.ok else "error")
-
+        monitor = getattr(self.engine, "monitor", None)
+        if monitor is not None and getattr(monitor, "running", False):
+            monitor.refresh()  # show the world after the change now, not at the next interval
 
 
 def _fit(action, params: dict) -> dict:
