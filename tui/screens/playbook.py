@@ -106,6 +106,8 @@ class PlaybookScreen(ModalScreen[None]):
         head_text.append(f"{pb.title} · {pb.severity.label} · budget {pb.budget}", style="")
         if pb.seed:
             head_text.append(f" · seed {pb.seed}", style="dim")
+        for line in f.evidence[:4]:
+            head_text.append(f"\n  {line}", style="dim")
         head_text.append("\nSymptoms: " + "; ".join(pb.symptoms), style="dim")
         if pb.escalate_to:
             head_text.append(f"\nEscalate to: {pb.escalate_to}", style="dim")
