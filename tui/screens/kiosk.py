@@ -23,9 +23,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, DataTable, Digits, Static
+from textual.widgets import DataTable, Digits, Static
 
 from backends.model import (
     BreakerReading,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 KIOSK_ACTIONS = frozenset({"kiosk_quit"})
 STALE_FACTOR = 3.0  # "updated" turns crit beyond this many refresh intervals
 FLASH_S = 10.0  # how long a new P0/P1 flashes the banner
+DEFAULT_CYCLE_S = 15.0
 CYCLE_VIEWS = ("services", "queues", "breakers", "orders", "chain", "sources", "logs")
 DIGITS_OK = set(" 0123456789+-^x:ABCDEF$()")
 
@@ -263,6 +265,14 @@ class KioskTile(Vertical):
         self.set_class(tile.stale, "-stale")
 
 
+class KioskLogLines(Message):
+    """Log lines for the kiosk's log view (the screen subscribes to the log hub itself)."""
+
+    def __init__(self, lines: list) -> None:
+        super().__init__()
+        self.lines = lines
+
+
 SEV_CLASS = {Severity.P0: "crit", Severity.P1: "crit", Severity.P2: "warn", Severity.P3: "unknown"}
 SEV_STATUS = {Severity.P0: Status.CRIT, Severity.P1: Status.CRIT, Severity.P2: Status.WARN,
               Severity.P3: Status.UNKNOWN}
@@ -304,18 +314,25 @@ class KioskScreen(Screen):
     KioskScreen #kiosk-findings { height: 1fr; border: round $panel-lighten-2; padding: 0 1; }
     KioskScreen #kiosk-incident { height: 3; border: round $panel-lighten-2; padding: 0 1; }
     KioskScreen #kiosk-incident.-crit { border: heavy $status-crit; }
-    KioskScreen #kiosk-views { width: 3fr; border: round $panel-lighten-2; }
+    KioskScreen #kiosk-views { width: 3fr; }
+    KioskScreen .kiosk-view { height: 1fr; border: round $panel-lighten-2; }
     """
 
-    def __init__(self, engine: Any = None, *, config: Any = None, cycle_s: float = 15.0,
-                 bell: bool = False, refresh_s: float | None = None,
+    def __init__(self, engine: Any = None, *, config: Any = None, cycle_s: float | None = None,
+                 bell: bool | None = None, refresh_s: float | None = None,
                  clock: Callable[[], datetime] | None = None, tick_s: float = 1.0,
                  views: Sequence[str] = CYCLE_VIEWS) -> None:
         super().__init__(id="kiosk")
         self._engine = engine
         self._config = config
-        self.cycle_s = float(cycle_s)
+        # None: the app's `kiosk_cycle` / `kiosk_bell` (set from --cycle / --bell), else defaults
+        self._cycle_arg = cycle_s
+        self._bell_arg = bell
+        self.cycle_s = DEFAULT_CYCLE_S if cycle_s is None else float(cycle_s)
         self.bell = bool(bell)
+        self._cycle_timer = None
+        self._pane: Widget | None = None
+        self._log_unsubscribe: Callable[[], Any] | None = None
         self._refresh_s = refresh_s
         self._clock = clock
         self.tick_s = tick_s
@@ -381,8 +398,7 @@ class KioskScreen(Screen):
             with Vertical(id="kiosk-left"):
                 yield Static("", id="kiosk-incident")
                 yield Static("", id="kiosk-findings")
-            with ContentSwitcher(id="kiosk-views"):
-                yield from self._make_views()
+            yield Vertical(id="kiosk-views")
 
     def _title(self) -> str:
         sec = getattr(self.config, "warroom", None)
@@ -390,36 +406,40 @@ class KioskScreen(Screen):
         env = getattr(sec, "environment", None) or ""
         return f" {name}" + (f" · {env}" if env else "") + " · KIOSK · READ-ONLY"
 
-    def _make_views(self) -> Iterable[Widget]:
+    def _view_classes(self) -> dict[str, tuple[str, type[Widget]]]:
         from tui.screens.dashboard import PANES, pane_class
 
         specs = {p.id: p for p in PANES}
+        out = {}
         for view in self.wanted_views:
             spec = specs.get(view)
             cls = pane_class(spec) if spec is not None else None
-            if cls is None:
-                continue
-            try:
-                pane = cls()
-            except Exception:
-                log.exception("kiosk view %s failed to build", view)
-                continue
-            pane.id = f"view-{view}"
-            pane.border_title = spec.title
-            pane.add_class("pane", "kiosk-view")
-            self.view_ids.append(view)
-            yield pane
+            if cls is not None:
+                out[view] = (spec.title, cls)
+        return out
 
-    def on_mount(self) -> None:
+    def _build_view(self, view: str) -> Widget | None:
+        title, cls = self._view_cls[view]
+        try:
+            pane = cls()
+        except Exception:
+            log.exception("kiosk view %s failed to build", view)
+            return None
+        pane.id = f"view-{view}"
+        pane.border_title = title
+        pane.add_class("pane", "kiosk-view")
+        return pane
+
+    async def on_mount(self) -> None:
         self.mounted_at = self.now()
-        for node in self.query("*"):  # a wall display has no cursor and takes no focus
-            if isinstance(node, DataTable):
-                node.show_cursor = False
-            if isinstance(node, Widget):
-                node.can_focus = False
+        self._view_cls = self._view_classes()
+        self.view_ids = list(self._view_cls)
+        if self._cycle_arg is None:
+            self.cycle_s = float(getattr(self.app, "kiosk_cycle", None) or DEFAULT_CYCLE_S)
+        if self._bell_arg is None:
+            self.bell = bool(getattr(self.app, "kiosk_bell", False))
+        _unfocusable(self)
         self.set_focus(None)
-        if self.view_ids:
-            self.show_view(self.view_ids[0])
         monitor = getattr(self.engine, "monitor", None)
         if monitor is not None:
             self._unsubscribe = monitor.subscribe(self._on_monitor_snapshot)
@@ -428,16 +448,37 @@ class KioskScreen(Screen):
             self.render_status()
         if self.tick_s > 0:
             self.set_interval(self.tick_s, self.tick)
+        logs = getattr(self.engine, "logs", None)
+        if logs is not None and callable(getattr(logs, "subscribe", None)) and "logs" in self.view_ids:
+            self._log_unsubscribe = logs.subscribe(self._on_log_lines)
+        if self.view_ids:
+            await self.show_view(self.view_ids[0])
+        self.set_cycle(self.cycle_s)
+
+    def set_cycle(self, seconds: float) -> None:
+        """Cycle the detail views every `seconds` (0: never)."""
+        self.cycle_s = float(seconds)
+        if self._cycle_timer is not None:
+            self._cycle_timer.stop()
+            self._cycle_timer = None
         if self.cycle_s > 0 and len(self.view_ids) > 1:
-            self.set_interval(self.cycle_s, self.next_view)
+            self._cycle_timer = self.set_interval(self.cycle_s, self.next_view)
+
+    def _on_log_lines(self, lines) -> None:
+        self.post_message(KioskLogLines(list(lines)))
+
+    def on_kiosk_log_lines(self, message: KioskLogLines) -> None:
+        message.stop()
+        self.add_log_lines(message.lines)
 
     def on_descendant_focus(self, _event) -> None:
         self.set_focus(None)  # nothing on a wall display holds focus (no cursor, no keys)
 
     def on_unmount(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for undo in (self._unsubscribe, self._log_unsubscribe):
+            if undo is not None:
+                undo()
+        self._unsubscribe = self._log_unsubscribe = None
 
     # ------------------------------------------------------------------ data in
 
@@ -463,6 +504,8 @@ class KioskScreen(Screen):
             self.render_status()
 
     def add_log_lines(self, lines) -> None:
+        if self.current_view != "logs":
+            return
         pane = self._view("logs")
         add = getattr(pane, "add_lines", None)
         if add is not None:
@@ -473,20 +516,41 @@ class KioskScreen(Screen):
 
     def show_pane(self, pane_id: str) -> None:
         if pane_id in self.view_ids:
-            self.show_view(pane_id)
+            self.call_later(self.show_view, pane_id)
 
     # ------------------------------------------------------------------ views
 
     def _view(self, view: str) -> Widget | None:
-        try:
-            return self.query_one(f"#view-{view}")
-        except Exception:
-            return None
+        # a direct reference, never query_one: its per-screen cache would keep every
+        # removed pane alive (keys change with each DOM generation)
+        return self._pane if view == self.current_view else None
 
-    def show_view(self, view: str) -> None:
+    async def show_view(self, view: str) -> None:
+        """Show one detail view. The pane is built fresh each time and the previous one
+        removed: one live pane at a time, and nothing a pane caches or accumulates can
+        grow over days of cycling."""
+        if view not in self.view_ids:
+            return
+        box = self.query_one("#kiosk-views", Vertical)
+        old = list(box.children)
+        pane = self._build_view(view)
         self.current_view = view
-        self.query_one("#kiosk-views", ContentSwitcher).current = f"view-{view}"
+        self._pane = pane
+        if pane is not None:
+            await box.mount(pane)
+            _unfocusable(pane)
+            self.set_focus(None)
+        if old:
+            # Panes subscribe to the app's theme signal, whose WeakKeyDictionary value (a bound
+            # method) keeps the key alive: unsubscribed, or every removed pane leaks for good.
+            for node in [n for o in old for n in (o, *o.query("*"))]:
+                self.app.theme_changed_signal.unsubscribe(node)
+            await box.remove_children(old)
         self._show_view_data(view)
+        logs = getattr(self.engine, "logs", None)
+        recent = getattr(logs, "recent", None)
+        if view == "logs" and callable(recent):
+            self.add_log_lines(recent(200))
 
     def _show_view_data(self, view: str) -> None:
         pane = self._view(view)
@@ -497,11 +561,11 @@ class KioskScreen(Screen):
             except Exception:
                 log.exception("kiosk view %s failed to show", view)
 
-    def next_view(self) -> None:
+    async def next_view(self) -> None:
         if not self.view_ids:
             return
         i = self.view_ids.index(self.current_view) if self.current_view in self.view_ids else -1
-        self.show_view(self.view_ids[(i + 1) % len(self.view_ids)])
+        await self.show_view(self.view_ids[(i + 1) % len(self.view_ids)])
 
     # ------------------------------------------------------------------ findings / alarm
 
@@ -634,6 +698,15 @@ class KioskScreen(Screen):
 
     async def action_kiosk_quit(self) -> None:
         self.app.exit(0)
+
+
+def _unfocusable(root: Widget) -> None:
+    """A wall display has no cursor and takes no focus."""
+    for node in [root, *root.query("*")]:
+        if isinstance(node, DataTable):
+            node.show_cursor = False
+        if isinstance(node, Widget):
+            node.can_focus = False
 
 
 def open_incident(engine: Any) -> Any:
