@@ -543,9 +543,17 @@ class KioskScreen(Screen):
         if old:
             # Panes subscribe to the app's theme signal, whose WeakKeyDictionary value (a bound
             # method) keeps the key alive: unsubscribed, or every removed pane leaks for good.
-            for node in [n for o in old for n in (o, *o.query("*"))]:
+            nodes = [n for o in old for n in (o, *o.query("*"))]
+            for node in nodes:
                 self.app.theme_changed_signal.unsubscribe(node)
             await box.remove_children(old)
+            for node in nodes:
+                # Textual 8.2.8 memoises StylesCache.get_inner_outer with a class-level
+                # lru_cache(1024) whose keys hold each widget's StylesCache, and with it every
+                # line it rendered: empty them, or ~1024 removed widgets' lines stay alive.
+                cache = getattr(node, "_styles_cache", None)
+                if cache is not None and callable(getattr(cache, "clear", None)):
+                    cache.clear()
         self._show_view_data(view)
         logs = getattr(self.engine, "logs", None)
         recent = getattr(logs, "recent", None)
