@@ -45,6 +45,8 @@ def build_parser(chosen: str | None = None) -> tuple[argparse.ArgumentParser, di
     _add_common(parser, suppress=False)
     parser.add_argument("--read-only", action="store_true", help="no action may change anything")
     parser.add_argument("--kiosk", action="store_true", help="wall display: read-only, cannot be quit with q")
+    parser.add_argument("--bell", action="store_true", help="kiosk: ring the terminal bell on a new P0/P1")
+    parser.add_argument("--cycle", type=float, metavar="SECONDS", help="kiosk: detail view period (default 15)")
     parser.add_argument("--theme", metavar="NAME", choices=THEMES,
                         help="dark (default), light, high-contrast or colorblind")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -63,7 +65,7 @@ def _chosen(argv: Sequence[str]) -> str | None:
         if skip:
             skip = False
             continue
-        if arg in ("--config", "--theme"):
+        if arg in ("--config", "--theme", "--cycle"):
             skip = True
             continue
         if arg.startswith("-"):
@@ -163,6 +165,7 @@ def run_console(args: argparse.Namespace) -> int:
     from tui.app import WarroomApp
 
     app = WarroomApp(engine, config=config, read_only=read_only, kiosk=args.kiosk, theme=args.theme)
+    app.kiosk_bell, app.kiosk_cycle = args.bell, args.cycle  # read by tui.screens.kiosk
     app.run()
     return int(app.return_code or 0)
 

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1; anything else needs --token)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--kiosk", action="store_true", help="serve the wall display (kiosk) view")
+    parser.add_argument("--bell", action="store_true", help="kiosk: terminal bell on a new P0/P1")
+    parser.add_argument("--cycle", type=float, default=None, metavar="SECONDS",
+                        help="kiosk: detail view period")
     parser.add_argument("--allow-actions", action="store_true",
                         help="let the browser run actions (default: read-only)")
     parser.add_argument("--token", default=None,
@@ -70,6 +73,10 @@ def app_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--read-only")
     if getattr(args, "kiosk", False):
         argv.append("--kiosk")
+        if getattr(args, "bell", False):
+            argv.append("--bell")
+        if getattr(args, "cycle", None):
+            argv += ["--cycle", str(args.cycle)]
     if getattr(args, "theme", None):
         argv += ["--theme", args.theme]
     return argv
