@@ -52,6 +52,13 @@ docker-prep: venv
 	    [ $$rc = 0 ] || echo "warning: could not install docker.io busybox-static (rc=$$rc)"; \
 	  fi; \
 	fi
+	@# chromium: headless browser of tests/test_serve.py (installed here so CI has it too)
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  echo "installing chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || echo "warning: could not install chromium (tests/test_serve.py skips locally, fails under CI)"; \
+	fi
 
 # --- commands ----------------------------------------------------------------
 test: venv tools docker-prep
