@@ -313,3 +313,27 @@ async def test_kiosk_engine_refuses_every_mutating_action(tmp_path):
         app.request_action("test.mutate")
         await pilot.pause()
         assert not Mutating.ran and app.screen.__class__.__name__ != "ActionScreen"
+
+
+async def test_kiosk_shows_open_incident_with_sla_clock(tmp_path):
+    from widgets.header import IncidentInfo
+
+    clock = Clock(datetime.now(UTC))
+    engine = make_engine(World(), tmp_path)
+    current: list = []
+    engine.incidents = SimpleNamespace(current=lambda: current[0] if current else None)
+    app = WarroomApp(engine, kiosk=True, clock=clock)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await kiosk_of(app, pilot)
+        screen.render_status()
+        box = screen.query_one("#kiosk-incident")
+        assert "no open incident" in str(box.render())
+        current.append(IncidentInfo(severity=Severity.P1, title="escrow releases stuck", id="INC-7",
+                                    sla_due=clock.at + timedelta(minutes=10)))
+        screen.render_status()
+        text = str(box.render())
+        assert "INCIDENT P1 INC-7" in text and "escrow releases stuck" in text
+        assert "SLA 10m00s left" in text and box.has_class("-crit")
+        clock.advance(11 * 60)
+        screen.render_status()
+        assert "SLA overdue 1m00s" in str(box.render())
