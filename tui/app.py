@@ -153,7 +153,7 @@ class WarroomApp(ActionFlow, App[int]):
             self.dashboard.show_incident()
 
     def on_log_lines_arrived(self, message: LogLinesArrived) -> None:
-        if self.dashboard is not None:
+        if self.dashboard is not None and not self.kiosk:  # the kiosk's log view subscribes itself
             self.dashboard.add_log_lines(message.lines)
 
     # ------------------------------------------------------------------ actions
