@@ -285,3 +285,40 @@ async def test_two_consoles_on_one_box_see_each_others_changes(tmp_path):
     finally:
         await a.stop()
         await b.stop()
+
+
+# --------------------------------------------------------------------------- wired into the console
+
+
+async def test_console_keys_open_the_incident_escalate_and_playbook_screens(engine):
+    from backends.playbooks import PlaybookHints
+    from tui.app import WarroomApp
+    from tui.screens.escalate import EscalateScreen
+    from tui.screens.incident import IncidentScreen
+    from tui.screens.playbook import PlaybookScreen
+
+    app = WarroomApp(engine)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        pane = app.dashboard.query("FindingsPane").first()
+        assert isinstance(pane.playbook_hint, PlaybookHints)
+        await pilot.press("i")
+        assert await until(pilot, lambda: isinstance(app.screen, IncidentScreen))
+        await pilot.press(*"db down", "ctrl+s")
+        assert await until(pilot, lambda: engine.incidents.current() is not None)
+        await pilot.press("escape")
+        assert await until(pilot, lambda: app.screen is app.dashboard)
+        assert await until(pilot, lambda: app.dashboard.header.incident is engine.incidents.current())
+        assert app.dashboard.header.incident.sla_due is not None  # the SLA clock runs
+        await pilot.press("e")
+        assert await until(pilot, lambda: isinstance(app.screen, EscalateScreen))
+        await pilot.press("escape")
+        assert await until(pilot, lambda: app.screen is app.dashboard)
+        await pilot.press("i")  # with an incident open: the incident itself
+        assert await until(pilot, lambda: isinstance(app.screen, IncidentScreen) and not app.screen.declaring)
+        await pilot.press("escape")
+        assert await until(pilot, lambda: app.screen is app.dashboard)
+        app.open_item(finding())  # enter on a finding
+        assert await until(pilot, lambda: isinstance(app.screen, PlaybookScreen) and app.screen.rows)
+        assert app.screen.finding.playbook == "listener-failure"
+        assert app.screen.selected_step() is not None  # the cursor is on the next step

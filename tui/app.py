@@ -16,10 +16,11 @@ from typing import Any
 from textual.app import App
 
 import themes
-from backends.model import Snapshot
+from backends.model import Finding, Snapshot
 from tui.actionflow import ActionFlow
 from tui.bindings import APP_BINDINGS
 from tui.commands import WarroomCommands
+from tui.incidentflow import IncidentFlow
 from tui.messages import IncidentChanged, LogLinesArrived, SnapshotArrived
 from tui.screens.dashboard import DashboardScreen, layout_for
 from widgets.header import StatusHeader
@@ -38,7 +39,7 @@ def conf(config: Any, section: str, key: str, default: Any = None) -> Any:
     return default if val is None else val
 
 
-class WarroomApp(ActionFlow, App[int]):
+class WarroomApp(IncidentFlow, ActionFlow, App[int]):
     TITLE = "warroom"
     CSS_PATH = str(themes.LAYOUT_CSS)
     BINDINGS = APP_BINDINGS
@@ -97,6 +98,7 @@ class WarroomApp(ActionFlow, App[int]):
         incidents = getattr(self.engine, "incidents", None)
         if incidents is not None and callable(getattr(incidents, "subscribe", None)):
             self._unsubscribe.append(incidents.subscribe(lambda _inc: self.post_message(IncidentChanged())))
+        self.wire_playbook_hints()
 
     async def on_ready(self) -> None:
         """After the first frame: start polling (first polls never delay the first paint)."""
@@ -163,6 +165,8 @@ class WarroomApp(ActionFlow, App[int]):
             from tui.screens.kiosk import kiosk_allows
 
             return kiosk_allows(action)
+        if action == "verb" and parameters == ("incident",) and self._incidents() is not None:
+            return True  # the incident screen; read-only may look, the engine refuses changes
         if action == "verb":
             return bool(parameters) and bool(self.actions_for_verb(str(parameters[0])))
         return True
@@ -210,6 +214,10 @@ class WarroomApp(ActionFlow, App[int]):
 
     def open_item(self, item) -> None:
         from tui.screens.detail import DetailScreen
+
+        if isinstance(item, Finding) and item.playbook:
+            self.open_playbook(item)
+            return
 
         self.push_screen(DetailScreen(item, self.engine))
 
