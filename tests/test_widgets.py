@@ -715,3 +715,32 @@ async def test_services_pane_infra_rows_and_terminate_key():
             ("postgres.terminate", {"all": True}, "postgres:postgres.main")]
         details = [m for m in app.messages if isinstance(m, DetailRequested)]
         assert [(d.kind, d.key) for d in details] == [("postgres", "postgres:postgres.main")]
+
+
+async def test_removed_panes_drop_their_theme_subscription():
+    """A pane taken off the screen (kiosk views, detail screens) must not stay referenced by
+    the app's theme signal until the next theme change: that kept every removed pane alive."""
+    import gc
+    import weakref
+
+    from widgets.sources import SourcesPane
+
+    header = StatusHeader(name="x", environment="", operator="op", read_only=False,
+                          clock=lambda: NOW, tick=0)
+    app = PaneApp(header)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        refs = []
+        for make in (QueuesPane, lambda: SourcesPane(), lambda: StatusHeader(
+                name="y", environment="", operator="op", read_only=False, clock=lambda: NOW, tick=0)):
+            pane = make()
+            await app.screen.mount(pane)
+            await pilot.pause()
+            assert pane in app.theme_changed_signal._subscriptions
+            refs.append(weakref.ref(pane))
+            await pane.remove()
+            await pilot.pause()
+            del pane
+        gc.collect()
+        alive = [r() for r in refs if r() is not None]
+        assert not [p for p in alive if p in app.theme_changed_signal._subscriptions]

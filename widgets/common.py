@@ -368,6 +368,11 @@ class TablePane(Vertical):
         else:
             self._apply(self._snapshot, table_too=True)
 
+    def on_unmount(self) -> None:
+        # Textual prunes a removed node's subscription only on the next theme change; the
+        # callback closes over the node, so until then the pane (and its rows) stays alive.
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def _on_theme(self, _theme: Any) -> None:
         styles = Styles(getattr(self.app, "theme_variables", None))
         if styles == self._styles:

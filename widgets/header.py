@@ -81,6 +81,11 @@ class StatusHeader(Horizontal):
             self.set_interval(self.tick, self.render_now)
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._repaint())
 
+    def on_unmount(self) -> None:
+        # Textual prunes a removed node's subscription only on the next theme change; the
+        # callback closes over the node, so until then the pane (and its rows) stays alive.
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def _repaint(self) -> None:
         self._shown.clear()
         self.render_now()

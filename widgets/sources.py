@@ -55,6 +55,11 @@ class SourcesPane(DataTable):
             self.add_column(label, key=key, width=width)
         self.app.theme_changed_signal.subscribe(self, self._on_theme)
 
+    def on_unmount(self) -> None:
+        # Textual prunes a removed node's subscription only on the next theme change; the
+        # callback closes over the node, so until then the pane (and its rows) stays alive.
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def _on_theme(self, _theme) -> None:
         if self._snapshot is not None:
             self._rows.clear()
