@@ -76,7 +76,7 @@ class OrdersPane(TablePane):
         after = min((r.stuck_after_s for r in readings), default=600.0)
         status = Status.CRIT if stuck else Status.OK
         text.append(f"{status.symbol} {fmt_int(stuck)} stuck", style=f"bold {st.of(status)}")
-        text.append(f" (> {fmt_coarse(after)})", style="dim")
+        text.append(f" (> {fmt_coarse(after) if after >= 60 else f'{after:.0f}s'})", style="dim")
         if oldest is not None:
             text.append(f"  oldest {fmt_coarse(oldest)}")
         by_state: dict[str, int] = {}

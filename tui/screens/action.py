@@ -173,6 +173,9 @@ class ActionScreen(ModalScreen[tuple[ActionPlan, ActionResult] | None]):
             self._status(Text(f"✖ FAILED: {describe_exception(exc)}", style=f"bold {self._var('status-crit')}"))
             return
         self.plan, self.result, self.state = plan, result, "done"
+        bar = self.query_one("#action-progress", ProgressBar)
+        if bar.display and result.ok and bar.total:  # done: full, whatever the last report said
+            bar.update(progress=bar.total)
         ok = result.ok
         var = "status-ok" if ok else "status-crit"
         text = Text.assemble(("✔ " if ok else "✖ ", f"bold {self._var(var)}"),
