@@ -13,8 +13,8 @@ The seed's emergency-order-fix as a module (Meta Aggregator runbooks 000-002):
   `eth_getLogs` per block range with the order ids OR-ed in topic[1]. Verdicts:
   released (tx, block, confirmations, final at the configured depth), not_released
   (checked up to the node's head, never beyond), unknown (RPC error, endpoints disagree).
-- Actions: `orders.verify` (read-only), `orders.fix` (one order, reason required),
-  `orders.bulk_fix` (by age, optionally only final releases, batches, canary),
+- Actions: `orders.verify` (read-only), `orders.fix` (one order or the selected ones,
+  reason required), `orders.bulk_fix` (by age, optionally only final releases, batches, canary),
   `orders.reconcile` (settle exactly the orders whose release is final on chain),
   `orders.resync` (rewind the listener cursor to block N <= head).
 
@@ -899,18 +899,48 @@ class OrdersVerifyAction(_OrdersAction):
                             or "nothing to verify", counts=plan.params["counts"])
 
 
+FIX_MAX_IDS = 1000  # orders.fix with order_ids: at most this many orders at once
+FIX_CONFIRM_MAX = 10  # more orders than this: the operator types the count
+
+
 class OrdersFixAction(_OrdersAction):
-    """`orders.fix`: set one pending order to a target state, with a reason."""
+    """`orders.fix`: set one pending order (`order_id`) or a selection (`order_ids`) to a
+    target state, with a reason."""
 
     id = "orders.fix"
     title = "Fix one order"
     danger = Danger.CONFIRM
     reason_required = True
-    description = "Set one stuck order to a target state (conditional UPDATE, reason appended to notes)."
+    description = ("Set one stuck order, or the selected ones, to a target state (conditional UPDATE "
+                   "per order, reason appended to notes).")
+
+    def _check_ids(self, order_ids: Any) -> list[str]:
+        if isinstance(order_ids, str | bytes) or not isinstance(order_ids, Sequence | set | frozenset):
+            raise ActionRefused(self.id, f"order_ids must be a list of order ids, not {type(order_ids).__name__}")
+        raw = list(order_ids)
+        if len(raw) > FIX_MAX_IDS * 10:  # not worth validating one by one
+            raise ActionRefused(self.id, f"{len(raw)} order ids: at most {FIX_MAX_IDS} at once")
+        ids = list(dict.fromkeys(self.spec.check_id(self.id, i) for i in raw))
+        if not ids:
+            raise ActionRefused(self.id, "order_ids is empty")
+        if len(ids) > FIX_MAX_IDS:
+            raise ActionRefused(self.id, f"{len(ids)} orders: at most {FIX_MAX_IDS} at once (use orders.bulk_fix)")
+        return ids
 
     async def plan(self, order_id: Any = None, state: Any = None, reason: Any = None,
-                   operator: Any = None, **_: Any) -> ActionPlan:
+                   operator: Any = None, *, order_ids: Any = None, **_: Any) -> ActionPlan:
         # validate everything before any query
+        if order_id is not None and order_ids is not None:
+            raise ActionRefused(self.id, "give order_id or order_ids, not both")
+        if order_id is None and order_ids is None:
+            raise ActionRefused(self.id, "no order given (order_id or order_ids)")
+        if order_ids is not None:
+            ids = self._check_ids(order_ids)
+            st = self.spec.check_state(self.id, state)
+            why = _reason(self.id, reason)
+            if len(ids) > 1:
+                return await self._plan_many(ids, st, why, self.operator(operator))
+            order_id = ids[0]
         oid = self.spec.check_id(self.id, order_id)
         st = self.spec.check_state(self.id, state)
         why = _reason(self.id, reason)
@@ -920,8 +950,7 @@ class OrdersFixAction(_OrdersAction):
             raise ActionRefused(self.id, f"no order {oid}")
         pending = row.state in self.spec.pending_states
         suffix = _note_suffix(op, why)
-        after = replace(row, state=st, notes=(row.notes or "") + suffix if self.spec.notes_column else row.notes,
-                        updated_at=datetime.now(UTC) if self.spec.updated_column else row.updated_at)
+        after = self._after_row(row, st, suffix)
         notes = []
         verdict = None
         if self.verifier is not None:
@@ -946,7 +975,132 @@ class OrdersFixAction(_OrdersAction):
             preview=preview, notes=tuple(notes), total=1,
         )
 
+    def _after_row(self, row: Order, st: str, suffix: str) -> Order:
+        return replace(row, state=st, notes=(row.notes or "") + suffix if self.spec.notes_column else row.notes,
+                       updated_at=datetime.now(UTC) if self.spec.updated_column else row.updated_at)
+
+    async def _plan_many(self, ids: list[str], st: str, why: str, op: str) -> ActionPlan:
+        """The plan for several orders: one Change per pending order; the ones that are not
+        pending (or do not exist) are left out and named; none pending -> refused."""
+        import hashlib
+
+        rows = await self.store.get_many(ids)
+        pending = [rows[i] for i in ids if i in rows and rows[i].state in self.spec.pending_states]
+        left_out = [f"{i} ({rows[i].state})" if i in rows else f"{i} (no such order)"
+                    for i in ids if i not in rows or rows[i].state not in self.spec.pending_states]
+
+        def listed(items: list[str], n: int = 20) -> str:
+            return ", ".join(items[:n]) + (f" … and {len(items) - n} more" if len(items) > n else "")
+
+        if not pending:
+            raise ActionRefused(self.id, f"none of the {len(ids)} orders is "
+                                f"{' / '.join(self.spec.pending_states)}: {listed(left_out)}")
+        suffix = _note_suffix(op, why)
+        notes: list[str] = []
+        if left_out:
+            notes.append(f"left out, not {' / '.join(self.spec.pending_states)}: {listed(left_out)}")
+        verdicts: dict[str, OrderVerdict] = {}
+        if self.verifier is not None:
+            verdicts = await self.verifier.verify(pending)
+            notes.append("on chain: " + ", ".join(f"{k} {v}" for k, v in _verdict_counts(verdicts).items()))
+            if st == self.spec.settled_state:
+                unproven = [o.id for o in pending if not ((v := verdicts.get(o.id)) is not None
+                                                          and v.verdict is Verdict.RELEASED and v.final)]
+                if unproven:
+                    notes.append(f"warning: setting {st} without a final release on chain: {listed(unproven)}")
+        n = len(pending)
+        changes = tuple(
+            Change(f"order:{o.id}", f"state {o.state} -> {st}", _row(o), _row(self._after_row(o, st, suffix)))
+            for o in pending
+        )
+        lines = [f"UPDATE {n} order(s) -> {st}:"]
+        lines += [f"  {o.id}: {o.state} -> {st}"
+                  + (f"  ({_verdict_text(verdicts.get(o.id))})" if self.verifier is not None else "")
+                  for o in pending[:50]]
+        if n > 50:
+            lines.append(f"  … and {n - 50} more")
+        lines += [
+            f"notes += {suffix!r}",
+            "each order only if its state is still one of " + ", ".join(self.spec.pending_states)
+            + " (else skipped)",
+            *notes,
+        ]
+        pids = [o.id for o in pending]
+        head = ",".join(pids[:3]) + (f" +{n - 3} more" if n > 3 else "")
+        typed = n > FIX_CONFIRM_MAX
+        return ActionPlan(
+            action=self.id, title=f"Fix {n} orders" if n > 1 else self.title, target=f"orders:{head}",
+            lock_key="orders.fix:" + hashlib.sha256(",".join(sorted(pids)).encode()).hexdigest()[:16],
+            changes=changes,
+            guard=Guard(True, f"{n} order(s) {' / '.join(self.spec.pending_states)}; "
+                        "each update re-checks the state"),
+            danger=Danger.TYPED if typed else Danger.CONFIRM, confirm_text=str(n) if typed else None,
+            reason=why, reason_required=True,
+            params={"order_ids": pids, "state": st, "operator": op,
+                    "left_out": left_out,
+                    "verdicts": ({k: _verdict_text(v) for k, v in verdicts.items()}
+                                 if self.verifier is not None else None)},
+            preview="\n".join(lines), notes=tuple(notes), total=n,
+        )
+
+    async def _execute_many(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        p = plan.params
+        ids: list[str] = list(p["order_ids"])
+        st = p["state"]
+        suffix = _note_suffix(p["operator"], plan.reason or "")
+        before = {c.target.partition(":")[2]: c.before for c in plan.changes}
+        fixed: list[str] = []
+        skipped: list[str] = []
+        failed: list[str] = []
+        not_done: list[str] = []
+        rows: dict[str, Any] = {}
+        stop_reason = ""
+        total = len(ids)
+        for n, oid in enumerate(ids, 1):
+            try:
+                row = await self.store.update_one(oid, st, suffix)
+            except BackendError as exc:
+                failed.append(oid)
+                not_done = ids[n:]
+                stop_reason = f"order {oid} failed: {exc.reason}"
+                progress(Progress(n - 1, total, stop_reason))
+                break
+            if row is None:
+                skipped.append(oid)
+                progress(Progress(n, total, f"order {oid}: changed meanwhile, skipped"))
+            else:
+                fixed.append(oid)
+                rows[oid] = _row(row)
+                progress(Progress(n, total, f"order {oid}: {before.get(oid, {}).get('state')} -> {row.state}"))
+        if skipped:  # what the skipped ones are now (best effort: the audit says why they were skipped)
+            try:
+                now = await self.store.get_many(skipped)
+            except BackendError:
+                now = {}
+            for oid in skipped:
+                rows[oid] = _row(now.get(oid))
+        counts = {"fixed": len(fixed), "skipped": len(skipped), "failed": len(failed), "not_done": len(not_done)}
+        if failed or not_done:
+            status = "partial" if fixed else "failed"
+        elif not fixed:
+            status = "skipped"
+        else:
+            status = "ok"
+        summary = f"{len(fixed)} fixed, {len(skipped)} skipped (changed meanwhile), {len(failed)} failed"
+        if not_done:
+            summary += f", {len(not_done)} not done"
+        if stop_reason:
+            summary += f" — {stop_reason}"
+        return ActionResult(
+            status=status, summary=summary, before=before,
+            after={"state": st, "fixed_count": len(fixed), "fixed": fixed, "skipped": skipped,
+                   "failed": failed, "not_done": not_done, "rows": rows},
+            counts=counts, details=(stop_reason,) if stop_reason else (),
+        )
+
     async def execute(self, plan: ActionPlan, progress: ProgressFn) -> ActionResult:
+        if "order_ids" in plan.params:
+            return await self._execute_many(plan, progress)
         oid, st = plan.params["order_id"], plan.params["state"]
         suffix = _note_suffix(plan.params["operator"], plan.reason or "")
         before = plan.changes[0].before

@@ -1,0 +1,191 @@
+"""Backend fixes against the real harness services: orders.fix with a selection (Postgres),
+custom action parameter types (a real command through build_engine), lowercase EVM
+addresses (anvil + the Escrow contract)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backends.actions import ActionEngine, Danger
+from backends.audit import AuditLog
+from backends.errors import ActionRefused
+from backends.orders import CursorSpec, OrdersFixAction, OrdersSpec, OrdersStore
+
+SCHEMA = """
+DROP TABLE IF EXISTS orders;
+CREATE TABLE orders (
+    id text PRIMARY KEY,
+    state text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz,
+    notes text,
+    block_number bigint,
+    tx_hash text
+);
+"""
+
+
+def spec(**kw) -> OrdersSpec:
+    base = dict(notes_column="notes", block_column="block_number", tx_column="tx_hash",
+                cursor=CursorSpec(table="listener_cursor", key="escrow"))
+    base.update(kw)
+    return OrdersSpec(**base)
+
+
+@pytest.fixture(scope="module")
+def fix_db(pg):
+    return pg.fresh_db("fixes")
+
+
+@pytest.fixture
+async def db(fix_db):
+    import asyncpg
+
+    from backends.postgres import close_pools
+
+    con = await asyncpg.connect(fix_db)
+    await con.execute(SCHEMA)
+    yield con
+    await con.close()
+    await close_pools()
+
+
+async def insert(con, oid: str, state: str = "PENDING", notes: str | None = None) -> None:
+    await con.execute("INSERT INTO orders (id, state, created_at, notes) VALUES ($1, $2, $3, $4)",
+                      oid, state, datetime.now(UTC) - timedelta(hours=2), notes)
+
+
+def engine(tmp_path) -> ActionEngine:
+    return ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice")
+
+
+# --------------------------------------------------------------------------- orders.fix order_ids
+
+
+@pytest.mark.postgres
+async def test_fix_selection_concurrent_change_is_skipped(db, fix_db, tmp_path):
+    ids = ["sel-1", "sel-2", "sel-3"]
+    for oid in ids:
+        await insert(db, oid, notes="api")
+    store = OrdersStore(spec(), fix_db)
+    eng = engine(tmp_path)
+    eng.register(OrdersFixAction(store, operator="alice"))
+    plan = await eng.plan("orders.fix", order_ids=[*ids, "sel-2"], state="FAILED", reason="expired quotes")
+    assert plan.params["order_ids"] == ids  # duplicates removed, order kept
+    assert [c.target for c in plan.changes] == [f"order:{i}" for i in ids]
+    assert all(c.before["state"] == "PENDING" and c.after["state"] == "FAILED" for c in plan.changes)
+    assert all(c.after["notes"].endswith(" by alice: expired quotes]") for c in plan.changes)
+    assert plan.guard.ok and plan.total == 3
+    assert plan.danger is Danger.CONFIRM and plan.expected_confirmation is None
+    assert all(i in plan.preview for i in ids)
+    # the listener settles sel-2 between plan and execute (another connection)
+    await db.execute("UPDATE orders SET state = 'SETTLED', notes = 'by listener' WHERE id = 'sel-2'")
+    progress = []
+    res = await eng.execute(plan, confirmation="yes", progress=progress.append)
+    assert res.status == "ok", res.summary
+    assert res.counts == {"fixed": 2, "skipped": 1, "failed": 0, "not_done": 0}
+    assert [p.done for p in progress] == [1, 2, 3] and "sel-2" in progress[1].message
+    rows = {r["id"]: r for r in await db.fetch("SELECT id, state, notes FROM orders")}
+    assert rows["sel-2"]["state"] == "SETTLED" and rows["sel-2"]["notes"] == "by listener"  # not overwritten
+    for oid in ("sel-1", "sel-3"):
+        assert rows[oid]["state"] == "FAILED"
+        assert rows[oid]["notes"].startswith("api [MANUAL FIX: 20") and rows[oid]["notes"].endswith(": expired quotes]")
+    entry = eng.audit.tail(1)[0]
+    assert entry["action"] == "orders.fix" and entry["result"] == "ok" and entry["reason"] == "expired quotes"
+    assert entry["params"]["order_ids"] == ids
+    assert {k: v["state"] for k, v in entry["before"].items()} == dict.fromkeys(ids, "PENDING")
+    assert entry["after"]["fixed"] == ["sel-1", "sel-3"] and entry["after"]["skipped"] == ["sel-2"]
+    assert entry["after"]["rows"]["sel-1"]["state"] == "FAILED"
+    assert entry["after"]["rows"]["sel-2"]["state"] == "SETTLED"  # what it is now
+    assert entry["extra"]["counts"]["fixed"] == 2
+    from backends.brief import fixed_count
+
+    assert fixed_count(entry) == 2
+    assert eng.audit.verify().ok
+
+    # none of them is pending any more -> refused, each id named with its state
+    with pytest.raises(ActionRefused, match=r"sel-1 \(FAILED\).*sel-2 \(SETTLED\)"):
+        await eng.plan("orders.fix", order_ids=ids, state="FAILED", reason="again")
+    # some pending: the others are left out with a note
+    await insert(db, "sel-4")
+    plan = await eng.plan("orders.fix", order_ids=["sel-1", "sel-4", "nope"], state="CANCELLED", reason="r")
+    assert plan.params["order_ids"] == ["sel-4"] and len(plan.changes) == 1
+    assert any("sel-1 (FAILED)" in n and "nope (no such order)" in n for n in plan.notes)
+    res = await eng.execute(plan, confirmation="yes")
+    assert res.status == "ok" and res.counts["fixed"] == 1
+    assert await db.fetchval("SELECT state FROM orders WHERE id = 'sel-4'") == "CANCELLED"
+
+
+@pytest.mark.postgres
+async def test_fix_selection_over_ten_orders_needs_the_count_typed(db, fix_db, tmp_path):
+    ids = [f"many-{i:02d}" for i in range(12)]
+    for oid in ids:
+        await insert(db, oid)
+    eng = engine(tmp_path)
+    eng.register(OrdersFixAction(OrdersStore(spec(), fix_db)))
+    plan = await eng.plan("orders.fix", order_ids=ids, state="FAILED", reason="expired")
+    assert plan.danger is Danger.TYPED and plan.expected_confirmation == "12"
+    with pytest.raises(ActionRefused, match="confirmation does not match"):
+        await eng.execute(plan, confirmation="yes")
+    assert await db.fetchval("SELECT count(*) FROM orders WHERE state = 'PENDING'") == 12
+    res = await eng.execute(plan, confirmation="12")
+    assert res.status == "ok" and res.counts["fixed"] == 12
+
+
+@pytest.mark.postgres
+async def test_fix_selection_postgres_down_mid_way(db, fix_db, pg, tmp_path):
+    ids = ["pd-1", "pd-2", "pd-3"]
+    for oid in ids:
+        await insert(db, oid)
+    dbname = fix_db.rsplit("/", 1)[1]
+    eng = engine(tmp_path)
+    eng.register(OrdersFixAction(OrdersStore(spec(), fix_db)))
+    plan = await eng.plan("orders.fix", order_ids=ids, state="FAILED", reason="outage")
+
+    def progress(p):
+        if p.done == 1:  # Postgres "goes down" for this database after the first order
+            pg.psql(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS false')
+            pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608
+                    f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+
+    try:
+        res = await eng.execute(plan, confirmation="yes", progress=progress)
+    finally:
+        pg.psql(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS true')
+    assert res.status == "partial", res.summary
+    assert res.counts == {"fixed": 1, "skipped": 0, "failed": 1, "not_done": 1}
+    assert res.after["fixed"] == ["pd-1"] and res.after["failed"] == ["pd-2"] and res.after["not_done"] == ["pd-3"]
+    assert "pd-2 failed" in res.summary
+    import asyncpg
+
+    con = await asyncpg.connect(fix_db)
+    try:
+        rows = dict(await con.fetch("SELECT id, state FROM orders"))
+    finally:
+        await con.close()
+    assert [rows[i] for i in ids] == ["FAILED", "PENDING", "PENDING"]
+    entry = eng.audit.tail(1)[0]
+    assert entry["result"] == "partial" and entry["after"]["not_done"] == ["pd-3"]
+
+
+async def test_fix_selection_bad_input_refused_before_any_query():
+    store = OrdersStore(spec(), "postgresql://postgres@127.0.0.1:9/none")
+    fix = OrdersFixAction(store)
+    bad = [
+        dict(order_ids=["ok-1", "1; DROP TABLE orders"], state="FAILED", reason="r"),
+        dict(order_ids=["ok-1", 42], state="FAILED", reason="r"),
+        dict(order_ids=["ok-1", "x" * 200], state="FAILED", reason="r"),
+        dict(order_ids="ok-1", state="FAILED", reason="r"),  # a string is not a list
+        dict(order_ids=[], state="FAILED", reason="r"),
+        dict(order_ids=[f"o-{i}" for i in range(1001)], state="FAILED", reason="r"),
+        dict(order_ids=["ok-1", "ok-2"], order_id="ok-1", state="FAILED", reason="r"),  # both
+        dict(state="FAILED", reason="r"),  # neither
+        dict(order_ids=["ok-1", "ok-2"], state="DELETED", reason="r"),
+        dict(order_ids=["ok-1", "ok-2"], state="FAILED", reason=" "),
+    ]
+    for params in bad:
+        with pytest.raises(ActionRefused):
+            await fix.plan(**params)
+    assert store.queries == 0
