@@ -51,6 +51,10 @@ PLACEHOLDER_TYPES: dict[str, tuple[re.Pattern[str], str]] = {
     "address": (re.compile(r"^0x[0-9a-fA-F]{40}$"), "an address (0x and 40 hex digits)"),
     "path": (re.compile(r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]{0,4095}$"), "a path"),
     "text": (re.compile(r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]{0,999}$"), "free text (one line)"),
+    "string": (re.compile(r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]{0,999}$"), "a string (one line, not starting with -)"),
+    "order_id": (re.compile(r"^[A-Za-z0-9_:.][A-Za-z0-9_:.-]{0,127}$"), "an order id (letters, digits, _ : . -)"),
+    "duration": (re.compile(r"^(?:[0-9]{1,9}(?:\.[0-9]{1,9})?(?:ns|us|ms|s|m|h|d)){1,4}$"),
+                 "a duration like 500ms, 30s, 10m, 1.5h or 1h30m"),
     "secret": (re.compile(r"^[^\x00\n\r]{1,4096}$"), "a secret"),
     "scale": (re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,127}=[0-9]{1,4}$"), "service=replicas"),
 }
@@ -78,7 +82,8 @@ def validate_value(name: str, type_: str, value: Any) -> str:
     if isinstance(value, int) and type_ in ("int", "block"):
         text = str(value)
     pattern, what = PLACEHOLDER_TYPES[type_]
-    if not isinstance(text, str) or not pattern.match(text):
+    # fullmatch: `$` alone would let a trailing newline through
+    if not isinstance(text, str) or not pattern.fullmatch(text):
         shown = MASK if type_ == "secret" else repr(text)[:60]
         raise ValueError(f"{{{name}}} must be {what}, got {shown}")
     return text
@@ -132,7 +137,9 @@ class CommandTemplate:
     """An argv template with typed whole-argument placeholders.
 
     `params` declares placeholder types (`identifier`, `service`, `int`, `block`,
-    `address`, `path`, `text` (free text, only where declared), `secret`, `scale`);
+    `address`, `path`, `text` / `string` (one line, only where declared), `order_id`,
+    `duration`, `secret`, `scale`); every type `[[actions]]` accepts
+    (config.ACTION_PARAM_TYPES) is one of them. No value may start with `-` (an option).
     an undeclared placeholder takes the type of its name (`{service}`, `{pid}`,
     `{address}`, `{file}`...) or `identifier`. `env` values are added to the
     environment and treated as secrets in output. `defaults` fill placeholders the

@@ -189,3 +189,81 @@ async def test_fix_selection_bad_input_refused_before_any_query():
         with pytest.raises(ActionRefused):
             await fix.plan(**params)
     assert store.queries == 0
+
+
+# --------------------------------------------------------------------------- [[actions]] param types
+
+
+def test_every_action_param_type_is_a_placeholder_type():
+    from backends.command import PLACEHOLDER_TYPES
+    from backends.config import ACTION_PARAM_TYPES
+
+    missing = [t for t in ACTION_PARAM_TYPES if t not in PLACEHOLDER_TYPES]
+    assert missing == [], f"[[actions]] params types without a placeholder type: {missing}"
+
+
+def test_new_placeholder_types_accept_and_refuse():
+    from backends.command import validate_value
+
+    good = {
+        "string": ["hello world", "eu-west/1", "x"],
+        "order_id": ["ord-1", "0xabc:12.3", "A_b"],
+        "duration": ["500ms", "10m", "2h", "30s", "1.5h", "1h30m", "1d"],
+    }
+    bad = {
+        "string": ["-rf", "--output=/etc/passwd", "", "two\nlines", "tab\there", "x" * 1001, "ok\n"],
+        "order_id": ["-x", "--all", "", "a b", "a/b", "x" * 129, "ord;1", "ord-1\n"],
+        "duration": ["-5m", "5", "m", "5 m", "5min", "1..5h", "10m\n", "--timeout=1h", ""],
+    }
+    for t, values in good.items():
+        for v in values:
+            assert validate_value("p", t, v) == v
+    for t, values in bad.items():
+        for v in values:
+            with pytest.raises(ValueError):
+                validate_value("p", t, v)
+    # every type that may come from input refuses a leading '-' (option injection)
+    from backends.config import ACTION_PARAM_TYPES
+
+    for t in ACTION_PARAM_TYPES:
+        for v in ("-rf", "--help", "-1"):
+            with pytest.raises(ValueError):
+                validate_value("p", t, v)
+
+
+async def test_custom_action_with_new_param_types_builds_and_runs(tmp_path):
+    from backends.config import load_config_text
+    from backends.engine import build_engine
+
+    text = f"""
+[warroom]
+state_dir = "{tmp_path / 'state'}"
+operator = "carol"
+
+[[actions]]
+name = "echo-all"
+description = "echo every parameter type"
+argv = ["/bin/echo", "{{note}}", "{{order}}", "{{wait}}", "{{file}}", "{{name}}", "{{msg}}", "{{n}}", "{{svc}}"]
+params = {{ note = "string", order = "order_id", wait = "duration", file = "path", name = "identifier", msg = "text", n = "int", svc = "service" }}
+danger = "confirm"
+timeout = "10s"
+"""
+    config = load_config_text(text, env={}, base_dir=tmp_path)
+    engine = build_engine(config, with_logs=False)
+    try:
+        values = dict(note="stuck since 10:00", order="ord-42:a", wait="1.5h", file="/tmp/x y",
+                      name="db_main", msg="why not", n="3", svc="api.v2")
+        plan = await engine.actions.plan("command.echo-all", **values)
+        assert plan.guard.ok, plan.guard
+        res = await engine.actions.execute(plan, confirmation="yes")
+        assert res.status == "ok", res.summary
+        out = " ".join(res.details) + str(res.after)
+        assert "stuck since 10:00 ord-42:a 1.5h /tmp/x y db_main why not 3 api.v2" in out, (res, out)
+        entry = engine.audit.tail(1)[0]
+        assert entry["action"] == "command.echo-all" and entry["result"] == "ok"
+        # option injection through any of the new types is refused before anything runs
+        for key in ("note", "order", "wait"):
+            with pytest.raises(ActionRefused):
+                await engine.actions.plan("command.echo-all", **{**values, key: "--version"})
+    finally:
+        await engine.stop()
