@@ -99,6 +99,46 @@ def keccak(data: bytes) -> bytes:
     return _k(data)
 
 
+_HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def checksum_address(address: Any, key: str = "address") -> str:
+    """The EIP-55 checksum form of a configured 0x address (what `eth_utils.to_checksum_address`
+    returns; eth_account refuses to sign a transaction to a lowercase `to`). Raises ValueError
+    naming `key` when it is not 0x + 40 hex digits, or when it is mixed case and the checksum
+    does not match (a typo). Uses the module's keccak: importing eth_utils costs ~0.15 s of
+    start-up and the result is the same (tests compare both)."""
+    text = address if isinstance(address, str) else ""
+    if not _HEX_ADDRESS.fullmatch(text):
+        raise ValueError(f"{key}: {text[:60]!r} is not an address (0x and 40 hex digits)")
+    body = text[2:]
+    digest = keccak(body.lower().encode("ascii")).hex()
+    out = "0x" + "".join(c.upper() if int(digest[i], 16) >= 8 else c.lower() for i, c in enumerate(body.lower()))
+    if body != body.lower() and body != body.upper() and text != out:
+        raise ValueError(f"{key}: {text} fails its EIP-55 checksum (a typo?); the checksummed form of "
+                         f"these digits is {out}, all lowercase is accepted too")
+    return out
+
+
+def checksum_spec(spec: ChainSpec) -> ChainSpec:
+    """`spec` with every contract and balance address in checksum form (EVM chains only)."""
+    if spec.kind != "evm":
+        return spec
+    from dataclasses import replace
+
+    contracts = tuple(
+        replace(c, address=checksum_address(c.address, f"chain.{spec.name}.contracts[{i}].address ({c.name})"))
+        for i, c in enumerate(spec.contracts)
+    )
+    balances = tuple(
+        replace(b, address=checksum_address(b.address, f"chain.{spec.name}.balances[{i}].address ({b.name})"))
+        for i, b in enumerate(spec.balances)
+    )
+    if contracts == spec.contracts and balances == spec.balances:
+        return spec
+    return replace(spec, contracts=contracts, balances=balances)
+
+
 def has_function(abi: Sequence[dict], name: str, n_inputs: int = 0) -> bool:
     return any(
         i.get("type") == "function" and i.get("name") == name and len(i.get("inputs", []) or []) == n_inputs
@@ -159,6 +199,7 @@ class EvmChain:
     kind = "evm"
 
     def __init__(self, spec: ChainSpec, *, audit: Any = None) -> None:
+        spec = checksum_spec(spec)  # web3 / eth_account want checksummed addresses
         self.spec = spec
         self.name = spec.source_name
         self.interval = spec.interval
@@ -754,7 +795,7 @@ def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
     kind = _get(c, "kind", "evm")
     head_method = _get(c, "head_method", None) or ("eth_blockNumber" if kind == "evm" else "getblockcount")
     keystore = _get(c, "keystore")
-    return ChainSpec(
+    return checksum_spec(ChainSpec(
         name=name,
         kind=kind,
         endpoints=tuple(str(_reveal(u)) for u in (_get(c, "endpoints", ()) or ()) if _reveal(u)),
@@ -775,7 +816,7 @@ def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
         keystore=str(keystore) if keystore else None,
         contracts=tuple(contracts),
         balances=tuple(balances),
-    )
+    ))
 
 
 def chains_from_config(config: Any, *, audit: Any = None) -> dict[str, Any]:

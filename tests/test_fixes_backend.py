@@ -267,3 +267,92 @@ timeout = "10s"
                 await engine.actions.plan("command.echo-all", **{**values, key: "--version"})
     finally:
         await engine.stop()
+
+
+# --------------------------------------------------------------------------- EVM addresses
+
+
+def test_checksum_address_matches_eth_utils_and_names_the_key():
+    from eth_utils import to_checksum_address
+
+    from backends.evm import checksum_address, checksum_spec
+    from backends.jsonrpc import BalanceSpec, ChainSpec, ContractSpec
+
+    samples = ["0x5fbdb2315678afecb367f032d93f642f64180aa3", "0x" + "ab" * 20, "0x" + "0" * 40,
+               "0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266", "0x000000000000000000000000000000000000dEaD",
+               "0x" + "1234567890abcdef" * 2 + "deadbeef"]
+    for a in samples:
+        assert checksum_address(a) == to_checksum_address(a)
+    for bad in ("0x12", "5fbdb2315678afecb367f032d93f642f64180aa3", "0x" + "g" * 40, "0x" + "a" * 41,
+                "0x5fbdb2315678afecb367f032d93f642f64180aa3\n", None, 42):
+        with pytest.raises(ValueError, match=r"^chain\.x\.contracts\[0\]\.address"):
+            checksum_address(bad, "chain.x.contracts[0].address")
+    # mixed case with a wrong checksum is a typo, not something to "fix" silently
+    typo = "0x5FbDB2315678afecb367f032d93F642f64180aA3"
+    with pytest.raises(ValueError, match="checksum"):
+        checksum_address(typo, "k")
+    spec = ChainSpec(name="x", endpoints=("http://127.0.0.1:9",),
+                     contracts=(ContractSpec(name="esc", address="0x" + "ab" * 20),),
+                     balances=(BalanceSpec(name="hot", address="0x" + "0" * 39 + "1"),
+                               BalanceSpec(name="bad", address="0x1234")))
+    with pytest.raises(ValueError, match=r"chain\.x\.balances\[1\]\.address \(bad\)"):
+        checksum_spec(spec)
+    # a non-EVM chain (Neo script hashes) is left alone
+    neo = ChainSpec(name="n", kind="jsonrpc", endpoints=("http://127.0.0.1:9",),
+                    contracts=(ContractSpec(name="c", address="0x" + "ab" * 20),))
+    assert checksum_spec(neo) is neo
+
+
+@pytest.mark.evm
+async def test_lowercase_contract_address_reads_paused_and_pauses(anvil, escrow, tmp_path):
+    from backends.config import load_config_text
+    from backends.evm import actions_for_chains, chains_from_config
+    from tests.harness.evm import ARTIFACT
+
+    lower = escrow.address.lower()
+    assert lower != escrow.address  # the harness address is checksummed: the test means something
+    text = f"""
+[chain.local]
+chain_id = 31337
+endpoints = ["{anvil.url}"]
+max_head_age = "1d"
+signer_env = "ESCROW_OWNER_KEY"
+
+[[chain.local.contracts]]
+name = "escrow"
+address = "{lower}"
+abi = "{ARTIFACT}"
+pausable = true
+
+[[chain.local.balances]]
+name = "owner"
+address = "{escrow.owner.lower()}"
+"""
+    config = load_config_text(text, env={})
+    chains = chains_from_config(config)
+    ch = chains["local"]
+    assert ch.contracts["escrow"].address == escrow.address
+    assert ch.spec.balances[0].address == escrow.owner
+    try:
+        (r,) = await ch.poll()
+        assert r.contracts[0].code_present and r.contracts[0].paused is False
+        assert await ch.paused(ch.contracts["escrow"]) is False
+        eng = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="dave")
+        for a in actions_for_chains(chains):
+            if a.id in ("chain.pause", "chain.unpause"):
+                a.env = {"ESCROW_OWNER_KEY": escrow.owner_key}
+            eng.register(a)
+        plan = await eng.plan("chain.pause", reason="lowercase address drill")
+        assert plan.guard.ok, plan.guard
+        assert plan.changes[1].after["to"] == escrow.address
+        res = await eng.execute(plan, confirmation="escrow")
+        assert res.status == "ok", res.summary  # signing failed on a lowercase `to` before
+        assert escrow.paused() is True
+        (r,) = await ch.poll()
+        assert r.contracts[0].paused is True
+        plan = await eng.plan("chain.unpause", reason="drill over")
+        res = await eng.execute(plan, confirmation="escrow")
+        assert res.status == "ok", res.summary
+        assert escrow.paused() is False
+    finally:
+        await ch.aclose()
