@@ -816,7 +816,8 @@ class LineLocator:
     """Maps key paths (('services', 1, 'match')) to 1-based line numbers by scanning the text.
 
     Good enough for tables, arrays of tables, dotted keys and multi-line arrays/strings;
-    keys inside inline tables map to the line of the table's key.
+    an element of an array maps to the line it starts on (`steps = [\n  { text = ... },\n]`),
+    keys inside an inline table to the line they are on.
     """
 
     def __init__(self, text: str) -> None:
@@ -837,11 +838,10 @@ class LineLocator:
     def _scan(self, text: str) -> None:
         aot: dict[Path_, int] = {}
         current: Path_ = ()
-        depth = 0  # open brackets/braces of a multi-line value
-        ml: str | None = None  # open multi-line string delimiter
+        value: _ValueScan | None = None  # a value still open (multi-line array / string)
         for no, line in enumerate(text.splitlines(), start=1):
-            if ml is not None or depth > 0:
-                depth, ml = _scan_value(line, depth, ml)
+            if value is not None and value.open:
+                value.feed(line, no)
                 continue
             m = _HEADER_RE.match(line)
             if m and not _KEYVAL_RE.match(line):
@@ -869,42 +869,91 @@ class LineLocator:
                 segs = _split_dotted(m.group(1))
                 for i in range(1, len(segs) + 1):
                     self._note(current + tuple(segs[:i]), no)
-                depth, ml = _scan_value(line[m.end():], 0, None)
+                value = _ValueScan(self, current + tuple(segs))
+                value.feed(line[m.end():], no)
 
 
-def _scan_value(text: str, depth: int, ml: str | None) -> tuple[int, str | None]:
-    """Track bracket depth and open multi-line strings across a value's lines."""
-    i, n = 0, len(text)
-    while i < n:
-        if ml is not None:
-            j = text.find(ml, i)
-            if j < 0:
-                return depth, ml
-            i, ml = j + 3, None
-            continue
-        c = text[i]
-        if text.startswith('"""', i) or text.startswith("'''", i):
-            ml = text[i:i + 3]
-            i += 3
-        elif c == '"':
-            i += 1
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-            i += 1
-        elif c == "'":
-            j = text.find("'", i + 1)
-            i = n if j < 0 else j + 1
-        elif c == "#":
-            break
-        elif c in "[{":
-            depth += 1
-            i += 1
-        elif c in "]}":
-            depth = max(0, depth - 1)
-            i += 1
-        else:
-            i += 1
-    return depth, ml
+_INLINE_KEY_RE = re.compile(rf"\s*({_DOTTED})\s*=")
+
+
+class _ValueScan:
+    """Follows one value across lines: bracket nesting, open multi-line strings, and the
+    line each array element starts on and each inline-table key is on."""
+
+    def __init__(self, loc: LineLocator, path: Path_) -> None:
+        self.loc = loc
+        self.path = path
+        # frames: ["a", path, element index, element started] or ["t", path, key path or None]
+        self.stack: list[list[Any]] = []
+        self.ml: str | None = None  # open multi-line string delimiter
+
+    @property
+    def open(self) -> bool:
+        return bool(self.stack) or self.ml is not None
+
+    def _value_path(self) -> Path_ | None:
+        if not self.stack:
+            return self.path
+        top = self.stack[-1]
+        return top[1] + (top[2],) if top[0] == "a" else top[2]
+
+    def feed(self, text: str, no: int) -> None:
+        i, n = 0, len(text)
+        while i < n:
+            if self.ml is not None:
+                j = text.find(self.ml, i)
+                if j < 0:
+                    return
+                i, self.ml = j + 3, None
+                continue
+            c = text[i]
+            if c in " \t\r":
+                i += 1
+                continue
+            if c == "#":
+                return
+            top = self.stack[-1] if self.stack else None
+            if top is not None and top[0] == "t" and top[2] is None:
+                m = _INLINE_KEY_RE.match(text, i)
+                if m:
+                    top[2] = top[1] + tuple(_split_dotted(m.group(1)))
+                    for k in range(len(top[1]) + 1, len(top[2]) + 1):
+                        self.loc._note(top[2][:k], no)
+                    i = m.end()
+                    continue
+            if top is not None and top[0] == "a" and not top[3] and c not in ",]":
+                top[3] = True
+                self.loc._note(top[1] + (top[2],), no)
+            if text.startswith('"""', i) or text.startswith("'''", i):
+                self.ml = text[i:i + 3]
+                i += 3
+            elif c == '"':
+                i += 1
+                while i < n and text[i] != '"':
+                    i += 2 if text[i] == "\\" else 1
+                i += 1
+            elif c == "'":
+                j = text.find("'", i + 1)
+                i = n if j < 0 else j + 1
+            elif c in "[{":
+                vp = self._value_path()
+                if vp is None:  # malformed (tomllib already accepted it): follow nesting only
+                    vp = self.path + ("?",)
+                self.stack.append(["a", vp, 0, False] if c == "[" else ["t", vp, None])
+                i += 1
+            elif c in "]}":
+                if self.stack:
+                    self.stack.pop()
+                i += 1
+            elif c == ",":
+                if top is not None and top[0] == "a":
+                    top[2] += 1
+                    top[3] = False
+                elif top is not None:
+                    top[2] = None
+                i += 1
+            else:
+                i += 1
 
 
 # ---------------------------------------------------------------------------

@@ -683,7 +683,8 @@ def test_line_locator():
     assert loc.line_of(("top",)) == 2
     assert loc.line_of(("a", "x")) == 4
     assert loc.line_of(("fake",)) is None and loc.line_of(("a", "y")) == 3  # falls back to the table
-    assert loc.line_of(("a", "arr")) == 9 and loc.line_of(("a", "arr", 1, "z")) == 9
+    assert loc.line_of(("a", "arr")) == 9 and loc.line_of(("a", "arr", 0)) == 10
+    assert loc.line_of(("a", "arr", 1, "z")) == 11  # an element of a multi-line array: its own line
     assert loc.line_of(("a", "after")) == 13
     assert loc.line_of(("b", 0)) == 14 and loc.line_of(("b", 0, "k")) == 15
     assert loc.line_of(("b", 1)) == 16 and loc.line_of(("b", 1, "k")) == 17
@@ -691,6 +692,32 @@ def test_line_locator():
     assert loc.line_of(("b", 1, "items", 0, "n")) == 21
     assert loc.line_of(("c", "quoted.key", "P0")) == 23
     assert loc.line_of(("c", "quoted.key", "d", "e")) == 24
+
+
+def test_line_locator_multiline_arrays_of_inline_tables():
+    text = textwrap.dedent(
+        """\
+        [[p]]
+        steps = [  # comment [ not { counted
+          { text = "a, b ] }", n = 1 },
+          "x",
+
+          { text = '''multi
+        line''', deep = { k = [
+            1,
+            2,
+          ] } },
+        ]
+        after = 1
+        """
+    )
+    loc = LineLocator(text)
+    assert loc.line_of(("p", 0, "steps")) == 2
+    assert loc.line_of(("p", 0, "steps", 0)) == 3 and loc.line_of(("p", 0, "steps", 0, "n")) == 3
+    assert loc.line_of(("p", 0, "steps", 1)) == 4
+    assert loc.line_of(("p", 0, "steps", 2, "text")) == 6
+    assert loc.line_of(("p", 0, "steps", 2, "deep", "k", 1)) == 9
+    assert loc.line_of(("p", 0, "after")) == 12
 
 
 # ---------------------------------------------------------------------------
