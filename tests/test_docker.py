@@ -216,7 +216,12 @@ async def test_one_list_call_per_poll_and_cached_inspects_follow_restarts(stack)
     assert src.last_calls == 5  # list + 4 inspects the first time
     await src.poll()
     assert src.last_calls == 1  # nothing changed: the list alone
+    # The list's uptime text has one-second resolution: a restart is told from it once the
+    # container has been up for a couple of seconds (before that the inspect refresh,
+    # `inspect_max_age`, catches it). Let "a" get there, as any real service would.
+    await asyncio.sleep(2.5)
     before = (await src.poll())[0]
+    assert src.last_calls == 1
     stack.engine.client.api.restart(f"{stack.project}-a-1", timeout=1)
     rs = await poll_until(src, lambda r: r["a"].started_at != before.started_at)
     assert rs["a"].state == "running"
