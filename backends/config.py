@@ -35,6 +35,14 @@ from typing import Any
 
 from backends.errors import MASK, ConfigError, register_secret
 from backends.model import Severity
+from backends.playbooks import (
+    ACTION_NAMESPACES,
+    ACTION_SINGLE,
+    BUILTIN,
+    CHECK_KINDS,
+    Playbook,
+    Step,
+)
 
 __all__ = [
     "Amount",
@@ -623,6 +631,7 @@ class Config:
     actions: tuple[ActionConfig, ...] = ()
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     incident: IncidentConfig = field(default_factory=IncidentConfig)
+    playbooks: tuple[Playbook, ...] = ()  # [[playbooks]]: added to the built-ins, same id replaces one
 
     # -- lookups ---------------------------------------------------------
     def command(self, name: str) -> CommandConfig | None:
@@ -726,6 +735,10 @@ class Config:
             )
         if self.keys:
             lines.append(f"keys remapped: {len(self.keys)}")
+        if self.playbooks:
+            builtin = {p.id for p in BUILTIN}
+            lines.append("playbooks: " + names(
+                f"{p.id} [overrides built-in]" if p.id in builtin else p.id for p in self.playbooks))
         return lines
 
 
@@ -1020,7 +1033,7 @@ def _interpolate(value: str, env: Mapping[str, str]) -> str:
 _REQUIRED: Any = object()
 _SECTIONS = ("warroom", "keys", "postgres", "redis", "chain", "services", "commands", "docker", "host",
              "queues", "breakers", "orders", "logs", "log_patterns", "checks", "actions", "escalation",
-             "incident")
+             "incident", "playbooks")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ADDRESS_RE = re.compile(r"^(0x[0-9a-fA-F]{40}|N[1-9A-HJ-NP-Za-km-z]{33})$")
@@ -1902,6 +1915,31 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         actions.append(act)
         t.done()
 
+    # [[playbooks]]
+    playbooks: list[Playbook] = []
+    step_paths: list[tuple[Path_, Step]] = []
+    for t in ld.array_of_tables(root.raw("playbooks"), ("playbooks",)):
+        diagnosis = _steps(ld, t, "diagnosis")
+        resolution = _steps(ld, t, "resolution")
+        pb = Playbook(
+            id=t.take("id", c_name),
+            title=t.take("title", c_text),
+            severity=t.take("severity", c_severity),
+            budget=t.take("budget", c_str(empty=True), ""),
+            symptoms=t.take("symptoms", c_list(c_text), ()),
+            diagnosis=tuple(s for _, s in diagnosis),
+            resolution=tuple(s for _, s in resolution),
+            escalate_to=t.take("escalate_to", c_str(empty=True), ""),
+            seed=t.take("seed", c_str(empty=True), ""),
+        )
+        if not any(t.data.get(k) not in (None, []) for k in ("diagnosis", "resolution")):
+            ld.error(t.path, "a playbook needs at least one diagnosis or resolution step",
+                     "[[playbooks.diagnosis]] / [[playbooks.resolution]] entries, or "
+                     'resolution = [{ text = "...", action = "service.restart", key = "r" }]')
+        step_paths += diagnosis + resolution
+        playbooks.append(pb)
+        t.done()
+
     # [escalation]
     escalation = EscalationConfig()
     t = ld.table(root.raw("escalation"), ("escalation",)) if root.has("escalation") else None
@@ -1967,6 +2005,8 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     _unique(ld, ("logs",), [g.name for g in logs], data.get("logs"))
     _unique(ld, ("checks",), [c.name for c in checks], data.get("checks"))
     _unique(ld, ("actions",), [a.name for a in actions], data.get("actions"))
+    _unique(ld, ("playbooks",), [p.id for p in playbooks], data.get("playbooks"), key="id",
+            expected="ids unique within [[playbooks]] (an id equal to a built-in's replaces the built-in)")
 
     command_names = {c.name: c for c in commands if c.name is not BAD}
     service_names = {s.name for s in services if s.name is not BAD}
@@ -2011,6 +2051,23 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         if act.scope and act.scope is not BAD and not _scope_exists(act.scope, service_names, postgres, redis, chains):
             ld.error(("actions", i, "scope"), f"unknown scope {act.scope!r}",
                      "global, a service name, or postgres.NAME / redis.NAME / chain.NAME")
+    action_names = sorted(a.name for a in actions if a.name is not BAD)
+    for sp, step in step_paths:
+        act = step.action
+        if isinstance(act, str) and act.startswith("command.") and act[len("command."):] not in action_names:
+            ld.error(sp + ("action",), f"{act!r} names no [[actions]] entry",
+                     ("one of: " + ", ".join(f"command.{n}" for n in action_names)) if action_names
+                     else f"an [[actions]] entry named {act[len('command.'):]!r} (none is configured)")
+    playbook_ids = {p.id for p in BUILTIN} | {p.id for p in playbooks if p.id is not BAD}
+    for section, items in (("services", services), ("logs", logs), ("log_patterns", log_patterns),
+                           ("checks", checks)):
+        for i, item in enumerate(items):
+            pid = item.playbook
+            if pid and pid is not BAD and pid not in playbook_ids:
+                hint = difflib.get_close_matches(pid, sorted(playbook_ids), n=1)
+                ld.error((section, i, "playbook"), f"{pid!r} does not name a playbook"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                         "one of: " + ", ".join(sorted(playbook_ids)) + " (built-in or [[playbooks]] id)")
     if any(pg.shared for pg in postgres.values() if pg.shared is not BAD) and \
             sum(1 for pg in postgres.values() if pg.shared is True) > 1:
         ld.error(("postgres",), "more than one [postgres.NAME] has shared = true", "at most one shared database")
@@ -2020,7 +2077,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
         services=tuple(services), commands=tuple(commands), docker=docker, host=host,
         queues=tuple(queues), breakers=breakers, orders=orders, logs=tuple(logs),
         log_patterns=tuple(log_patterns), checks=tuple(checks), actions=tuple(actions),
-        escalation=escalation, incident=incident,
+        escalation=escalation, incident=incident, playbooks=tuple(playbooks),
     )
 
 
@@ -2028,6 +2085,56 @@ def _replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+_ACTION_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+_ACTION_ID_EXPECTED = ("an action id like service.restart, orders.fix, escalate or command.NAME (an [[actions]] "
+                       "name); namespaces: " + ", ".join(ACTION_NAMESPACES))
+_STEP_EXPECTED = 'a step table like { text = "Restart it", action = "service.restart", key = "r" }'
+
+
+@_conv(_ACTION_ID_EXPECTED)
+def c_action_id(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Invalid(f"expected a string, got {_tname(v)}", _ACTION_ID_EXPECTED)
+    m = _ACTION_ID_RE.match(v)
+    head = v.split(".", 1)[0]
+    if not m or (m.group(1) is None and v not in ACTION_SINGLE) or (m.group(1) and head not in ACTION_NAMESPACES):
+        hint = difflib.get_close_matches(head, ACTION_NAMESPACES + ACTION_SINGLE, n=1)
+        raise _Invalid(f"invalid action id {v!r}" + (f" (did you mean {hint[0]!r}?)" if hint and hint[0] != head
+                                                      else ""), _ACTION_ID_EXPECTED)
+    return v
+
+
+def _steps(ld: _Loader, t: _Table, key: str) -> list[tuple[Path_, Step]]:
+    """A playbook's `diagnosis` / `resolution`: [[playbooks.KEY]] sub-tables or an array of inline tables."""
+    raw = t.raw(key)
+    path = t.path + (key,)
+    if raw is None or raw is BAD:
+        return []
+    if not isinstance(raw, list):
+        ld.error(path, f"expected an array of steps, got {_tname(raw)}", _STEP_EXPECTED)
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        if item is BAD:
+            continue
+        if not isinstance(item, dict):
+            ld.error(path + (i,), f"expected a step table, got {_tname(item)}", _STEP_EXPECTED)
+            continue
+        st = _Table(ld, item, path + (i,))
+        step = Step(
+            text=st.take("text", c_text),
+            action=st.take("action", c_opt(c_action_id), None),
+            key=st.take("key", c_opt(c_str(pattern=re.compile(r"^\S+$"), expected='a key like "r" or "ctrl+r"')),
+                        None),
+            check=st.take("check", c_opt(c_str(choices=CHECK_KINDS)), None),
+            budget=st.take("budget", c_str(empty=True), ""),
+            targets=st.take("targets", _str_list(), ()),
+        )
+        st.done()
+        out.append((st.path, step))
+    return out
 
 
 @_conv("a string (an argv element; {name} placeholders allowed)")
@@ -2075,13 +2182,14 @@ def _ref(ld: _Loader, path: Path_, name: Any, table: Mapping[str, Any] | set[str
     return False
 
 
-def _unique(ld: _Loader, path: Path_, names: list[Any], raw: Any) -> None:
+def _unique(ld: _Loader, path: Path_, names: list[Any], raw: Any, *, key: str = "name",
+            expected: str = "names unique within the section") -> None:
     seen: set[Any] = set()
     for i, n in enumerate(names):
         if n is BAD:
             continue
         if n in seen:
-            ld.error(path + (i, "name"), f"duplicate name {n!r}", "names unique within the section")
+            ld.error(path + (i, key), f"duplicate {key} {n!r}", expected)
         seen.add(n)
 
 

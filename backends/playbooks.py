@@ -6,7 +6,9 @@ shows it) and resolution steps (each names the action id and the key that runs i
 Which steps are done is derived from the audit trail: a resolution step is done
 when an audit entry for its action succeeded after the finding appeared.
 
-Playbooks can be extended or overridden from config (`[[playbooks]]`, same shape).
+Playbooks can be extended or overridden from config (`[[playbooks]]`, same shape):
+`book_for(config)` is the built-ins plus the configured ones, a configured playbook
+replacing the built-in of the same id as a whole.
 """
 
 from __future__ import annotations
@@ -374,6 +376,20 @@ def progress(pb: Playbook, done: set[str]) -> list[StepState]:
 
 
 PLAYBOOK_IDS = tuple(p.id for p in BUILTIN)
+
+# What a step's `action` may name (config validation): the first part of an action id.
+# `escalate` is the one id without a dot; `command.NAME` is a configured [[actions]] entry.
+ACTION_NAMESPACES = ("service", "docker", "process", "command", "stack", "breaker", "chain", "incident",
+                     "orders", "postgres", "queue")
+ACTION_SINGLE = ("escalate",)
+# What a diagnosis step's `check` may name: the pane / reading that shows it.
+CHECK_KINDS = ("services", "logs", "cursor", "orders", "checks", "postgres", "redis", "queues", "breakers",
+               "chain", "host")
+
+
+def book_for(config: Any = None) -> PlaybookBook:
+    """The built-in playbooks plus the config's `[[playbooks]]` (an id equal to a built-in's replaces it)."""
+    return PlaybookBook(getattr(config, "playbooks", None) or ())
 
 
 class PlaybookHints:

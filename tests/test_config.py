@@ -937,3 +937,174 @@ def test_loading_connects_to_nothing(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     cfg = load_config(ROOT / "examples" / "reference.toml", env=REFERENCE_ENV)
     assert cfg.summary()
+
+
+# ---------------------------------------------------------------------------
+# [[playbooks]]
+# ---------------------------------------------------------------------------
+
+PLAYBOOKS = """\
+[[actions]]
+name = "refill"
+argv = ["/bin/echo", "refill"]
+danger = "typed"
+
+[[playbooks]]
+id = "bridge-stalled"
+title = "Bridge relayer stalled"
+severity = "P1"
+budget = "10 min"
+symptoms = ["No relayed messages for 10 minutes"]
+seed = "runbook 7"
+escalate_to = "Bridge team"
+diagnosis = [
+  { text = "Relayer process", check = "services" },
+  { text = "Relayer logs", check = "logs", budget = "2 min" },
+]
+
+[[playbooks.resolution]]
+text = "Restart the relayer"
+action = "service.restart"
+key = "r"
+targets = ["service:"]
+
+[[playbooks.resolution]]
+text = "Escalate"
+action = "escalate"
+key = "e"
+
+[[playbooks]]
+id = "gas-low"
+title = "Gas bank low (our procedure)"
+severity = "P1"
+symptoms = ["Sponsored transactions failing"]
+resolution = [{ text = "Refill from the treasury", action = "command.refill", key = "g" }]
+
+[[services]]
+name = "relayer"
+kind = "process"
+match = "relayer"
+playbook = "bridge-stalled"
+
+[[log_patterns]]
+pattern = "relay failed"
+playbook = "bridge-stalled"
+
+[[checks]]
+name = "gas"
+kind = "http"
+url = "http://127.0.0.1:9/gas"
+playbook = "gas-low"
+
+[[logs]]
+name = "relayer"
+path = "/var/log/relayer.log"
+playbook = "api-down"
+"""
+
+
+def test_playbooks_custom_and_override_load():
+    from backends.playbooks import Playbook, Step
+
+    cfg = load(PLAYBOOKS)
+    assert [p.id for p in cfg.playbooks] == ["bridge-stalled", "gas-low"]
+    pb = cfg.playbooks[0]
+    assert isinstance(pb, Playbook) and pb.severity is Severity.P1 and pb.budget == "10 min"
+    assert pb.symptoms == ("No relayed messages for 10 minutes",) and pb.seed == "runbook 7"
+    assert pb.escalate_to == "Bridge team"
+    assert pb.diagnosis == (Step("Relayer process", check="services"),
+                            Step("Relayer logs", check="logs", budget="2 min"))
+    assert pb.resolution == (Step("Restart the relayer", action="service.restart", key="r", targets=("service:",)),
+                             Step("Escalate", action="escalate", key="e"))
+    gas = cfg.playbooks[1]
+    assert gas.budget == "" and gas.diagnosis == () and gas.escalate_to == "" and gas.seed == ""
+    assert gas.resolution == (Step("Refill from the treasury", action="command.refill", key="g"),)
+    assert cfg.services[0].playbook == "bridge-stalled" and cfg.checks[0].playbook == "gas-low"
+    assert "playbooks: 2 (bridge-stalled, gas-low [overrides built-in])" in cfg.summary()
+    assert not any(line.startswith("playbooks:") for line in load(BASE).summary())
+
+
+def test_playbook_steps_unknown_keys_inline_and_sub_table():
+    text = PLAYBOOKS.replace('{ text = "Relayer logs", check = "logs", budget = "2 min" }',
+                             '{ text = "Relayer logs", chek = "logs" }')
+    text = text.replace('targets = ["service:"]', 'target = ["service:"]')
+    errs = errors_of(text)
+    assert len(errs) == 2, [str(e) for e in errs]
+    assert_error(errs[0], line=line_no(text, "chek"), key="playbooks[0].diagnosis[1].chek",
+                 expected="one of: action, budget, check, key, targets, text", message="did you mean 'check'")
+    assert_error(errs[1], line=line_no(text, "target = "), key="playbooks[0].resolution[0].target",
+                 expected="targets", message="unknown key 'target'")
+
+
+@pytest.mark.parametrize("old,new,needle,key,expected,message", [
+    ('severity = "P1"\nbudget', 'severity = "P7"\nbudget', '"P7"', "playbooks[0].severity", "P0, P1, P2 or P3",
+     "invalid severity 'P7'"),
+    ('id = "gas-low"', 'id = "bridge-stalled"', 'id = "bridge-stalled"\ntitle = "Gas', "playbooks[1].id",
+     "ids unique within [[playbooks]]", "duplicate id 'bridge-stalled'"),
+    ('action = "command.refill"', 'action = "command.refil"', "command.refil", "playbooks[1].resolution[0].action",
+     "one of: command.refill", "'command.refil' names no [[actions]] entry"),
+    ('action = "escalate"', 'action = "escalat"', '"escalat"', "playbooks[0].resolution[1].action",
+     "service.restart, orders.fix, escalate or command.NAME", "did you mean 'escalate'"),
+    ('action = "service.restart"', 'action = "servce.restart"', "servce", "playbooks[0].resolution[0].action",
+     "namespaces: service", "invalid action id 'servce.restart'"),
+    ('check = "services"', 'check = "service"', 'check = "service"', "playbooks[0].diagnosis[0].check",
+     "one of: services, logs", "invalid value 'service'"),
+    ('key = "r"', 'key = "c r"', '"c r"', "playbooks[0].resolution[0].key", 'a key like "r"', "invalid value"),
+    ('playbook = "bridge-stalled"\n\n[[log', 'playbook = "bridge-stall"\n\n[[log', '"bridge-stall"',
+     "services[0].playbook", "one of: all-breakers-open, api-down, bridge-stalled,",
+     "'bridge-stall' does not name a playbook (did you mean 'bridge-stalled'?)"),
+    ('playbook = "bridge-stalled"\n\n[[checks', 'playbook = "nope"\n\n[[checks', '"nope"',
+     "log_patterns[0].playbook", "(built-in or [[playbooks]] id)", "'nope' does not name a playbook"),
+    ('playbook = "gas-low"', 'playbook = "gas-high"', "gas-high", "checks[0].playbook", "gas-low",
+     "does not name a playbook"),
+    ('playbook = "api-down"', 'playbook = "api-up"', "api-up", "logs[0].playbook", "api-down",
+     "does not name a playbook"),
+    ('title = "Bridge relayer stalled"\n', '', "[[playbooks]]", "playbooks[0]", "a string",
+     "missing required key 'title'"),
+    ('seed = "runbook 7"', 'seeds = "runbook 7"', "seeds", "playbooks[0].seeds", "escalate_to",
+     "unknown key 'seeds' (did you mean 'seed'?)"),
+    ('symptoms = ["No relayed messages for 10 minutes"]', 'symptoms = "No relayed messages"', "symptoms = ",
+     "playbooks[0].symptoms", "an array of a string", "expected an array"),
+])
+def test_playbook_bad_shapes(old, new, needle, key, expected, message):
+    assert old in PLAYBOOKS
+    text = PLAYBOOKS.replace(old, new, 1)
+    err = one_error(text)
+    assert_error(err, line=line_no(text, needle) if "\n" not in needle else _line_of_block(text, needle),
+                 key=key, expected=expected, message=message)
+
+
+def _line_of_block(text: str, block: str) -> int:
+    return text[:text.index(block)].count("\n") + 1
+
+
+def test_playbook_needs_steps_and_steps_must_be_tables():
+    text = '[[playbooks]]\nid = "x"\ntitle = "X"\nseverity = "P2"\n'
+    assert_error(one_error(text), line=1, key="playbooks[0]", expected="[[playbooks.resolution]]",
+                 message="at least one diagnosis or resolution step")
+    err = one_error(text + 'resolution = ["restart it"]\n')
+    assert_error(err, line=5, key="playbooks[0].resolution[0]", expected="a step table like",
+                 message="expected a step table, got a string")
+    err = one_error(text + 'diagnosis = "look at it"\n')
+    assert_error(err, line=5, key="playbooks[0].diagnosis", expected="a step table like",
+                 message="expected an array of steps")
+    err = one_error(text + 'resolution = [{ action = "escalate" }]\n')
+    assert_error(err, line=5, key="playbooks[0].resolution[0]", expected="a string",
+                 message="missing required key 'text'")
+    err = one_error("[playbooks]\nid = 1\n")
+    assert err.key == "playbooks" and "array of tables" in err.message
+
+
+def test_playbook_command_steps_need_an_actions_entry_even_when_none_is_configured():
+    text = PLAYBOOKS.replace('[[actions]]\nname = "refill"\nargv = ["/bin/echo", "refill"]\ndanger = "typed"\n', "")
+    err = one_error(text)
+    assert_error(err, line=line_no(text, "command.refill"), key="playbooks[1].resolution[0].action",
+                 expected="an [[actions]] entry named 'refill' (none is configured)")
+
+
+def test_check_summary_counts_configured_playbooks(tmp_path, capsys):
+    path = tmp_path / "pb.toml"
+    path.write_text(PLAYBOOKS)
+    assert cmd_check.run(argparse.Namespace(config=str(path))) == 0
+    out = capsys.readouterr().out
+    assert "playbooks: 2 (bridge-stalled, gas-low [overrides built-in])" in out and "config OK" in out

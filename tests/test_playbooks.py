@@ -285,3 +285,82 @@ def test_hints_follow_the_audit_trail(tmp_path):
     audit.append(action="orders.reconcile", target="orders:reconcile", operator="t", result="ok")
     assert hints(f)[1] == "f"  # the next step: fix one order
     assert hints(_finding("no-such-playbook", "x")) is None
+
+
+# --------------------------------------------------------------------------- [[playbooks]] from config
+
+
+def test_book_for_config_adds_and_overrides(tmp_path):
+    from backends.config import load_config_text
+    from backends.playbooks import book_for
+    from tests.test_config import PLAYBOOKS
+
+    cfg = load_config_text(PLAYBOOKS, "cfg.toml", env={}, base_dir=tmp_path)
+    book = book_for(cfg)
+    assert [p.id for p in book_for(None).all()] == list(PLAYBOOK_IDS)  # no config: the built-ins
+    assert {p.id for p in book.all()} == set(PLAYBOOK_IDS) | {"bridge-stalled"}
+    assert book.get("bridge-stalled") is cfg.playbooks[0]
+    assert book.get("gas-low") is cfg.playbooks[1] and book.get("gas-low").title == "Gas bank low (our procedure)"
+    assert book.get("rpc-failure") is next(p for p in BUILTIN if p.id == "rpc-failure")
+    # the rules' gas-low finding now follows the configured procedure
+    (reading,) = _readings_for("gas-low")
+    snap = Snapshot(readings={reading.source: (reading,)})
+    f = next(f for f in evaluate(snap, RuleContext()) if f.playbook == "gas-low")
+    step = book.next_step(f)
+    assert (step.text, step.action, step.key) == ("Refill from the treasury", "command.refill", "g")
+    assert PlaybookBook().next_step(f).text.startswith("Refill the gas bank")  # the built-in, unchanged
+    # a custom playbook's steps: targets and the audit trail work as for built-ins
+    relayer = _finding("bridge-stalled", "service:relayer")
+    assert book.next_step(relayer).action == "service.restart"
+    now = utcnow().isoformat()
+    done = book.done_actions(relayer, [{"ts": now, "action": "process.restart", "result": "ok",
+                                        "target": "service:relayer"}])
+    assert book.next_step(relayer, done).action == "escalate"
+    assert book.next_step(_finding("bridge-stalled", "orders")).action == "escalate"  # restart is for services
+
+
+def test_builtin_playbooks_pass_the_config_validation():
+    """A built-in copied into [[playbooks]] loads: its actions and checks are ones config accepts."""
+    from backends.config import c_action_id
+    from backends.playbooks import CHECK_KINDS
+
+    for pb in BUILTIN:
+        for step in pb.steps():
+            if step.action:
+                assert c_action_id(step.action) == step.action, (pb.id, step)
+            assert step.check is None or step.check in CHECK_KINDS, (pb.id, step)
+
+
+def test_action_namespaces_cover_the_registered_actions():
+    """Every action id the backends register has a namespace a playbook step may name."""
+    import re
+    from pathlib import Path
+
+    from backends.config import c_action_id
+
+    root = Path(__file__).resolve().parents[1] / "backends"
+    heads = set()
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        heads |= set(re.findall(r'(?:\bid|action_id)\s*=\s*f?"([a-z_]+)[."{]', text))
+        heads |= set(re.findall(r'RouterAction\(f?"([a-z_]+)\.', text))
+    assert {"orders", "chain", "breaker", "service", "escalate", "command", "docker"} <= heads
+    for head in heads:
+        c_action_id(head if head == "escalate" else f"{head}.x")
+
+
+@pytest.mark.parametrize("name", ["meta-aggregator.toml", "erc8004.toml", "neo-n3.toml"])
+def test_engine_action_ids_are_valid_step_actions(name, monkeypatch, tmp_path):
+    """The ids an engine built from each example really registers are accepted in a playbook step."""
+    from backends.config import c_action_id, load_config
+    from backends.engine import build_engine
+    from tests.test_examples import DUMMY_ENV, EXAMPLES
+
+    for k, v in DUMMY_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    engine = build_engine(load_config(EXAMPLES / name), read_only=True)
+    ids = {a.id for a in engine.actions._actions.values()}
+    assert ids
+    for aid in ids:
+        assert c_action_id(aid) == aid
