@@ -1108,3 +1108,13 @@ def test_check_summary_counts_configured_playbooks(tmp_path, capsys):
     assert cmd_check.run(argparse.Namespace(config=str(path))) == 0
     out = capsys.readouterr().out
     assert "playbooks: 2 (bridge-stalled, gas-low [overrides built-in])" in out and "config OK" in out
+
+
+def test_readme_playbooks_example_loads():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```toml\n[[playbooks]]") + len("```toml\n")
+    block = readme[start:readme.index("```", start)]
+    cfg = load(block + '\n[[services]]\nname = "relayer"\nkind = "process"\nmatch = "relayer"\n'
+               'playbook = "bridge-stalled"\n')
+    (pb,) = cfg.playbooks
+    assert pb.id == "bridge-stalled" and len(pb.diagnosis) == 2 and pb.resolution[0].targets == ("service:",)
