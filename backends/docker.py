@@ -253,6 +253,83 @@ def _merge_inspect(c: ContainerInfo, data: Mapping[str, Any]) -> ContainerInfo:
 # --------------------------------------------------------------------------- engine connection
 
 
+# The last lines `ssh` wrote to its stderr, per "user@host:port" (for the degraded reason).
+SSH_STDERR: dict[str, deque[str]] = {}
+
+
+def quiet_system_ssh() -> None:
+    """Make docker-py's system-ssh transport safe under a full-screen console.
+
+    docker-py starts `ssh ... docker system dial-stdio` with the console's own stderr and
+    controlling terminal: ssh's warnings ("Permanently added ...") are drawn over the
+    screen, a password or host-key prompt takes the keyboard, and every closed connection
+    leaves a zombie. The replacement runs ssh in its own session (no terminal), in batch
+    mode (never prompts: a key or agent must be set up, as for any unattended ssh), with
+    its stderr read by a thread and kept for the degraded reason, and reaps it on close.
+    """
+    import subprocess
+    import threading
+
+    from docker.transport import sshconn
+
+    if getattr(sshconn.SSHSocket, "_warroom_quiet", False):
+        return
+
+    class QuietSSHSocket(sshconn.SSHSocket):
+        _warroom_quiet = True
+
+        def connect(self, **kwargs):
+            args = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                    "-o", "ServerAliveInterval=15"]
+            if self.user:
+                args += ["-l", self.user]
+            if self.port:
+                args += ["-p", self.port]
+            args += ["--", self.host, "docker system dial-stdio"]
+            env = dict(os.environ)
+            env.pop("LD_LIBRARY_PATH", None)
+            env.pop("SSL_CERT_FILE", None)
+            key = f"{self.user + '@' if self.user else ''}{self.host}{':' + self.port if self.port else ''}"
+            tail = SSH_STDERR.setdefault(key, deque(maxlen=5))
+            self.proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, start_new_session=True)
+
+            def drain(stream=self.proc.stderr):
+                with contextlib.suppress(Exception):
+                    for raw in iter(stream.readline, b""):
+                        line = raw.decode("utf-8", "replace").strip()
+                        if line:
+                            tail.append(redact(line[:300]))
+
+            threading.Thread(target=drain, name="warroom-ssh-stderr", daemon=True).start()
+
+        def close(self):
+            proc = self.proc
+            if not proc:
+                return
+            with contextlib.suppress(Exception):
+                if not proc.stdin.closed:
+                    proc.stdin.write(b"\n\n")
+                    proc.stdin.flush()
+                    proc.stdin.close()
+            with contextlib.suppress(Exception):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=2)
+
+    sshconn.SSHSocket = QuietSSHSocket
+
+
+def _ssh_stderr(where: str) -> str:
+    """What ssh last said about the host of `ssh://...` (empty if nothing)."""
+    target = where.removeprefix("ssh://").rstrip("/")
+    tail = SSH_STDERR.get(target)
+    return tail[-1] if tail else ""
+
+
 def describe_docker_error(exc: BaseException, where: str, timeout: float) -> str:
     """A readable reason for a docker SDK / requests failure."""
     chain: list[BaseException] = []
@@ -266,6 +343,9 @@ def describe_docker_error(exc: BaseException, where: str, timeout: float) -> str
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if explanation and status:
         return redact(f"docker engine at {where}: {status} {explanation}")
+    said = _ssh_stderr(where) if where.startswith("ssh://") else ""
+    if said:
+        return redact(f"docker engine at {where}: ssh: {said[:200]}")
     if "ReadTimeout" in names or "Read timed out" in text or "timed out" in text.lower() or "TimeoutError" in names:
         return f"docker engine at {where} did not answer within {timeout:g}s"
     if "FileNotFoundError" in names or "No such file or directory" in text:
@@ -336,6 +416,8 @@ class DockerEngine:
         kw, where = resolve_engine(self.base_url, self.context, self.environ)
         self.where = where
         url = kw.get("base_url") or ""
+        if str(url).startswith("ssh://") and self.ssh_client == "system":
+            quiet_system_ssh()
         client = docker.DockerClient(
             **kw,
             version="auto",

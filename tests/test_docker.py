@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -782,3 +783,65 @@ async def test_engine_and_container_that_come_back_recover_by_themselves(stack, 
                      and any(r.health == "healthy" for r in s.of_type(ServiceReading)))
     finally:
         await mon.stop()
+
+
+async def test_system_ssh_is_quiet_and_never_prompts(stack, tmp_path, monkeypatch, capfd):
+    """The default ssh:// client is the system `ssh`: it must not write over the console
+    (its stderr is read, not inherited), never prompt (batch mode, no terminal), and the
+    engine reads and acts the same way through it."""
+    pytest.importorskip("paramiko")
+    real_ssh = shutil.which("ssh")
+    if real_ssh is None:
+        pytest.skip("no ssh client installed")
+    if not stack.engine.base_url.startswith("unix://"):
+        pytest.skip("needs a unix-socket engine to bridge to")
+    stack.add("api-gateway", health=HEALTHY)
+    server = SshToDocker(stack.engine.base_url.removeprefix("unix://"), tmp_path)
+    # OpenSSH reads ~/.ssh from the passwd home, not $HOME: a wrapper on PATH points it at
+    # the test's key and known_hosts, records its arguments and says something on stderr.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    argv_log = tmp_path / "ssh-argv"
+    wrapper = bindir / "ssh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$@\" >> {argv_log}\n"
+        "echo 'Warning: Permanently added 127.0.0.1 (RSA) to the list of known hosts.' >&2\n"
+        f"exec {real_ssh} -F /dev/null -i {tmp_path / '.ssh' / 'id_rsa'} "
+        f"-o UserKnownHostsFile={tmp_path / '.ssh' / 'known_hosts'} -o StrictHostKeyChecking=yes \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    try:
+        url = f"ssh://ops@127.0.0.1:{server.port}"
+        src = DockerSource("remote", project=stack.project, base_url=url, timeout=10)  # system ssh
+        rs = await poll_until(src, lambda r: r["api-gateway"].health == "healthy")
+        assert rs["api-gateway"].state == "running"
+        action = ServiceAction(src, "restart", wait_timeout=20, stop_timeout=1)
+        plan = await action.plan(service="api-gateway")
+        assert (await action.execute(plan, lambda p: None)).ok
+        await src.engine.close()
+        args = argv_log.read_text()
+        assert "BatchMode=yes" in args and "docker system dial-stdio" in args
+        err = capfd.readouterr().err
+        assert "Permanently added" not in err  # nothing reached the terminal
+        from backends.docker import SSH_STDERR
+
+        assert any("Permanently added" in line for tail in SSH_STDERR.values() for line in tail)
+    finally:
+        server.close()
+
+
+async def test_system_ssh_failure_reason_is_what_ssh_said(tmp_path):
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh client installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"ssh://ops@127.0.0.1:{port}"
+    mon = Monitor([DockerSource("remote-down", project="x", base_url=url, timeout=5)])
+    for _ in range(3):  # ssh's stderr is read by a thread: the first reason may come before it
+        st = (await mon.poll_once()).sources["remote-down"]
+        if "ssh: " in st.reason:
+            break
+    assert st.state is SourceState.DEGRADED
+    assert st.reason.startswith(f"docker engine at {url}: ssh: ") and "refused" in st.reason, st.reason
