@@ -364,3 +364,32 @@ def test_engine_action_ids_are_valid_step_actions(name, monkeypatch, tmp_path):
     assert ids
     for aid in ids:
         assert c_action_id(aid) == aid
+
+
+async def test_playbook_screen_uses_the_engines_configured_playbooks(tmp_path):
+    """Opened from the console (screen given the engine, no book): a configured override is
+    what the operator sees, not the built-in."""
+    from types import SimpleNamespace
+
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from backends.config import load_config_text
+    from tests.test_config import PLAYBOOKS
+    from tui.screens.playbook import PlaybookScreen
+
+    cfg = load_config_text(PLAYBOOKS, "cfg.toml", env={}, base_dir=tmp_path)
+    engine = SimpleNamespace(config=cfg, audit=None, actions=None)
+    f = _finding("gas-low", "balance:gas-bank")
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(PlaybookScreen(f, engine, audit_entries=[]))
+
+    app = Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        texts = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert "Refill from the treasury" in texts
+        assert not any(t.startswith("Refill the gas bank") for t in texts)  # the built-in's step

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from backends.model import Finding
-from backends.playbooks import PlaybookBook, Step
+from backends.playbooks import PlaybookBook, Step, book_for
 
 
 def target_params(action: str, target: str | None) -> dict:
@@ -50,7 +50,7 @@ class PlaybookScreen(ModalScreen[None]):
         super().__init__(id="playbook-modal")
         self.finding = finding
         self.engine = engine
-        self.book = book or PlaybookBook()
+        self.book = book or book_for(getattr(engine, "config", None))
         self._audit = audit_entries
         self.rows: list[Step] = []
 
