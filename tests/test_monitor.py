@@ -17,13 +17,13 @@ def reading(name: str, value=1) -> CheckReading:
     return CheckReading(source=name, name=name, ok=True, value=value)
 
 
-async def wait_for(pred, timeout: float = 5.0, step: float = 0.01):
+async def wait_for(pred, timeout: float = 5.0, step: float = 0.01):  # noqa: ASYNC109 - a polling helper
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         await asyncio.sleep(step)
-    raise AssertionError("condition not met within %.1fs" % timeout)
+    raise AssertionError(f"condition not met within {timeout:.1f}s")
 
 
 async def test_hanging_source_degrades_within_timeout_and_does_not_delay_others():
