@@ -47,3 +47,18 @@ def test_cli_help_path_loads_neither_textual_nor_heavy_libraries():
     loaded = _modules_after("import tui.cli")
     bad = sorted(m for m in loaded if m.split(".")[0] in HEAVY + ("textual",))
     assert bad == []
+
+
+def test_ruff_is_clean():
+    """The tree passes the project's ruff config (pyproject.toml): lint stays clean on main."""
+    import shutil
+
+    import pytest
+
+    ruff = Path(sys.executable).parent / "ruff"
+    exe = str(ruff) if ruff.exists() else shutil.which("ruff")
+    if exe is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    out = subprocess.run([exe, "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
