@@ -846,6 +846,15 @@ def _reason(action: str, reason: Any, required: bool = True) -> str | None:
     return text
 
 
+def _outcome(fixed: Sequence, skipped: Sequence, failed: Sequence, not_done: Sequence) -> tuple[dict[str, int], str]:
+    """Counts and status of a fix over many orders: ok / skipped (nothing was pending any more) /
+    partial (some fixed, some failed or not reached) / failed."""
+    counts = {"fixed": len(fixed), "skipped": len(skipped), "failed": len(failed), "not_done": len(not_done)}
+    if failed or not_done:
+        return counts, "partial" if fixed else "failed"
+    return counts, "ok" if fixed else "skipped"
+
+
 class _OrdersAction(Action):
     def __init__(self, store: OrdersStore, *, verifier: ReleaseVerifier | None = None,
                  operator: str | Callable[[], str] | None = None) -> None:
@@ -1079,13 +1088,7 @@ class OrdersFixAction(_OrdersAction):
                 now = {}
             for oid in skipped:
                 rows[oid] = _row(now.get(oid))
-        counts = {"fixed": len(fixed), "skipped": len(skipped), "failed": len(failed), "not_done": len(not_done)}
-        if failed or not_done:
-            status = "partial" if fixed else "failed"
-        elif not fixed:
-            status = "skipped"
-        else:
-            status = "ok"
+        counts, status = _outcome(fixed, skipped, failed, not_done)
         summary = f"{len(fixed)} fixed, {len(skipped)} skipped (changed meanwhile), {len(failed)} failed"
         if not_done:
             summary += f", {len(not_done)} not done"
@@ -1295,13 +1298,7 @@ class OrdersBulkFixAction(_OrdersAction):
                     stop_reason = f"canary stopped: {mismatch}"
                     progress(Progress(done, total, stop_reason))
                     break
-        counts = {"fixed": len(fixed), "skipped": len(skipped), "failed": len(failed), "not_done": len(not_done)}
-        if failed or not_done:
-            status = "partial" if fixed else "failed"
-        elif not fixed:
-            status = "skipped"
-        else:
-            status = "ok"
+        counts, status = _outcome(fixed, skipped, failed, not_done)
         summary = f"{len(fixed)} fixed, {len(skipped)} skipped, {len(failed)} failed"
         if not_done:
             summary += f", {len(not_done)} not done"
