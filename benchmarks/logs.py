@@ -138,6 +138,8 @@ async def pipeline(rate: float, seconds: float) -> dict:
 
 def app_main(path: str, seconds: float, stats_path: str) -> None:
     """The tiny Textual app run inside tmux: a LogTail fed by a LogHub following `path`."""
+    import gc
+
     from textual.app import App, ComposeResult
 
     from backends.logs import LogHub, LogSpec
@@ -145,6 +147,20 @@ def app_main(path: str, seconds: float, stats_path: str) -> None:
 
     screen_delays: list[float] = []
     keys: list[tuple[float, float]] = []  # (handled, painted) wall times
+    gc_stats = {"start": 0.0, "counting": False, "runs": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+
+    def on_gc(phase: str, info: dict) -> None:
+        # time spent collecting garbage while measuring (count, seconds per generation)
+        if not gc_stats["counting"]:
+            return
+        if phase == "start":
+            gc_stats["start"] = time.perf_counter()
+        else:
+            gen = info["generation"]
+            gc_stats["runs"][gen] += 1
+            gc_stats["seconds"][gen] += time.perf_counter() - gc_stats["start"]
+
+    gc.callbacks.append(on_gc)
 
     class BenchTail(LogTail):
         def _append(self, pending):
@@ -174,11 +190,13 @@ def app_main(path: str, seconds: float, stats_path: str) -> None:
             self.hub.subscribe(tail.add_lines)
             await self.hub.start()
             self.c0, self.w0 = time.process_time(), time.monotonic()
+            gc_stats["counting"] = True
             self.set_timer(seconds, self.finish)
 
         async def finish(self) -> None:
             cpu = time.process_time() - self.c0
             wall = time.monotonic() - self.w0
+            gc_stats["counting"] = False
             tail = self.query_one(BenchTail)
             await self.hub.stop()
             Path(stats_path).write_text(json.dumps({  # noqa: ASYNC240 - at exit
@@ -189,6 +207,8 @@ def app_main(path: str, seconds: float, stats_path: str) -> None:
                 "renders": tail.renders,
                 "screen_delays": screen_delays,
                 "keys": keys,
+                "gc_runs": gc_stats["runs"],
+                "gc_seconds": gc_stats["seconds"],
             }))
             self.exit()
 
@@ -201,7 +221,8 @@ def app_main(path: str, seconds: float, stats_path: str) -> None:
         BenchApp().run()
 
 
-def widget(rate: float, seconds: float, *, width: int = 120, height: int = 40) -> dict | None:
+def widget(rate: float, seconds: float, *, width: int = 120, height: int = 40,
+           key_every: float = 2.0) -> dict | None:
     if not shutil.which("tmux") or not shutil.which("script"):
         print("  (tmux or script not installed: widget benchmark skipped)")
         return None
@@ -223,21 +244,24 @@ def widget(rate: float, seconds: float, *, width: int = 120, height: int = 40) -
         size0 = os.path.getsize(typescript) if os.path.exists(typescript) else 0
         writer = start_writer(path, rate, seconds)
         t_start = time.monotonic()
-        next_key = t_start + 2.0
+        next_key = t_start + key_every if key_every > 0 else float("inf")
         while writer.poll() is None:
-            # every 2 s: pause, and resume 0.3 s later (each key's latency is measured)
+            # every `key_every` s: pause, and resume 0.3 s later (each key's latency is measured)
             if time.monotonic() >= next_key and time.monotonic() - t_start < seconds - 1:
                 for _ in range(2):
                     sends.append(time.time())
                     subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "p"], check=False)
                     time.sleep(0.3)
-                next_key += 2.0
+                next_key += key_every
             time.sleep(0.02)
         t_written = time.monotonic() - t_start
         size1 = os.path.getsize(typescript)
         deadline = time.monotonic() + 30
         while not os.path.exists(stats) and time.monotonic() < deadline:
             time.sleep(0.1)
+        profile = os.environ.get("WARROOM_BENCH_PROFILE")
+        while profile and not os.path.exists(profile) and time.monotonic() < deadline:
+            time.sleep(0.1)  # cProfile writes its file after the app exits
     finally:
         subprocess.run(["tmux", "-L", session, "kill-server"], check=False, capture_output=True)
         sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / session
@@ -260,6 +284,9 @@ def widget(rate: float, seconds: float, *, width: int = 120, height: int = 40) -
         "cpu_percent": st["cpu_percent"],
         "peak_rss_mb": st["peak_rss_mb"],
         "renders_per_s": st["renders"] / st["wall"],
+        "gc_percent": 100.0 * sum(st["gc_seconds"]) / st["wall"],
+        "gc_runs_g0_g1_g2": "/".join(str(n) for n in st["gc_runs"]),
+        "gc_ms_g0_g1_g2": "/".join(f"{1000 * t:.0f}" for t in st["gc_seconds"]),
         "term_bytes_per_s": term_bps,
         "log_bytes_per_s": log_size / seconds,
         "term_over_log": term_bps / max(1.0, log_size / seconds),
@@ -283,7 +310,9 @@ def _fmt(v) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:,.1f}"
-    return f"{v:,}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
 
 
 def main() -> None:
@@ -292,6 +321,8 @@ def main() -> None:
     ap.add_argument("--rates", default="200,10000", help="lines per second, comma separated")
     ap.add_argument("--only", choices=("pipeline", "widget"), default=None)
     ap.add_argument("--size", default="120x40", help="tmux window for the widget run (default 120x40)")
+    ap.add_argument("--key-every", type=float, default=2.0,
+                    help="seconds between pause/resume key pairs in the widget run (0: no keys; default 2)")
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--app", help=argparse.SUPPRESS)
@@ -314,7 +345,7 @@ def main() -> None:
                 print(f"  {k:22s} {_fmt(v)}")
         if args.only in (None, "widget"):
             print(f"\nwidget (LogTail in tmux {width}x{height}) @ {rate:,.0f} lines/s")
-            r = widget(rate, args.seconds, width=width, height=height)
+            r = widget(rate, args.seconds, width=width, height=height, key_every=args.key_every)
             if r:
                 for k, v in r.items():
                     print(f"  {k:22s} {_fmt(v)}")

@@ -29,8 +29,9 @@ from datetime import datetime
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
+from textual._border import get_box
+from textual._styles_cache import StylesCache
 from textual.binding import Binding
-from textual.cache import LRUCache
 from textual.color import Color
 from textual.geometry import Size
 from textual.message import Message
@@ -54,6 +55,74 @@ _LABELS = {
     Level.UNKNOWN: "     ",
 }
 _LEVEL_CYCLE: tuple[Level | None, ...] = (None, Level.WARN, Level.ERROR)
+
+
+class _RowStylesCache(StylesCache):
+    """Textual's per-widget line cache, with a fast path for the log rows.
+
+    Textual composes every content row with the widget's border, padding, tint and
+    opacity on each paint (`StylesCache.render_line`: a dozen style look-ups and three
+    new Strips per row). A following tail shifts every row on every flush, so that is
+    paid for every visible row ~5 times a second. When the styles are plain (border
+    and background only: no outline, tint, opacity, hatch or side padding), a row is
+    `[left border, *content, right border]`: the border segments are computed once per
+    paint and the tail builds (and keeps, while the line is on screen) the composed
+    row in one Strip. Anything else takes Textual's own path, with the same result.
+    """
+
+    def __init__(self, tail: LogTail) -> None:
+        super().__init__()
+        self._tail = tail
+        self._chrome: tuple | bool | None = None  # per paint; False: not plain, Textual's path
+
+    def render(self, *args, **kwargs) -> list[Strip]:
+        self._chrome = None
+        try:
+            return super().render(*args, **kwargs)
+        finally:
+            self._chrome = None
+
+    def _make_chrome(self, styles, size: Size, content_size: Size, padding, base_background: Color,
+                     background: Color, opacity: float) -> tuple | bool:
+        if opacity != 1.0 or styles.text_opacity != 1.0 or styles.tint.a:
+            return False
+        if styles.has_rule("hatch") and styles.hatch != "none":
+            return False
+        if any(edge for edge, _ in styles.outline):
+            return False
+        _pad_top, pad_right, _pad_bottom, pad_left = padding
+        if pad_left or pad_right:
+            return False
+        (_top, _tc), (border_right, right_color), (_bottom, _bc), (border_left, left_color) = styles.border
+        inner, outer = self.get_inner_outer(base_background, background)
+        edges = []
+        if border_left:
+            edges.append(get_box(border_left, inner, outer, type(inner)(foreground=base_background + left_color))[1][0])
+        else:
+            edges.append(None)
+        if border_right:
+            edges.append(get_box(border_right, inner, outer, type(inner)(foreground=base_background + right_color))[1][2])
+        else:
+            edges.append(None)
+        left, right = edges
+        key = (size.width, content_size.width, left, right)
+        return (styles.gutter.top, content_size.height, content_size.width, size.width, left, right, key)
+
+    def render_line(self, styles, y, size, content_size, padding, base_background, background,
+                    render_content_line, border_title, border_subtitle, opacity, ansi_theme, native_ansi) -> Strip:
+        chrome = self._chrome
+        if chrome is None:
+            chrome = self._chrome = self._make_chrome(styles, size, content_size, padding, base_background,
+                                                      background, opacity)
+        if chrome:
+            top, height, _content_width, _width, _left, _right, _key = chrome
+            if 0 <= y - top < height:
+                row = self._tail._composed_line(y - top, chrome)
+                if row is not None:
+                    return row
+        return super().render_line(styles, y, size, content_size, padding, base_background, background,
+                                   render_content_line, border_title, border_subtitle, opacity, ansi_theme,
+                                   native_ansi)
 
 
 class LogTail(ScrollView, can_focus=True):
@@ -114,6 +183,7 @@ class LogTail(ScrollView, can_focus=True):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
+        self._styles_cache = _RowStylesCache(self)
         self.max_lines = max(1, max_lines)
         self.show_time = show_time
         self.tag_width = tag_width
@@ -140,7 +210,8 @@ class LogTail(ScrollView, can_focus=True):
         self._filter_text = ""
         self._styles: dict[str, Style] | None = None
         self._combined: dict[tuple, Style] = {}
-        self._strip_cache: LRUCache[tuple, Strip] = LRUCache(512)
+        # rows on screen: (id(line), width, is cursor) -> [line, Strip, chrome key, composed Strip]
+        self._row_cache: dict[tuple, list] = {}
         self._base: Style | None = None
         self._frame: tuple[int, int] | None = None
         self._cache_base: Style | None = None
@@ -194,7 +265,7 @@ class LogTail(ScrollView, can_focus=True):
     def _reset_styles(self) -> None:
         self._styles = None
         self._combined.clear()
-        self._strip_cache.clear()
+        self._row_cache.clear()
         self.refresh()
 
     def flush(self) -> None:
@@ -362,7 +433,7 @@ class LogTail(ScrollView, can_focus=True):
 
     def search(self, pattern: str | None, *, ignore_case: bool = True) -> bool:
         """Highlight `pattern` and jump to its next match. Returns whether one was found."""
-        self._strip_cache.clear()
+        self._row_cache.clear()
         if not pattern:
             self._search = None
             self.refresh()
@@ -636,13 +707,43 @@ class LogTail(ScrollView, can_focus=True):
 
     def render_lines(self, crop):
         # One paint: the base style, scroll offset and width are the same for every row.
-        self._base = self.rich_style
-        self._frame = (int(self.scroll_offset.y), self.size.width)
+        base = self._base = self.rich_style
+        if base is not self._cache_base:
+            # a new base style (theme, focus): cached rows are stale
+            if base != self._cache_base:
+                self._row_cache.clear()
+            self._cache_base = base
+        top, width = self._frame = (int(self.scroll_offset.y), self.size.width)
         try:
             return super().render_lines(crop)
         finally:
             self._base = None
             self._frame = None
+            self._prune_rows(top)
+
+    def _prune_rows(self, top: int) -> None:
+        """Keep the rows of the lines on screen only.
+
+        A row that scrolled off is not shown again while following, and a paused view
+        repaints only when it scrolls. Rows kept longer would survive into Python's
+        oldest GC generation (a Strip is 16 objects) and make full collections both more
+        frequent and slower: at 200 lines/s that was most of the tail's GC time.
+        """
+        cache = self._row_cache
+        height = max(1, self.size.height)
+        if len(cache) <= height + 8:
+            return
+        visible = {id(ln) for ln in self._rows[max(0, top) : top + height]}
+        for key in [k for k in cache if k[0] not in visible]:
+            del cache[key]
+
+    def _row_entry(self, index: int, width: int) -> list:
+        line = self._rows[index]
+        key = (id(line), width, index == self.cursor)
+        entry = self._row_cache.get(key)
+        if entry is None or entry[0] is not line:
+            entry = self._row_cache[key] = [line, None, None, None]
+        return entry
 
     def render_line(self, y: int) -> Strip:
         frame = self._frame
@@ -652,25 +753,42 @@ class LogTail(ScrollView, can_focus=True):
         else:
             top, width = self._view_top(), self.size.width
             base = self.rich_style
-        index = top + y
-        rows = self._rows
-        if index < 0 or index >= len(rows) or width <= 0:
-            return Strip.blank(width, base)
-        line = rows[index]
-        is_cursor = index == self.cursor
-        key = (line.seq, id(line), width, is_cursor)
-        if base is not self._cache_base:
-            # a new base style (theme, focus): cached rows are stale
             if base != self._cache_base:
-                self._strip_cache.clear()
-            self._cache_base = base
-        strip = self._strip_cache.get(key)
+                self._row_cache.clear()
+                self._cache_base = base
+        index = top + y
+        if index < 0 or index >= len(self._rows) or width <= 0:
+            return Strip.blank(width, base)
+        entry = self._row_entry(index, width)
+        strip = entry[1]
         if strip is None:
-            strip = self._render_row(line, width, base, is_cursor)
-            # reused while the line scrolls up the pane: Textual's own per-strip caches
-            # (crop, filters) are kept too
-            self._strip_cache[key] = strip
+            segments = self._render_row(entry[0], width, base, index == self.cursor)
+            strip = entry[1] = Strip(segments, width)
         return strip
+
+    def _composed_line(self, y: int, chrome: tuple) -> Strip | None:
+        """Row `y` with its border (see `_RowStylesCache`); None: let Textual compose it."""
+        frame = self._frame
+        if frame is None:
+            return None
+        top, width = frame
+        _gutter, _height, content_width, outer_width, left, right, key = chrome
+        index = top + y
+        if content_width != width or index < 0 or index >= len(self._rows) or width <= 0:
+            return None
+        entry = self._row_entry(index, width)
+        if entry[2] == key:
+            return entry[3]
+        content = entry[1]
+        segments = (list(content) if content is not None
+                    else self._render_row(entry[0], width, self._base, index == self.cursor))
+        if left is not None:
+            segments.insert(0, left)
+        if right is not None:
+            segments.append(right)
+        row = entry[3] = Strip(segments, outer_width)
+        entry[2] = key
+        return row
 
     def _style_table(self, base: Style, cursor: bool) -> dict[str, Style]:
         key = (base, cursor)
@@ -687,7 +805,7 @@ class LogTail(ScrollView, can_focus=True):
             self._combined[key] = table
         return table
 
-    def _render_row(self, line: LogLine, width: int, base: Style, is_cursor: bool) -> Strip:
+    def _render_row(self, line: LogLine, width: int, base: Style, is_cursor: bool) -> list[Segment]:
         # Few segments per row: every style change costs escape bytes on the terminal.
         tag = self._tags.get(line.source)
         if tag is None:
@@ -737,7 +855,7 @@ class LogTail(ScrollView, can_focus=True):
         else:
             segs.append(Segment(label, table[lname]))
             segs.append(Segment(text + pad, table[tname]))
-        return Strip(segs, width)
+        return segs
 
 
 def _fit_cells(text: str, room: int) -> str:
