@@ -386,7 +386,7 @@ class ChainConfig:
         return next((c for c in self.contracts if c.name == name), None)
 
 
-SERVICE_ROLES = ("api", "worker", "listener", "indexer", "postgres", "redis", "other")
+SERVICE_ROLES = ("api", "events", "worker", "listener", "indexer", "postgres", "redis", "other")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -407,7 +407,7 @@ class ServiceConfig:
     restart_command: str | None = None  # a [[commands]] name
     interval: float | None = None
     timeout: float | None = None
-    role: str | None = None  # api | worker | listener | indexer | postgres | redis | other (guessed if unset)
+    role: str | None = None  # api | events | worker | listener | indexer | postgres | redis | other (guessed)
     playbook: str | None = None  # playbook for this service's findings
 
     @property
