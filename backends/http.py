@@ -474,14 +474,17 @@ def check_from_config(cfg: Any, *, default_interval: float = 10.0, default_timeo
     interval = cfg.interval or default_interval
     timeout = cfg.timeout or default_timeout
     headers = dict(getattr(cfg, "headers", {}) or {})
+    playbook = getattr(cfg, "playbook", None)
     if cfg.kind == "http":
         return HttpCheck(cfg.name, cfg.url, expect_status=cfg.expect_status, expect_text=cfg.expect,
                          expect_json=getattr(cfg, "expect_json", None), latency_warn=cfg.latency_warn,
-                         timeout=timeout, interval=interval, headers=headers, severity=cfg.severity)
+                         timeout=timeout, interval=interval, headers=headers, severity=cfg.severity,
+                         playbook=playbook)
     if cfg.kind == "metrics":
-        spec = MetricSpec(cfg.metric, warn_above=cfg.warn_above, crit_above=cfg.crit_above)
+        spec = MetricSpec(cfg.metric, warn_above=cfg.warn_above, crit_above=cfg.crit_above,
+                          warn_below=getattr(cfg, "warn_below", None), crit_below=getattr(cfg, "crit_below", None))
         return MetricsCheck(cfg.name, cfg.url, [spec], timeout=timeout, interval=interval, headers=headers,
-                            severity=cfg.severity)
+                            severity=cfg.severity, playbook=playbook)
     raise ValueError(f"check {cfg.name}: kind {cfg.kind!r} is not an HTTP check")
 
 

@@ -325,3 +325,36 @@ async def test_check_from_config(server):
     (m,) = await check_from_config(mcfg).poll()
     assert m.value == 12000 and m.status is Status.WARN
     assert json.dumps(m.value)
+
+
+async def test_checks_from_config_carry_playbook_and_below_thresholds(server):
+    """[[checks]] kind metrics with crit_below / warn_below and kind http with a playbook, loaded
+    from TOML: the findings point at the configured playbooks."""
+    from backends.config import load_config_text
+
+    server.metrics = b"# TYPE db_pool_free gauge\ndb_pool_free 2\n"
+    cfg = load_config_text(
+        '[[checks]]\nname = "db-pool"\nkind = "metrics"\n'
+        f'url = "{server.metrics_url}"\nmetric = "db_pool_free"\n'
+        'warn_below = 10\ncrit_below = 5\nseverity = "P1"\nplaybook = "db-pool-exhausted"\n'
+        '\n[[checks]]\nname = "tee"\nkind = "http"\n'
+        f'url = "{server.url}"\nexpect = "healthy"\nplaybook = "tee-failure"\n')
+    pool_cfg, tee_cfg = cfg.checks
+    pool, tee = check_from_config(pool_cfg), check_from_config(tee_cfg)
+    (m,) = await pool.poll()
+    assert m.value == 2 and m.status is Status.CRIT and "crit < 5" in m.detail
+    (t,) = await tee.poll()
+    assert t.ok
+    server.status = 500
+    (t,) = await tee.poll()
+    assert t.status is Status.CRIT
+    fs = {f.key: f for f in evaluate(Snapshot(readings={"db-pool": (m,), "tee": (t,)}))}
+    f = fs["check:db-pool:db_pool_free"]
+    assert f.playbook == "db-pool-exhausted" and f.severity is Severity.P1
+    assert fs["check:tee:tee"].playbook == "tee-failure"
+    # between crit_below and warn_below: a warning, still with its playbook
+    server.metrics = b"# TYPE db_pool_free gauge\ndb_pool_free 7\n"
+    (m,) = await pool.poll()
+    assert m.status is Status.WARN
+    (f,) = evaluate(Snapshot(readings={"db-pool": (m,)}))
+    assert f.severity is Severity.P3 and f.playbook == "db-pool-exhausted"
