@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -535,6 +536,17 @@ class DockerSource:
         if self.project:
             out.add(self.project)
         return out
+
+    def project_of(self, containers: Iterable[ContainerInfo] = ()) -> str | None:
+        """The one compose project of this source when there is one: `project`, else the single
+        project of the configured services, else the single project seen on `containers`."""
+        if self.project:
+            return self.project
+        projects = self.projects()
+        if projects:
+            return next(iter(projects)) if len(projects) == 1 else None
+        seen = {c.project for c in containers if c.project}
+        return next(iter(seen)) if len(seen) == 1 else None
 
     def _filters(self) -> dict[str, Any] | None:
         projects = self.projects()
@@ -1101,8 +1113,9 @@ class OrderedStartup(_DockerAction):
             changes.append(Change(target=s, description=desc, before=[c.brief() for c in g], after="running"))
         guard = Guard(not missing, "every service has a container" if not missing
                       else f"no container for {', '.join(missing)} (create it with docker compose up first)")
+        project = self.source.project_of(c for g in groups.values() for c in g)
         return ActionPlan(
-            action=self.id, title=self.title, target=f"stack:{self.source.project or self.source.name}",
+            action=self.id, title=self.title, target=f"stack:{project or self.source.name}",
             changes=tuple(changes), guard=guard, danger=self.danger,
             params={"order": order}, reason=reason, total=len(order),
             preview="\n".join(c.description for c in changes),
@@ -1149,9 +1162,11 @@ class GracefulShutdown(_DockerAction):
     """Seed 003 graceful shutdown: stop the API, then the event processor, wait for the
     queue to drain to 0 (with a timeout), then workers, indexers, Redis, Postgres.
 
-    `queue_depth` is an async callable (e.g. Redis LLEN of `action_jobs`). When the queue
-    does not drain in time the shutdown stops there (workers keep running so no job is
-    lost) unless `on_drain_timeout="continue"`.
+    `queue_depth` is an async callable (e.g. Redis LLEN of `action_jobs`), `queue_name` the
+    queue's name in the plan and progress (`queue_key` its Redis key, shown when it differs).
+    When the queue does not drain in time the shutdown stops there (workers keep running so
+    no job is lost) unless `on_drain_timeout="continue"`. The typed confirmation is the
+    compose project (the source name when the services span several projects or none).
     """
 
     id = "stack.shutdown"
@@ -1160,11 +1175,12 @@ class GracefulShutdown(_DockerAction):
     description = "stop the stack in the seed's order, draining the job queue"
 
     def __init__(self, source: DockerSource, *, queue_depth: QueueDepthFn | None = None,
-                 queue_name: str = "action_jobs", drain_timeout: float = 30.0,
+                 queue_name: str = "action_jobs", queue_key: str | None = None, drain_timeout: float = 30.0,
                  on_drain_timeout: str = "abort", order: Sequence[Sequence[str]] | None = None, **kw: Any):
         super().__init__(source, **kw)
         self.queue_depth = queue_depth
         self.queue_name = queue_name
+        self.queue_key = queue_key
         self.drain_timeout = float(drain_timeout)
         if on_drain_timeout not in ("abort", "continue"):
             raise ValueError("on_drain_timeout must be 'abort' or 'continue'")
@@ -1193,10 +1209,11 @@ class GracefulShutdown(_DockerAction):
                 if self.queue_depth is None:
                     changes.append(Change(target="queue", description=f"{n}. (no queue configured: no drain wait)"))
                 else:
+                    key = f" ({self.queue_key})" if self.queue_key and self.queue_key != self.queue_name else ""
                     changes.append(Change(
                         target=f"queue:{self.queue_name}",
-                        description=f"{n}. wait up to {self.drain_timeout:g}s for {self.queue_name} to drain to 0 "
-                                    f"(now {depth_now})", before=depth_now, after=0))
+                        description=f"{n}. wait up to {self.drain_timeout:g}s for {self.queue_name}{key} to drain "
+                                    f"to 0 (now {depth_now})", before=depth_now, after=0))
                 continue
             for s in step:
                 g = groups.get(s, [])
@@ -1205,10 +1222,10 @@ class GracefulShutdown(_DockerAction):
                 changes.append(Change(target=s, description=desc, before=[c.brief() for c in g], after="exited"))
         ok = not (self.queue_depth is not None and isinstance(depth_now, str))
         guard = Guard(ok, "queue depth readable" if ok else f"cannot read {self.queue_name} depth: {depth_now}")
-        target = f"stack:{self.source.project or self.source.name}"
+        project = self.source.project_of(c for g in groups.values() for c in g)
         return ActionPlan(
-            action=self.id, title=self.title, target=target, changes=tuple(changes), guard=guard,
-            danger=self.danger, confirm_text=self.source.project or self.source.name,
+            action=self.id, title=self.title, target=f"stack:{project or self.source.name}", changes=tuple(changes),
+            guard=guard, danger=self.danger, confirm_text=project or self.source.name,
             params={"steps": steps}, reason=reason, total=len(steps),
             preview="\n".join(c.description for c in changes),
         )
@@ -1288,10 +1305,41 @@ def compose_templates(env: Mapping[str, str] | None = None) -> list[tuple[str, C
     ]
 
 
-async def detect_compose(env: Mapping[str, str] | None = None, prefer: str = "auto") -> tuple[str, ...] | None:
-    """The compose command installed here: ("docker", "compose") or ("docker-compose",), else None."""
+def compose_argv(command: str) -> tuple[str, ...]:
+    """`[docker] compose_command` as an argv: "auto" -> (), else the command split like a shell
+    would (no shell runs it), e.g. "docker compose", "docker-compose", "/opt/bin/compose"."""
+    command = (command or "auto").strip()
+    if command == "auto":
+        return ()
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ValueError(f"compose_command {command!r}: {exc}") from None
+    if not argv:
+        raise ValueError("compose_command is empty")
+    return argv
+
+
+async def detect_compose(env: Mapping[str, str] | None = None,
+                         prefer: str | Sequence[str] = "auto") -> tuple[str, ...] | None:
+    """The compose command installed here: ("docker", "compose") or ("docker-compose",), else None.
+
+    `prefer` is `[docker] compose_command`: "auto" tries both (v2 plugin first); any other value
+    is the only command tried (its `version` must succeed), e.g. "docker-compose" or a path
+    (a string is split like a shell would; a sequence is the argv itself)."""
+    wanted = compose_argv(prefer) if isinstance(prefer, str) else tuple(prefer)
+    if wanted and " ".join(wanted) not in ("docker compose", "docker-compose"):
+        esc = [a.replace("{", "{{").replace("}", "}}") for a in wanted]
+        probe = CommandTemplate("compose-version", [*esc, "version"], timeout=10, env=env)
+        if probe.available() is None:
+            return None
+        try:
+            res = await probe.run()
+        except BackendError:
+            return None
+        return wanted if res.ok else None
     for label, probe in compose_templates(env):
-        if prefer not in ("auto", label):
+        if wanted and " ".join(wanted) != label:
             continue
         if probe.available() is None:
             continue
@@ -1316,16 +1364,23 @@ class ScaleService(_DockerAction):
     def __init__(self, source: DockerSource, *, compose_command: str = "auto", max_replicas: int = 50,
                  timeout: float = 120.0, **kw: Any):
         super().__init__(source, **kw)
-        self.compose_command = compose_command
+        try:
+            self.compose_argv = compose_argv(compose_command)  # () = auto-detect
+        except ValueError:  # unbalanced quotes: try it as written, the guard says if it runs
+            self.compose_argv = tuple(compose_command.split())
+        self.compose_command = " ".join(shlex.quote(a) for a in self.compose_argv) or "auto"
         self.max_replicas = max_replicas
         self.timeout = timeout
 
     async def _template(self, group: Sequence[ContainerInfo]) -> tuple[CommandTemplate | None, str]:
         env = self.source.engine.cli_env()
-        compose = await detect_compose(env, self.compose_command)
+        compose = await detect_compose(env, self.compose_argv)
         if compose is None:
+            if self.compose_argv:
+                return None, (f"the configured compose command `{self.compose_command}` ([docker] compose_command) "
+                              f"is not installed or `{self.compose_command} version` failed")
             return None, "neither `docker compose` (v2 plugin) nor `docker-compose` (v1) is installed"
-        argv = [*compose, "-p", "{project}"]
+        argv = [*(a.replace("{", "{{").replace("}", "}}") for a in compose), "-p", "{project}"]
         labels = group[0].labels if group else {}
         files = [f for f in (labels.get(LABEL_FILES) or "").split(",") if f]
         workdir = labels.get(LABEL_WORKDIR)
@@ -1343,14 +1398,22 @@ class ScaleService(_DockerAction):
         return CommandTemplate("compose-scale", argv, timeout=self.timeout, env=env, params=params,
                                defaults=values), " ".join(compose)
 
-    async def plan(self, *, service: str, replicas: int | str, reason: str | None = None, **_: Any) -> ActionPlan:
+    async def plan(self, *, service: str = "", replicas: Any = None, reason: str | None = None,
+                   **_: Any) -> ActionPlan:
+        # Both default to "missing" so a plan without them is refused (never a TypeError): the
+        # console then opens its form with a field for each.
+        if service is None or service == "":
+            raise ActionRefused(self.id, "service is required")
         service = _validate_service(self.id, service)
+        bounds = f"a whole number from 0 to {self.max_replicas}"
+        if replicas is None or isinstance(replicas, bool) or str(replicas).strip() == "":
+            raise ActionRefused(self.id, f"replicas is required ({bounds})")
         try:
             n = int(str(replicas).strip())
         except ValueError:
-            raise ActionRefused(self.id, f"replicas must be a whole number, got {str(replicas)[:20]!r}") from None
+            raise ActionRefused(self.id, f"replicas must be {bounds}, got {str(replicas)[:20]!r}") from None
         if not 0 <= n <= self.max_replicas:
-            raise ActionRefused(self.id, f"replicas must be between 0 and {self.max_replicas}")
+            raise ActionRefused(self.id, f"replicas must be between 0 and {self.max_replicas}, got {n}")
         group = await self._known(service)
         spec = self.source.spec_for(service)
         project = (spec.project if spec else None) or self.source.project or (group[0].project if group else None)
@@ -1362,7 +1425,8 @@ class ScaleService(_DockerAction):
         values = {"project": project, "scale": f"{compose_service}={n}", "service": compose_service}
         if template is None:
             guard = Guard(False, label)
-            shown = f"docker compose -p {project} up -d --no-recreate --scale {compose_service}={n} {compose_service}"
+            cmd = self.compose_command if self.compose_argv else "docker compose"
+            shown = f"{cmd} -p {project} up -d --no-recreate --scale {compose_service}={n} {compose_service}"
         else:
             argv = template.render(values)
             shown = template.display(argv)
@@ -1403,13 +1467,17 @@ class ScaleService(_DockerAction):
                             details=res.tail(10), after={"running": n})
 
 
-def docker_actions(source: DockerSource, *, queue_depth: QueueDepthFn | None = None, **kw: Any) -> list[Action]:
-    """Every docker action on one source, ready to register on the ActionEngine."""
+def docker_actions(source: DockerSource, *, queue_depth: QueueDepthFn | None = None,
+                   compose_command: str = "auto", **kw: Any) -> list[Action]:
+    """Every docker action on one source, ready to register on the ActionEngine.
+
+    `compose_command` ([docker] compose_command) goes to the scale action; `kw` (queue_name,
+    queue_key, drain_timeout, ...) to the graceful shutdown."""
     return [
         ServiceAction(source, "restart"),
         ServiceAction(source, "stop"),
         ServiceAction(source, "start"),
-        ScaleService(source),
+        ScaleService(source, compose_command=compose_command),
         OrderedStartup(source),
         GracefulShutdown(source, queue_depth=queue_depth, **kw),
     ]
@@ -1507,6 +1575,7 @@ __all__ = [
     "OrderedStartup",
     "ScaleService",
     "ServiceAction",
+    "compose_argv",
     "detect_compose",
     "docker_actions",
     "guess_role",
