@@ -55,6 +55,15 @@ class RouterAction(Action):
         raise ActionRefused(self.id, "router actions never execute themselves")
 
 
+class ScaleRouter(RouterAction):
+    """`service.scale`: `replicas` is in plan()'s signature so the console's form asks for it."""
+
+    async def plan(self, *, service: str = "", replicas: Any = None, **params: Any) -> ActionPlan:
+        if replicas is not None:
+            params["replicas"] = replicas
+        return await super().plan(service=service, **params)
+
+
 @dataclass
 class Engine:
     config: Any
@@ -174,7 +183,7 @@ class _Builder:
         self.interval = w.refresh
         self.timeout = w.timeout
         self.routers = {
-            verb: RouterAction(f"service.{verb}", title, actions)
+            verb: (ScaleRouter if verb == "scale" else RouterAction)(f"service.{verb}", title, actions)
             for verb, title in (("restart", "Restart"), ("stop", "Stop"), ("start", "Start"), ("scale", "Scale"))
         }
 
@@ -304,7 +313,10 @@ class _Builder:
                                timeout=d.timeout, stats=d.stats, stats_interval=d.stats_interval)
             self.add(src)
             self.parts["docker"] = src
-            self.act(*docker_actions(src, queue_depth=self._queue_depth()))
+            q = self.c.queues[0] if self.c.queues else None  # the queue _queue_depth() reads
+            drain = {"queue_name": q.name, "queue_key": q.key} if q else {}
+            self.act(*docker_actions(src, queue_depth=self._queue_depth(), compose_command=d.compose_command,
+                                     **drain))
             for s in docker_svcs:
                 if s.restart_via in (None, "docker"):
                     for verb in ("restart", "stop", "start", "scale"):
