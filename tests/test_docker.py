@@ -845,3 +845,212 @@ async def test_system_ssh_failure_reason_is_what_ssh_said(tmp_path):
             break
     assert st.state is SourceState.DEGRADED
     assert st.reason.startswith(f"docker engine at {url}: ssh: ") and "refused" in st.reason, st.reason
+
+
+# --------------------------------------------------------------------------- from the config, as the console plans
+
+
+def _engine_config(stack, tmp_path, *, services: str, extra: str = "", compose_command: str = "auto"):
+    from backends.config import load_config_text
+
+    text = f"""
+[warroom]
+audit_path = "{tmp_path / 'audit.jsonl'}"
+state_dir = "{tmp_path}"
+
+[docker]
+host = "{stack.engine.base_url}"
+timeout = "10s"
+compose_command = {json.dumps(compose_command)}
+{services}
+{extra}
+"""
+    return load_config_text(text, str(tmp_path / "w.toml"))
+
+
+def _docker_service(stack, name: str, role: str | None = None) -> str:
+    return (f'\n[[services]]\nname = "{name}"\nkind = "docker"\ncompose_project = "{stack.project}"\n'
+            f'compose_service = "{name}"\n' + (f'role = "{role}"\n' if role else ""))
+
+
+async def test_scale_without_replicas_is_refused_and_the_console_form_asks_for_it(stack, tmp_path):
+    """Gap 3: a plan without replicas (console palette) is an ActionRefused, never a TypeError,
+    and both the action and the service.scale router offer a replicas field."""
+    from backends.engine import build_engine
+    from tui.screens.params import convert, fillable
+
+    stack.add("action-workers")
+    action = ScaleService(stack.source(), wait_timeout=10)
+    for params in ({"service": "action-workers"}, {"service": "action-workers", "replicas": ""},
+                   {"service": "action-workers", "replicas": None}):
+        with pytest.raises(ActionRefused, match=r"replicas is required \(a whole number from 0 to 50\)"):
+            await action.plan(**params)
+    with pytest.raises(ActionRefused, match="service is required"):
+        await action.plan()
+    with pytest.raises(ActionRefused, match="between 0 and 50, got -1"):
+        await action.plan(service="action-workers", replicas=-1)
+    with pytest.raises(ActionRefused, match="whole number"):
+        await action.plan(service="action-workers", replicas="two")
+    fields = {name: (default, ann) for name, default, ann in fillable(action)}
+    assert set(fields) == {"service", "replicas"}
+    # what the form sends back (text) plans
+    plan = await action.plan(service="action-workers", replicas=convert("1", *fields["replicas"]))
+    assert plan.params["replicas"] == 1 and plan.target == "service:action-workers"
+
+    engine = build_engine(_engine_config(stack, tmp_path, services=_docker_service(stack, "action-workers")),
+                          with_logs=False)
+    try:
+        router = engine.actions.get("service.scale")
+        assert {name for name, _d, _a in fillable(router)} == {"service", "replicas"}
+        with pytest.raises(ActionRefused, match="replicas is required"):
+            await engine.actions.plan("service.scale", service="action-workers")
+        with pytest.raises(ActionRefused, match="no service given"):
+            await engine.actions.plan("service.scale")
+        plan = await engine.actions.plan("service.scale", service="action-workers", replicas="1")
+        assert plan.action == "docker.scale" and plan.params["replicas"] == 1
+        # the other routers keep their one field
+        assert {name for name, _d, _a in fillable(engine.actions.get("service.restart"))} == {"service"}
+    finally:
+        await engine.stop()
+
+
+def _stand_in_compose(tmp_path, record) -> str:
+    """A compose command that records its argv and environment, then does what `up -d --scale
+    SVC=N SVC` does to a project: create the missing containers 2..N (docker CLI, real dockerd)."""
+    docker_cli = shutil.which("docker")
+    assert docker_cli, "the docker CLI is needed for the stand-in compose"
+    script = tmp_path / "bin dir" / "my-compose"  # a space: the config value is split like a shell would
+    script.parent.mkdir()
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = version ]; then echo "stand-in compose 2.99"; exit 0; fi
+printf '%s\\n' "$@" > '{record}'
+echo "DOCKER_HOST=$DOCKER_HOST" >> '{record}'
+p=""; scale=""; prev=""
+for a in "$@"; do
+  [ "$prev" = "-p" ] && p="$a"
+  [ "$prev" = "--scale" ] && scale="$a"
+  prev="$a"
+done
+svc="${{scale%=*}}"; n="${{scale#*=}}"; i=2
+while [ "$i" -le "$n" ]; do
+  '{docker_cli}' run -d --name "$p-$svc-$i" --network none --label {LABEL}=1 \\
+    --label com.docker.compose.project="$p" --label com.docker.compose.service="$svc" \\
+    --label com.docker.compose.container-number="$i" --label com.docker.compose.oneoff=False \\
+    warroom-busybox:test sh -c "trap 'exit 0' TERM; sleep 2147483647 & wait" >/dev/null || exit 1
+  i=$((i+1))
+done
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+async def test_configured_compose_command_is_the_one_that_scales(stack, tmp_path, monkeypatch):
+    """Gap 4: [docker] compose_command reaches the scale action (no auto-detection) and is
+    the command that runs; auto on this box (no compose installed) finds nothing."""
+    from backends.engine import build_engine
+
+    stack.add("action-workers")
+    record = tmp_path / "argv.txt"
+    script = _stand_in_compose(tmp_path, record)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))  # no docker compose, no docker-compose
+    svc = _docker_service(stack, "action-workers")
+
+    auto = build_engine(_engine_config(stack, tmp_path, services=svc), with_logs=False)
+    try:
+        plan = await auto.actions.plan("service.scale", service="action-workers", replicas=2)
+        assert not plan.guard.ok and "neither `docker compose`" in plan.guard.description
+    finally:
+        await auto.stop()
+
+    engine = build_engine(_engine_config(stack, tmp_path, services=svc, compose_command=f'"{script}"'),
+                          with_logs=False)
+    try:
+        plan = await engine.actions.plan("service.scale", service="action-workers", replicas=2)
+        assert plan.guard.ok, plan.guard
+        assert f"{script} installed" in plan.guard.description
+        want = f"-p {stack.project} up -d --no-recreate --scale action-workers=2 action-workers"
+        assert plan.preview.startswith("$ ") and plan.preview.endswith(want)
+        assert str(script) in plan.preview.replace("'", "")
+        assert "1 running -> 2" in plan.changes[0].description
+        res = await engine.actions.execute(plan, confirmation=True)
+        assert res.ok, res
+        assert res.summary == "action-workers: 2 running (wanted 2)"
+        lines = record.read_text().splitlines()
+        assert lines[:-1] == ["-p", stack.project, "up", "-d", "--no-recreate", "--scale", "action-workers=2",
+                              "action-workers"]
+        assert lines[-1] == f"DOCKER_HOST={stack.engine.base_url}"
+        assert stack.state("action-workers", 2) == "running"
+    finally:
+        await engine.stop()
+
+    # a configured command that is not installed: red guard naming it (no fallback to auto)
+    missing = ScaleService(stack.source(), compose_command="docker-compose")
+    plan = await missing.plan(service="action-workers", replicas=1)
+    assert not plan.guard.ok and "`docker-compose` ([docker] compose_command)" in plan.guard.description
+    assert plan.preview.startswith("$ docker-compose -p ")
+
+
+@pytest.mark.redis
+async def test_shutdown_from_config_names_the_queue_confirms_the_project_and_knows_events(
+        stack, redis_server, tmp_path):
+    """Gap 16: the drain step names the configured [[queues]] entry (the one it waits on), the
+    typed confirmation is the compose project, and role = "events" puts a service that the
+    name would not give away in the event-processor step."""
+    from backends.engine import build_engine
+
+    for s in ("gateway", "chain-ingest", "action-workers", "redis"):
+        stack.add(s)
+    key = f"jobs:{stack.project}"
+    services = (_docker_service(stack, "gateway", "api") + _docker_service(stack, "chain-ingest", "events")
+                + _docker_service(stack, "action-workers") + _docker_service(stack, "redis"))
+    extra = f"""
+[redis.main]
+url = "{redis_server.url}"
+
+[[queues]]
+name = "action_queue"
+redis = "main"
+key = "{key}"
+type = "list"
+"""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.rpush(key, "a", "b")
+    config = _engine_config(stack, tmp_path, services=services, extra=extra)
+    assert {s.name: s.role for s in config.services}["chain-ingest"] == "events"
+    engine = build_engine(config, with_logs=False)
+    try:
+        plan = await engine.actions.plan("stack.shutdown")
+        assert plan.danger is Danger.TYPED
+        assert plan.expected_confirmation == stack.project and plan.target == f"stack:{stack.project}"
+        assert plan.preview.splitlines() == [
+            "1. stop gateway: " + f"{stack.project}-gateway-1 running",
+            "2. stop chain-ingest: " + f"{stack.project}-chain-ingest-1 running",
+            f"3. wait up to 30s for action_queue ({key}) to drain to 0 (now 2)",
+            "4. stop action-workers: " + f"{stack.project}-action-workers-1 running",
+            "5. stop redis: " + f"{stack.project}-redis-1 running",
+        ]
+        assert [c.target for c in plan.changes][2] == "queue:action_queue"
+        with pytest.raises(ActionRefused, match="confirmation does not match"):
+            await engine.actions.execute(plan, confirmation="docker")
+        assert stack.state("gateway") == "running"
+    finally:
+        await engine.stop()
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_shutdown_confirmation_falls_back_to_the_containers_project(stack):
+    """Services configured without compose_project: the project comes from the containers
+    when they share one; the source name only when there is no single project."""
+    name = f"svc{stack.project}"
+    stack.add(name)
+    src = DockerSource("docker", [DockerServiceSpec(name=name)], base_url=stack.engine.base_url, timeout=10)
+    plan = await GracefulShutdown(src).plan()
+    assert plan.expected_confirmation == stack.project
+    assert src.project_of() is None  # nothing configured, no containers given
+    two = DockerSource("docker", [DockerServiceSpec(name="a", project="p1"), DockerServiceSpec(name="b", project="p2")])
+    assert two.project_of() is None
