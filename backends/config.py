@@ -290,7 +290,11 @@ def parse_size(value: Any) -> int:
 # Models (attribute names = TOML key names)
 # ---------------------------------------------------------------------------
 
+# The console's themes and their aliases, as registered by the `themes` package (a backend
+# must not import it: it is the console's; tests/test_config.py checks that they match).
 THEMES = ("dark", "light", "high-contrast", "colorblind")
+THEME_ALIASES = {"default": "dark", "hc": "high-contrast", "colourblind": "colorblind", "cb": "colorblind",
+                 "color-blind": "colorblind", "colour-blind": "colorblind"}
 
 
 def _default_state_dir() -> Path:
@@ -1415,6 +1419,24 @@ def c_address(v: Any) -> str:
 
 c_address.expected = _ADDRESS_EXPECTED  # type: ignore[attr-defined]
 
+_THEME_EXPECTED = (" | ".join(THEMES) + " (or an alias: "
+                   + ", ".join(f"{a} = {n}" for a, n in THEME_ALIASES.items()) + ")")
+
+
+@_conv(_THEME_EXPECTED)
+def c_theme(v: Any) -> str:
+    """A theme name or alias (any case) -> the canonical theme name."""
+    if not isinstance(v, str):
+        raise _Invalid(f"expected a string, got {_tname(v)}", _THEME_EXPECTED)
+    key = v.strip().lower()
+    key = THEME_ALIASES.get(key, key)
+    if key not in THEMES:
+        hint = difflib.get_close_matches(key, [*THEMES, *THEME_ALIASES], n=1)
+        raise _Invalid(f"unknown theme {v!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                       _THEME_EXPECTED)
+    return key
+
+
 c_name = c_str(pattern=_NAME_RE, expected="a name of letters, digits, '_', '-' or '.'")
 c_text = c_str()
 c_env_name = c_str(pattern=_ENV_NAME_RE, expected="an environment variable name")
@@ -1476,8 +1498,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             audit_path=t.take("audit_path", c_opt(pr), None),
             state_dir=t.take("state_dir", c_opt(pr), None),
             read_only=t.take("read_only", c_bool, False),
-            theme=t.take("theme", c_str(pattern=re.compile(r"^[a-z0-9][a-z0-9-]*$"),
-                                        expected=" | ".join(THEMES)), "dark"),
+            theme=t.take("theme", c_theme, "dark"),
         )
         t.done()
     if warroom.state_dir is None or warroom.audit_path is None:
@@ -1495,7 +1516,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             if v is BAD:
                 continue
             if not re.match(r"^[a-z][a-z0-9_.-]*$", bid):
-                ld.error(("keys", bid), f"bad binding id {bid!r}", "a binding id like restart or orders.fix")
+                ld.error(("keys", bid), f"bad binding id {bid!r}", "a binding id like restart or orders_bulk_fix (the help screen, ?, lists them)")
                 continue
             keys[bid] = ",".join(k.strip() for item in v for k in item.split(",") if k.strip())
         t.done()

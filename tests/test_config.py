@@ -639,10 +639,64 @@ def test_check_sql_must_be_read_only():
 
 
 def test_keys_section():
-    cfg = load('[keys]\nrestart = "R"\nfix = ["f", "ctrl+f"]\n"orders.fix" = "F,shift+f"\n')
-    assert cfg.keys == {"restart": "R", "fix": "f,ctrl+f", "orders.fix": "F,shift+f"}
+    cfg = load('[keys]\nrestart = "X"\nfix = ["f", "ctrl+f"]\norders_bulk_fix = "F,shift+f"\n')
+    assert cfg.keys == {"restart": "X", "fix": "f,ctrl+f", "orders_bulk_fix": "F,shift+f"}
     err = one_error('[keys]\nrestart = 5\n')
     assert_error(err, line=2, key="keys.restart", expected="a key")
+    err = one_error('[keys]\n"Orders fix" = "F"\n')
+    assert_error(err, line=2, key='keys."Orders fix"', expected="orders_bulk_fix", message="bad binding id")
+
+
+def test_keys_hint_names_real_binding_ids():
+    """The ids the [keys] hint and the reference example use exist, and the reference's
+    example key collides with no other binding."""
+    from textual.binding import Binding
+
+    import widgets
+    from tui import bindings
+    from tui.screens import dashboard  # noqa: F401 - the panes' modules
+
+    found: dict[str, set[str]] = {}
+    bound = list(bindings.APP_BINDINGS) + list(bindings.DASHBOARD_BINDINGS)
+    for mod in __import__("pkgutil").iter_modules(widgets.__path__):
+        m = __import__(f"widgets.{mod.name}", fromlist=["_"])
+        for obj in vars(m).values():
+            if isinstance(obj, type) and isinstance(getattr(obj, "BINDINGS", None), list):
+                bound += [b for b in obj.BINDINGS if isinstance(b, Binding)]
+    for b in bound:
+        for k in b.key.split(","):
+            found.setdefault(k.strip(), set()).add(b.id)
+    ids = {b.id for b in bound}
+    assert {"restart", "orders_bulk_fix"} <= ids and "orders.fix" not in ids
+    text = (ROOT / "examples" / "reference.toml").read_text()
+    example = next(line for line in text.splitlines() if line.lstrip("# ").startswith("restart ="))
+    keys = example.split("=", 1)[1].split("#")[0].strip().strip('"').split(",")
+    for k in keys:
+        assert found.get(k, set()) <= {"restart"}, f"{k!r} is also bound to {found[k]}"
+
+
+def test_theme_names_and_aliases():
+    assert load('[warroom]\ntheme = "high-contrast"\n').warroom.theme == "high-contrast"
+    assert load('[warroom]\ntheme = "hc"\n').warroom.theme == "high-contrast"
+    assert load('[warroom]\ntheme = "Colourblind"\n').warroom.theme == "colorblind"
+    assert load('[warroom]\ntheme = "default"\n').warroom.theme == "dark"
+    err = one_error('[warroom]\ntheme = "neon"\n')
+    assert_error(err, line=2, key="warroom.theme", expected="dark | light | high-contrast | colorblind",
+                 message="unknown theme 'neon'")
+    assert "hc = high-contrast" in err.expected
+    err = one_error('[warroom]\ntheme = "ligth"\n')
+    assert "did you mean 'light'" in err.message
+
+
+def test_theme_names_match_the_themes_package():
+    """config.py keeps its own list (backends never import the console's themes): same names."""
+    import themes
+    from backends import config
+
+    assert set(config.THEMES) == set(themes.THEME_NAMES) == set(themes._SPECS)
+    assert config.THEME_ALIASES == themes.ALIASES
+    for name in (*config.THEMES, *config.THEME_ALIASES):
+        assert themes.resolve_name(name) == load(f'[warroom]\ntheme = "{name}"\n').warroom.theme
 
 
 # ---------------------------------------------------------------------------
