@@ -294,6 +294,18 @@ class Endpoint:
     healthy: bool = False
     problem: str = ""
     unhealthy_streak: int = 0  # consecutive checks that failed (down, wrong chain, lagging, stale)
+    # the head age of a chain whose probe gives no block time (jsonrpc): observed, as the time
+    # since this endpoint's height last increased (monotonic clock)
+    top: int | None = None  # the height last seen
+    advanced_at: float | None = None  # time.monotonic() when the height last increased
+
+    def head_age(self, now: float, now_mono: float) -> float | None:
+        """Seconds since the head block (its timestamp), else since the height last increased."""
+        if self.head_ts is not None:
+            return now - self.head_ts
+        if self.advanced_at is not None:
+            return now_mono - self.advanced_at
+        return None
 
     @property
     def display(self) -> str:
@@ -380,9 +392,9 @@ class EndpointSet:
         await asyncio.gather(*(self._probe_one(e, probe) for e in self.endpoints))
         ok = [e for e in self.endpoints if e.ok]
         best = max((e.head for e in ok if e.head is not None), default=None)
-        now = time.time()
+        now, now_mono = time.time(), time.monotonic()
         for e in self.endpoints:
-            e.healthy, e.problem = self._judge(e, best, now)
+            e.healthy, e.problem = self._judge(e, best, now, now_mono)
             e.unhealthy_streak = 0 if e.healthy else e.unhealthy_streak + 1
         await self._compare_hashes(ok, block_hash)
         self._maybe_failover()
@@ -409,18 +421,24 @@ class EndpointSet:
             e.fail_streak = 0
             e.outcomes.append(True)
             e.head, e.head_ts, e.chain_id, e.block_hash = p.head, p.head_ts, p.chain_id, p.block_hash
+            if e.top is None or p.head > e.top:
+                e.advanced_at = time.monotonic()
+            e.top = p.head
             e.latency_ms = (time.perf_counter() - t0) * 1000.0
         e.checked = True
 
-    def _judge(self, e: Endpoint, best: int | None, now: float) -> tuple[bool, str]:
+    def _judge(self, e: Endpoint, best: int | None, now: float, now_mono: float | None = None) -> tuple[bool, str]:
         if not e.ok:
             return False, e.error or "no answer"
         if self.expected_chain_id is not None and e.chain_id is not None and e.chain_id != self.expected_chain_id:
             return False, f"chain id {e.chain_id}, expected {self.expected_chain_id}"
         if best is not None and e.head is not None and best - e.head > self.max_lag:
             return False, f"{best - e.head} blocks behind the best endpoint"
-        if self.max_head_age is not None and e.head_ts is not None and now - e.head_ts > self.max_head_age:
-            return False, f"head is {now - e.head_ts:.0f}s old"
+        age = e.head_age(now, time.monotonic() if now_mono is None else now_mono)
+        if self.max_head_age is not None and age is not None and age > self.max_head_age:
+            if e.head_ts is not None:
+                return False, f"head is {age:.0f}s old"
+            return False, f"head is {age:.0f}s old (height {e.head} has not increased for {age:.0f}s)"
         return True, ""
 
     async def _compare_hashes(self, ok: list[Endpoint], block_hash: HashFn | None) -> None:
@@ -493,7 +511,7 @@ class EndpointSet:
     def readings(self, best: int | None = None) -> list[EndpointReading]:
         if best is None:
             best = max((e.head for e in self.endpoints if e.ok and e.head is not None), default=None)
-        now = time.time()
+        now, now_mono = time.time(), time.monotonic()
         out = []
         for i, e in enumerate(self.endpoints):
             out.append(
@@ -506,7 +524,7 @@ class EndpointSet:
                     active=i == self.active_index,
                     pinned=self.pinned and i == self.active_index,
                     head=e.head if e.ok else None,
-                    head_age_s=(now - e.head_ts) if (e.ok and e.head_ts is not None) else None,
+                    head_age_s=e.head_age(now, now_mono) if e.ok else None,
                     lag=(best - e.head) if (e.ok and best is not None and e.head is not None) else None,
                     chain_id=e.chain_id if e.ok else None,
                     chain_id_ok=(
@@ -603,6 +621,10 @@ class JsonRpcChain:
     `head_method` (`getblockcount`) gives the height (+ `head_offset`); `hash_method`
     (`getblockhash`, taking a height) compares endpoints at a common height;
     `version_method` (`getversion`) gives the network magic compared with `chain_id`.
+    The probe reads no block time, so the head age is observed: the time since the
+    endpoint's height last increased (from the first check on), which `max_head_age` bounds
+    as on EVM chains. Contract state and balances are not read here (the config refuses
+    them on a jsonrpc chain): they are command checks (`neo-go contract testinvokefunction`).
     """
 
     kind = "jsonrpc"

@@ -202,3 +202,65 @@ async def test_generic_jsonrpc_against_anvil(anvil):
     assert res[0] == hex(anvil.chain_id) and isinstance(res[1], RpcError)
     await rpc.aclose()
     await ch.aclose()
+
+
+async def test_neo_head_age_is_observed_and_a_stalled_node_is_stale(tmp_path):
+    """No block time from getblockcount: the head age is the time since the height last
+    increased, so max_head_age flags a node that stops advancing and failover leaves it."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    async with neo_nodes(NeoNode(100), NeoNode(100)) as (a, b):
+        spec = ChainSpec(name="neo", kind="jsonrpc", endpoints=(a.url, b.url), chain_id=MAINNET,
+                         head_method="getblockcount", head_offset=-1, hash_method="getblockhash",
+                         version_method="getversion", max_head_age=0.6, timeout=1.0)
+        ch = JsonRpcChain(spec, audit=audit)
+        (r,) = await ch.poll()
+        ea, eb = r.endpoints
+        assert ea.ok and ea.head_age_s is not None and 0 <= ea.head_age_s < 0.3
+        for _ in range(3):  # both advance: never stale, however long it runs
+            await asyncio.sleep(0.3)
+            a.count += 1
+            b.count += 1
+            (r,) = await ch.poll()
+            assert all(e.ok for e in r.endpoints) and r.endpoints[0].head_age_s < 0.3
+        assert not [k for k in findings(r) if k.startswith("rpc-")]
+        # a stops at 102 (height), b keeps going
+        t_stall = time.monotonic()
+        stale = None
+        while time.monotonic() - t_stall < 3:
+            await asyncio.sleep(0.25)
+            b.count += 1
+            (r,) = await ch.poll()
+            if not r.endpoints[0].ok:
+                stale = r
+                break
+        assert stale is not None, "the stalled endpoint was never reported stale"
+        assert time.monotonic() - t_stall >= 0.6
+        ea, eb = stale.endpoints
+        assert ea.head == 102 and ea.head_age_s > 0.6 and "has not increased" in ea.error
+        assert eb.ok and eb.active  # failed over to the advancing node
+        f = findings(stale)["rpc-stale:neo:rpc1"]
+        assert f.playbook == "rpc-failure" and "old" in f.summary
+        assert audit.tail(1)[0]["action"] == "chain.failover"
+        # a advances again: fresh at once
+        a.count = b.count
+        (r,) = await ch.poll()
+        assert r.endpoints[0].ok and r.endpoints[0].head_age_s < 0.3
+        await ch.aclose()
+
+
+async def test_neo_max_head_age_from_config():
+    from backends.config import load_config_text
+    from backends.evm import chains_from_config
+
+    async with neo_nodes(NeoNode(50)) as (a,):
+        cfg = load_config_text(f'[chain.neo]\nkind = "jsonrpc"\nendpoints = ["{a.url}"]\n'
+                               f'max_head_age = "500ms"\ntimeout = "1s"\n')
+        ch = chains_from_config(cfg)["neo"]
+        assert isinstance(ch, JsonRpcChain) and ch.endpoints.max_head_age == 0.5
+        (r,) = await ch.poll()
+        assert r.endpoints[0].ok and r.endpoints[0].head == 49
+        await asyncio.sleep(0.6)
+        (r,) = await ch.poll()
+        assert not r.endpoints[0].ok
+        assert findings(r)["rpc-stale:neo:rpc1"].severity is Severity.P1  # the active endpoint
+        await ch.aclose()
