@@ -222,6 +222,23 @@ class Amount:
         return f"{text} {self.symbol}"
 
 
+@dataclass(frozen=True, slots=True)
+class TokenAmount:
+    """A minimum in whole tokens of an ERC-20 ('1000 USDC') whose decimals are read from the
+    token (`decimals()`) when the balance does not configure them: scaled once they are known."""
+
+    units: Decimal
+    symbol: str
+
+    def scaled(self, decimals: int) -> int:
+        """In the token's smallest unit (rounded up: a fraction below the unit still counts)."""
+        value = self.units * (Decimal(10) ** decimals)
+        return int(value.to_integral_value(rounding="ROUND_CEILING"))
+
+    def __str__(self) -> str:
+        return f"{format(self.units.normalize(), 'f')} {self.symbol}"
+
+
 # unit -> (symbol, decimals of the symbol, decimals this unit represents)
 _AMOUNT_UNITS: dict[str, tuple[str, int, int]] = {
     "ether": ("ETH", 18, 18),
@@ -357,10 +374,14 @@ class ContractConfig:
 class BalanceConfig:
     name: str
     address: str
-    minimum: Amount | None = None
-    token: str | None = None  # a contract name or address; None: the native coin
-    symbol: str = "ETH"  # from `symbol`, else minimum's unit, else the chain kind (evm ETH, jsonrpc GAS)
-    decimals: int = 18
+    # the native coin: an Amount; a token: an Amount (smallest unit, or whole tokens scaled by
+    # configured decimals) or a TokenAmount (whole tokens, scaled by the decimals() the token reports)
+    minimum: Amount | TokenAmount | None = None
+    token: str | None = None  # an ERC-20: a 0x address or a [[chain.X.contracts]] name; None: the native coin
+    # native coin: from `symbol`, else minimum's unit, else ETH (evm). A token: from `symbol`, else
+    # minimum's unit, else None (read `symbol()` from the token)
+    symbol: str | None = "ETH"
+    decimals: int | None = 18  # a token without `decimals`: None (read `decimals()` from the token)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1291,6 +1312,32 @@ def c_amount(v: Any) -> Amount:
         raise _Invalid(str(e), _AMOUNT_EXPECTED) from None
 
 
+_TOKEN_AMOUNT_EXPECTED = ('an amount of the token like "1000 USDC" (its symbol, whole tokens) '
+                          'or an integer in its smallest unit')
+_TOKEN_AMOUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z][A-Za-z0-9]{0,15})\s*$")
+
+
+@_conv(_TOKEN_AMOUNT_EXPECTED)
+def c_token_amount(v: Any) -> Amount | TokenAmount:
+    """A token balance's minimum: an integer (smallest unit) or "N SYMBOL" in whole tokens."""
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise _Invalid(f"expected an amount, got {_tname(v)}", _TOKEN_AMOUNT_EXPECTED)
+    if isinstance(v, int) or re.fullmatch(r"\s*\d+\s*", v):
+        n = int(v)
+        if n < 0:
+            raise _Invalid(f"invalid amount {v!r}: negative", _TOKEN_AMOUNT_EXPECTED)
+        return Amount(n)
+    m = _TOKEN_AMOUNT_RE.match(v)
+    if not m:
+        raise _Invalid(f"invalid amount {v!r}", _TOKEN_AMOUNT_EXPECTED)
+    unit = m.group(2)
+    if unit.lower() in _AMOUNT_UNITS and unit.lower() != "neo":
+        native = _AMOUNT_UNITS[unit.lower()][0]
+        raise _Invalid(f"minimum {v!r} is in {native}, the native coin, but this balance is of a token",
+                       _TOKEN_AMOUNT_EXPECTED)
+    return TokenAmount(Decimal(m.group(1)), unit.upper() if unit.isupper() else unit)
+
+
 _SIZE_EXPECTED = 'a size like "500MB", "2GB", "512KB" or a number of bytes'
 
 
@@ -1553,8 +1600,20 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
     chains: dict[str, ChainConfig] = {}
     for name, t in ld.named_tables(root.raw("chain"), ("chain",)):
         kind = t.take("kind", c_str(choices=("evm", "jsonrpc")), "evm")
+        if kind == "jsonrpc":
+            # a non-EVM chain's contract state and balances are read by command checks (neo-go)
+            for sub, what in (("contracts", "contract state (paused)"), ("balances", "balances")):
+                if t.has(sub):
+                    raw = t.raw(sub)
+                    at = ("chain", name, sub, 0) if isinstance(raw, list) and raw else ("chain", name, sub)
+                    ld.error(at, f"[[chain.{name}.{sub}]] is read on EVM chains only; this chain is "
+                                 f'kind = "jsonrpc"',
+                             f'{what} through a [[checks]] kind = "command" entry (a [[commands]] running '
+                             f"e.g. neo-go contract testinvokefunction, with path and warn_below / "
+                             f"crit_below), pausing through [[actions]]; see examples/neo-n3.toml")
         contracts = []
-        for ct in ld.array_of_tables(t.raw("contracts"), ("chain", name, "contracts")):
+        for ct in (ld.array_of_tables(t.raw("contracts"), ("chain", name, "contracts"))
+                   if kind != "jsonrpc" else ()):
             contracts.append(ContractConfig(
                 name=ct.take("name", c_name),
                 address=ct.take("address", c_address),
@@ -1564,22 +1623,48 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             ct.done()
         balances = []
         native = ("GAS", 8) if kind == "jsonrpc" else ("ETH", 18)
-        for bt in ld.array_of_tables(t.raw("balances"), ("chain", name, "balances")):
-            minimum = bt.take("minimum", c_opt(c_amount), None)
+        contract_names = [c.name for c in contracts]
+        for bt in (ld.array_of_tables(t.raw("balances"), ("chain", name, "balances"))
+                   if kind != "jsonrpc" else ()):
+            token = bt.take("token", c_opt(c_str(
+                pattern=re.compile(r"^(0x[0-9a-fA-F]{40}|[A-Za-z0-9_.-]+)$"),
+                expected="an ERC-20 contract: a 0x address or a [[chain.X.contracts]] name")), None)
+            if token and token is not BAD and not token.startswith("0x") and token not in contract_names:
+                hint = difflib.get_close_matches(token, contract_names, n=1)
+                ld.error(bt.path + ("token",), f"token {token!r} is not a 0x address nor a contract of chain "
+                                               f"{name}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                         f"a 0x address or the name of a [[chain.{name}.contracts]] entry"
+                         + (f" ({', '.join(contract_names)})" if contract_names else ""))
+            is_token = bool(token) and token is not BAD
+            minimum = bt.take("minimum", c_opt(c_token_amount if is_token else c_amount), None)
             symbol = bt.take("symbol", c_opt(c_str(pattern=re.compile(r"^[A-Za-z0-9]{1,16}$"),
                                                    expected="a token symbol like ETH or GAS")), None)
             decimals = bt.take("decimals", c_opt(c_int(min=0, max=36)), None)
-            unit = minimum if isinstance(minimum, Amount) and minimum.symbol else None
-            if unit and symbol and symbol.upper() != unit.symbol:
-                ld.error(bt.path + ("minimum",), f"minimum is in {unit.symbol} but symbol is {symbol}",
-                         f"a minimum in {symbol}, or an integer in its smallest unit")
+            decimals = decimals if isinstance(decimals, int) else None
+            if is_token:
+                unit_symbol = minimum.symbol if isinstance(minimum, TokenAmount) else None
+                if unit_symbol and symbol and symbol.upper() != unit_symbol.upper():
+                    ld.error(bt.path + ("minimum",), f"minimum is in {unit_symbol} but symbol is {symbol}",
+                             f"a minimum in {symbol}, or an integer in its smallest unit")
+                symbol = symbol or unit_symbol  # None: symbol() read from the token
+                if isinstance(minimum, TokenAmount) and decimals is not None:
+                    minimum = Amount(minimum.scaled(decimals), symbol or minimum.symbol, decimals)
+                elif isinstance(minimum, Amount) and decimals is not None and symbol:
+                    minimum = Amount(minimum.value, symbol, decimals)
+            else:
+                unit = minimum if isinstance(minimum, Amount) and minimum.symbol else None
+                if unit and symbol and symbol.upper() != unit.symbol:
+                    ld.error(bt.path + ("minimum",), f"minimum is in {unit.symbol} but symbol is {symbol}",
+                             f"a minimum in {symbol}, or an integer in its smallest unit")
+                symbol = symbol or (unit.symbol if unit else native[0])
+                decimals = decimals if decimals is not None else (unit.decimals if unit else native[1])
             balances.append(BalanceConfig(
                 name=bt.take("name", c_name),
                 address=bt.take("address", c_address),
                 minimum=minimum,
-                token=bt.take("token", c_opt(c_text), None),
-                symbol=symbol or (unit.symbol if unit else native[0]),
-                decimals=decimals if isinstance(decimals, int) else (unit.decimals if unit else native[1]),
+                token=token if is_token else None,
+                symbol=symbol,
+                decimals=decimals,
             ))
             bt.done()
         chains[name] = ChainConfig(

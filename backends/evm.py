@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ from .rules import rule
 
 # 4-byte selectors of the OpenZeppelin Pausable interface (keccak of the signature).
 SELECTORS = {"paused()": "0x5c975abb", "pause()": "0x8456cb59", "unpause()": "0x3f4ba83a"}
+# ... and of the ERC-20 reads used for token balances.
+ERC20_SELECTORS = {"balanceOf(address)": "0x70a08231", "decimals()": "0x313ce567", "symbol()": "0x95d89b41"}
 
 
 # --------------------------------------------------------------------------- ABI helpers
@@ -131,7 +133,9 @@ def checksum_spec(spec: ChainSpec) -> ChainSpec:
         for i, c in enumerate(spec.contracts)
     )
     balances = tuple(
-        replace(b, address=checksum_address(b.address, f"chain.{spec.name}.balances[{i}].address ({b.name})"))
+        replace(b, address=checksum_address(b.address, f"chain.{spec.name}.balances[{i}].address ({b.name})"),
+                token=(checksum_address(b.token, f"chain.{spec.name}.balances[{i}].token ({b.name})")
+                       if b.token else None))
         for i, b in enumerate(spec.balances)
     )
     if contracts == spec.contracts and balances == spec.balances:
@@ -178,12 +182,58 @@ def decode_revert(abi: Sequence[dict], exc: RpcError) -> str:
     return exc.message
 
 
-def format_amount(value: int | None, decimals: int = 18, symbol: str = "ETH") -> str:
+def format_amount(value: int | None, decimals: int | None = 18, symbol: str | None = "ETH") -> str:
     if value is None:
         return "?"
+    if decimals is None:  # a token whose decimals() could not be read: the raw amount
+        return f"{value} (smallest unit) {symbol or ''}".rstrip()
     d = Decimal(value) / (Decimal(10) ** decimals)
     text = f"{d:.6f}".rstrip("0").rstrip(".") if d else "0"
-    return f"{text} {symbol}"
+    return f"{text} {symbol or ''}".rstrip()
+
+
+def _words(raw: Any) -> bytes | None:
+    """The bytes of an eth_call result ("0x..."); None when it is empty or not hex."""
+    if not isinstance(raw, str) or not raw.startswith("0x") or len(raw) <= 2:
+        return None
+    try:
+        return bytes.fromhex(raw[2:])
+    except ValueError:
+        return None
+
+
+def decode_uint(raw: Any) -> int | None:
+    """A uint256 returned by eth_call, or None (empty: no contract, or not that function)."""
+    data = _words(raw)
+    if data is None or len(data) < 32:
+        return None
+    return int.from_bytes(data[:32], "big")
+
+
+_SYMBOL_CHARS = re.compile(r"[^A-Za-z0-9.$_-]")
+
+
+def decode_symbol(raw: Any) -> str | None:
+    """An ERC-20 `symbol()`: an ABI string, or a bytes32 (older tokens such as MKR). Only letters,
+    digits and `.$_-` are kept (it is shown on screen), at most 16 of them."""
+    data = _words(raw)
+    if data is None:
+        return None
+    text = b""
+    if len(data) >= 64:
+        offset = int.from_bytes(data[:32], "big")
+        if offset + 32 <= len(data):
+            length = int.from_bytes(data[offset:offset + 32], "big")
+            if offset + 32 + length <= len(data):
+                text = data[offset + 32:offset + 32 + length]
+    if not text and len(data) == 32:
+        text = data.rstrip(b"\0")
+    symbol = _SYMBOL_CHARS.sub("", text.decode("utf-8", "replace"))[:16]
+    return symbol or None
+
+
+def _balance_of_data(owner: str) -> str:
+    return ERC20_SELECTORS["balanceOf(address)"] + owner[2:].lower().rjust(64, "0")
 
 
 def _hex(n: int) -> str:
@@ -216,6 +266,9 @@ class EvmChain:
             on_switch=audit_switches(audit),
         )
         self.contracts = {c.name: c for c in spec.contracts}
+        # token address -> (decimals, symbol) read from the token; a value the node refused
+        # (a revert: not implemented) is kept as None, a transport failure is asked again
+        self._token_meta: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_config(cls, config: Any, name: str, *, audit: Any = None) -> EvmChain:
@@ -269,7 +322,12 @@ class EvmChain:
             if has_function(c.abi, "paused"):
                 calls.append(("eth_call", [{"to": c.address, "data": SELECTORS["paused()"]}, "latest"]))
         for b in self.spec.balances:
-            calls.append(("eth_getBalance", [b.address, "latest"]))
+            if b.token:
+                calls.append(("eth_call", [{"to": b.token, "data": _balance_of_data(b.address)}, "latest"]))
+            else:
+                calls.append(("eth_getBalance", [b.address, "latest"]))
+        meta_calls = self._token_meta_calls()
+        calls += [call for _, _, call in meta_calls]
         error = ""
         try:
             results: list[Any] = await self.endpoints.request_batch(calls, time_limit=self.spec.timeout)
@@ -308,33 +366,79 @@ class EvmChain:
                     detail=detail,
                 )
             )
+        raws = [next(it) for _ in self.spec.balances]
+        for (token, what, _), raw in zip(meta_calls, it, strict=False):
+            if isinstance(raw, RpcError):  # the token refused: it does not implement it
+                self._token_meta.setdefault(token, {})[what] = None
+            elif not isinstance(raw, Exception):
+                value = decode_uint(raw) if what == "decimals" else decode_symbol(raw)
+                if what == "decimals" and value is not None and value > 77:
+                    value = None  # not a plausible decimals(): 10**78 > 2**256
+                self._token_meta.setdefault(token, {})[what] = value
         balances = []
-        for b in self.spec.balances:
-            raw = next(it)
-            value = None if isinstance(raw, Exception) else parse_int(raw)
-            if value is None:
-                status = Status.UNKNOWN
-            elif b.minimum is not None and value < b.minimum:
-                status = Status.CRIT
-            elif b.minimum is not None and value < 2 * b.minimum:
-                status = Status.WARN
-            else:
-                status = Status.OK
-            balances.append(
-                BalanceReading(
-                    source=self.name,
-                    chain=self.spec.name,
-                    name=b.name,
-                    address=b.address,
-                    balance=value,
-                    display=format_amount(value, b.decimals, b.symbol),
-                    minimum=b.minimum,
-                    decimals=b.decimals,
-                    symbol=b.symbol,
-                    status=status,
-                )
-            )
+        for b, raw in zip(self.spec.balances, raws, strict=True):
+            balances.append(self._balance_reading(b, raw))
         return tuple(contracts), tuple(balances)
+
+    def _token_meta_calls(self) -> list[tuple[str, str, tuple[str, list]]]:
+        """decimals() / symbol() calls for the tokens whose balances do not configure them and
+        whose answer is not known yet: (token, "decimals" | "symbol", call)."""
+        out: list[tuple[str, str, tuple[str, list]]] = []
+        seen: set[tuple[str, str]] = set()
+        for b in self.spec.balances:
+            if not b.token:
+                continue
+            known = self._token_meta.get(b.token, {})
+            for what, missing in (("decimals", b.decimals is None), ("symbol", b.symbol is None)):
+                if missing and what not in known and (b.token, what) not in seen:
+                    seen.add((b.token, what))
+                    data = ERC20_SELECTORS[f"{what}()"]
+                    out.append((b.token, what, ("eth_call", [{"to": b.token, "data": data}, "latest"])))
+        return out
+
+    def _balance_reading(self, b: BalanceSpec, raw: Any) -> BalanceReading:
+        meta = self._token_meta.get(b.token, {}) if b.token else {}
+        decimals = b.decimals if b.decimals is not None else meta.get("decimals")
+        symbol = b.symbol or meta.get("symbol") or (f"token {b.token[:8]}…" if b.token else "ETH")
+        minimum = b.minimum
+        if minimum is None and b.minimum_units is not None and decimals is not None:
+            minimum = int((b.minimum_units * (Decimal(10) ** decimals)).to_integral_value(ROUND_CEILING))
+        value = None
+        problem = ""
+        if isinstance(raw, Exception):
+            problem = raw.message if isinstance(raw, RpcError) else describe_exception(raw)
+        elif b.token:
+            value = decode_uint(raw)
+            if value is None:
+                problem = f"balanceOf() returned nothing: no ERC-20 contract at {b.token}?"
+        else:
+            value = parse_int(raw)
+        if value is None:
+            status = Status.UNKNOWN
+        elif minimum is None and b.minimum_units is not None:
+            status = Status.UNKNOWN  # the minimum is in whole tokens and decimals() is not known
+            problem = "decimals() unknown: set decimals on this balance"
+        elif minimum is not None and value < minimum:
+            status = Status.CRIT
+        elif minimum is not None and value < 2 * minimum:
+            status = Status.WARN
+        else:
+            status = Status.OK
+        display = format_amount(value, decimals, symbol)
+        if problem:
+            display = f"{display} ({problem})" if value is not None else f"? ({problem})"
+        return BalanceReading(
+            source=self.name,
+            chain=self.spec.name,
+            name=b.name,
+            address=b.address,
+            balance=value,
+            display=display,
+            minimum=minimum,
+            decimals=decimals,  # type: ignore[arg-type]  # None: decimals() unknown, amounts shown raw
+            symbol=symbol,
+            status=status,
+        )
 
     # ------------------------------------------------------------------ client calls
 
@@ -785,13 +889,21 @@ def chain_spec_from_config(config: Any, name: str) -> ChainSpec:
         contracts.append(ContractSpec(name=_get(ct, "name"), address=str(_reveal(_get(ct, "address"))),
                                       abi=tuple(abi or ()), pausable=bool(_get(ct, "pausable", True))))
     balances = []
+    by_name = {ct.name: ct.address for ct in contracts}
     for b in _get(c, "balances", ()) or ():
-        minimum = _get(b, "minimum")
-        if minimum is not None:
+        token = _get(b, "token")
+        token = by_name.get(token, token) if token else None  # a contract name or an address
+        minimum, minimum_units = _get(b, "minimum"), None
+        if hasattr(minimum, "units"):  # config.TokenAmount: whole tokens, decimals read from the token
+            minimum, minimum_units = None, Decimal(minimum.units)
+        elif minimum is not None:
             minimum = int(getattr(minimum, "value", minimum))
+        decimals = _get(b, "decimals", None if token else 18)
+        symbol = _get(b, "symbol", None if token else "ETH")
         balances.append(BalanceSpec(name=_get(b, "name"), address=str(_reveal(_get(b, "address"))),
-                                    minimum=minimum, decimals=int(_get(b, "decimals", 18)),
-                                    symbol=str(_get(b, "symbol", "ETH"))))
+                                    minimum=minimum, minimum_units=minimum_units,
+                                    decimals=int(decimals) if decimals is not None else None,
+                                    symbol=str(symbol) if symbol else None, token=token))
     kind = _get(c, "kind", "evm")
     head_method = _get(c, "head_method", None) or ("eth_blockNumber" if kind == "evm" else "getblockcount")
     keystore = _get(c, "keystore")

@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,11 +51,15 @@ class ContractSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BalanceSpec:
+    """A watched balance: the native coin, or (EVM) an ERC-20 token's `balanceOf(address)`."""
+
     name: str
     address: str
     minimum: int | None = None  # smallest unit
-    decimals: int = 18
-    symbol: str = "ETH"
+    decimals: int | None = 18  # None (a token): read `decimals()` from the token
+    symbol: str | None = "ETH"  # None (a token): read `symbol()` from the token
+    token: str | None = None  # EVM: the ERC-20 contract address; None: the native coin
+    minimum_units: Decimal | None = None  # a token minimum in whole tokens, scaled by the decimals read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

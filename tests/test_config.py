@@ -340,13 +340,13 @@ def test_amounts():
 ])
 def test_bad_amount(value, why):
     text = (
-        '[chain.neo]\nkind = "jsonrpc"\nendpoints = ["http://127.0.0.1:10332"]\n\n'
-        '[[chain.neo.balances]]\nname = "gasbank"\n'
+        '[chain.eth]\nkind = "evm"\nendpoints = ["http://127.0.0.1:8545"]\n\n'
+        '[[chain.eth.balances]]\nname = "gasbank"\n'
         'address = "0x0000000000000000000000000000000000000001"\n'
         f"minimum = {value}\n"
     )
     err = one_error(text)
-    assert_error(err, line=8, key="chain.neo.balances[0].minimum", expected='"12.5 GAS"', message=why)
+    assert_error(err, line=8, key="chain.eth.balances[0].minimum", expected='"12.5 GAS"', message=why)
 
 
 def test_sizes():
@@ -916,12 +916,28 @@ def test_check_imports_nothing_heavy():
 # ---------------------------------------------------------------------------
 
 
-def test_neo_chain_balances_and_jsonrpc_defaults():
+def test_neo_chain_jsonrpc_defaults():
     cfg = load(
         """\
         [chain.neo]
         kind = "jsonrpc"
         endpoints = ["http://127.0.0.1:10332", "${NEO_BACKUP:-}"]
+        max_head_age = "2m"
+        """
+    )
+    neo = cfg.chain["neo"]
+    assert neo.head_method == "getblockcount" and neo.head_offset == -1 and neo.hash_method == "getblockhash"
+    assert len(neo.endpoints) == 1 and neo.max_head_age == 120.0
+    assert neo.contracts == () and neo.balances == ()
+
+
+def test_jsonrpc_chain_refuses_contracts_and_balances():
+    """Neo contract state and GAS balances are command checks: the EVM-only tables are an error
+    at their own line, pointing at [[checks]] kind = "command"."""
+    text = """\
+        [chain.neo]
+        kind = "jsonrpc"
+        endpoints = ["http://127.0.0.1:10332"]
 
         [[chain.neo.contracts]]
         name = "gasbank"
@@ -935,15 +951,41 @@ def test_neo_chain_balances_and_jsonrpc_defaults():
         [[chain.neo.balances]]
         name = "raw"
         address = "NXV7ZhHiyM1aHXwpVsRZC6BwNFP2jghXAq"
-        minimum = 1000
         """
-    )
-    neo = cfg.chain["neo"]
-    assert neo.head_method == "getblockcount" and neo.head_offset == -1 and neo.hash_method == "getblockhash"
-    assert len(neo.endpoints) == 1
-    platform, raw = neo.balances
-    assert (int(platform.minimum), platform.symbol, platform.decimals) == (1_250_000_000, "GAS", 8)
-    assert (int(raw.minimum), raw.symbol, raw.decimals) == (1000, "GAS", 8)
+    contracts, balances = errors_of(text)
+    assert_error(contracts, line=line_no(text, "[[chain.neo.contracts]]"), key="chain.neo.contracts[0]",
+                 expected='[[checks]] kind = "command"', message='kind = "jsonrpc"')
+    assert_error(balances, line=line_no(text, "[[chain.neo.balances]]"), key="chain.neo.balances[0]",
+                 expected='[[checks]] kind = "command"', message="EVM chains only")
+    assert "neo-n3.toml" in balances.expected
+
+
+def test_token_balances():
+    head = ('[chain.eth]\nendpoints = ["http://127.0.0.1:8545"]\n'
+            '[[chain.eth.contracts]]\nname = "usdc"\naddress = "0x0000000000000000000000000000000000000003"\n')
+    holder = 'address = "0x0000000000000000000000000000000000000001"\n'
+    cfg = load(head
+               + '[[chain.eth.balances]]\nname = "a"\n' + holder + 'token = "usdc"\nminimum = "1000 USDC"\n'
+               + '[[chain.eth.balances]]\nname = "b"\n' + holder
+               + 'token = "0x0000000000000000000000000000000000000004"\nminimum = "2.5 DAI"\ndecimals = 18\n'
+               + '[[chain.eth.balances]]\nname = "c"\n' + holder + 'token = "usdc"\nminimum = 5\n'
+               + '[[chain.eth.balances]]\nname = "d"\n' + holder + 'minimum = "1 ether"\n')
+    a, b, c, d = cfg.chain["eth"].balances
+    assert (a.token, a.symbol, a.decimals, str(a.minimum)) == ("usdc", "USDC", None, "1000 USDC")
+    assert (int(b.minimum), b.symbol, b.decimals, str(b.minimum)) == (25 * 10**17, "DAI", 18, "2.5 DAI")
+    assert (int(c.minimum), c.symbol, c.decimals) == (5, None, None)  # symbol() / decimals() read on chain
+    assert (d.token, d.symbol, d.decimals, int(d.minimum)) == (None, "ETH", 18, 10**18)
+    # errors: unknown contract name, a native-coin minimum for a token, a symbol mismatch
+    text = head + '[[chain.eth.balances]]\nname = "x"\n' + holder + 'token = "usdt"\n'
+    assert_error(one_error(text), line=line_no(text, "usdt"), key="chain.eth.balances[0].token",
+                 expected="[[chain.eth.contracts]] entry (usdc)", message="did you mean 'usdc'")
+    text = head + '[[chain.eth.balances]]\nname = "x"\n' + holder + 'token = "usdc"\nminimum = "5 ether"\n'
+    assert_error(one_error(text), line=line_no(text, "5 ether"), key="chain.eth.balances[0].minimum",
+                 expected="1000 USDC", message="native coin")
+    text = (head + '[[chain.eth.balances]]\nname = "x"\n' + holder
+            + 'token = "usdc"\nminimum = "5 USDT"\nsymbol = "USDC"\n')
+    assert_error(one_error(text), line=line_no(text, "5 USDT"), key="chain.eth.balances[0].minimum",
+                 expected="a minimum in USDC", message="minimum is in USDT")
 
 
 def test_bad_address_and_no_endpoints():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -428,4 +429,195 @@ async def test_pause_works_while_the_active_endpoint_is_down(anvil, escrow, tmp_
 
     with pytest.raises(BackendError):
         await ch.head()
+    await ch.aclose()
+
+
+# --------------------------------------------------------------------------- ERC-20 balances
+
+TOKEN_SOURCE = """\
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+/// The ERC-20 reads warroom uses (balanceOf, decimals, symbol), mintable by anyone (tests only).
+contract TestToken {
+    string public symbol;
+    uint8 public decimals;
+    mapping(address => uint256) public balanceOf;
+
+    constructor(string memory symbol_, uint8 decimals_) {
+        symbol = symbol_;
+        decimals = decimals_;
+    }
+
+    function mint(address to, uint256 amount) external {
+        balanceOf[to] += amount;
+    }
+
+    function burn(address from, uint256 amount) external {
+        balanceOf[from] -= amount;
+    }
+}
+"""
+
+
+def compile_token() -> dict:
+    """TestToken compiled with the harness's solcjs (same settings as Escrow)."""
+    import subprocess
+
+    from tests.harness import solc
+
+    exe = solc.find_solcjs()
+    if exe is None:
+        pytest.skip("solcjs not found (make tools)")
+    payload = solc.standard_input(TOKEN_SOURCE)
+    payload["sources"] = {"TestToken.sol": {"content": TOKEN_SOURCE}}
+    payload["settings"]["outputSelection"] = {"TestToken.sol": {"TestToken": ["abi", "evm.bytecode.object"]}}
+    proc = subprocess.run([exe, "--standard-json"], input=json.dumps(payload), capture_output=True,
+                          text=True, timeout=180)
+    out = json.loads(proc.stdout[proc.stdout.find("{"):])
+    errors = [e for e in out.get("errors", []) if e.get("severity") == "error"]
+    assert not errors, errors
+    c = out["contracts"]["TestToken.sol"]["TestToken"]
+    return {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
+
+
+@pytest.fixture(scope="module")
+def token_artifact():
+    return compile_token()
+
+
+class Token:
+    """TestToken deployed on anvil by account 0."""
+
+    def __init__(self, node, artifact: dict, symbol: str, decimals: int) -> None:
+        from web3 import Web3
+
+        self.w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 10}))
+        self.acct = self.w3.eth.account.from_key(node.keys[0])
+        self.chain_id = node.chain_id
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        self.address = self._send(factory.constructor(symbol, decimals))["contractAddress"]
+        self.contract = self.w3.eth.contract(address=self.address, abi=artifact["abi"])
+
+    def _send(self, fn):
+        tx = fn.build_transaction({"from": self.acct.address, "chainId": self.chain_id,
+                                   "nonce": self.w3.eth.get_transaction_count(self.acct.address, "pending")})
+        h = self.w3.eth.send_raw_transaction(self.acct.sign_transaction(tx).raw_transaction)
+        receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=30, poll_latency=0.05)
+        assert receipt["status"] == 1
+        return receipt
+
+    def mint(self, to: str, amount: int) -> None:
+        self._send(self.contract.functions.mint(to, amount))
+
+    def burn(self, frm: str, amount: int) -> None:
+        self._send(self.contract.functions.burn(frm, amount))
+
+    def balance(self, owner: str) -> int:
+        return self.contract.functions.balanceOf(owner).call()
+
+
+def test_erc20_selectors_and_symbol_decoding():
+    from backends.evm import ERC20_SELECTORS, decode_symbol, decode_uint, keccak
+
+    for sig, sel in ERC20_SELECTORS.items():
+        assert "0x" + keccak(sig.encode())[:4].hex() == sel
+    abi_string = "0x" + (32).to_bytes(32, "big").hex() + (4).to_bytes(32, "big").hex() + b"USDC".ljust(32, b"\0").hex()
+    assert decode_symbol(abi_string) == "USDC"
+    assert decode_symbol("0x" + b"MKR".ljust(32, b"\0").hex()) == "MKR"  # bytes32 symbol
+    markup = "0x" + (32).to_bytes(32, "big").hex() + (9).to_bytes(32, "big").hex() + b"[red]X[/]".ljust(32, b"\0").hex()
+    assert decode_symbol(markup) == "redX"  # shown on screen: no markup gets through
+    assert decode_symbol("0x") is None and decode_uint("0x") is None
+    assert decode_uint("0x" + (6).to_bytes(32, "big").hex()) == 6
+
+
+async def test_erc20_balance_reads_balance_of_with_token_decimals_and_symbol(anvil, token_artifact):
+    tok = Token(anvil, token_artifact, "TST", 6)
+    holder, empty = anvil.accounts[3], anvil.accounts[4]
+    tok.mint(holder, 250 * 10**6)  # 250 TST
+    ch = chain_of(anvil.url, balances=(
+        # decimals and symbol from the token; minimum in whole tokens
+        BalanceSpec(name="treasury", address=holder, token=tok.address, decimals=None, symbol=None,
+                    minimum_units=Decimal(100)),
+        BalanceSpec(name="hot", address=empty, token=tok.address.lower(), decimals=None, symbol=None,
+                    minimum=1),
+        # configured decimals / symbol win over the token's
+        BalanceSpec(name="configured", address=holder, token=tok.address, decimals=2, symbol="XYZ"),
+        BalanceSpec(name="native", address=holder, minimum=10**18),  # same holder, its ETH
+    ))
+    (r,) = await ch.poll()
+    treasury, hot, configured, native = r.balances
+    assert treasury.balance == 250 * 10**6 == tok.balance(holder)
+    assert treasury.display == "250 TST" and treasury.symbol == "TST" and treasury.decimals == 6
+    assert treasury.minimum == 100 * 10**6 and treasury.status.value == "ok"
+    assert hot.balance == 0 and hot.status.value == "crit" and hot.display == "0 TST"
+    assert configured.display == "2500000 XYZ" and configured.decimals == 2
+    assert native.balance > 10**18 and native.symbol == "ETH" and native.balance != treasury.balance
+    fs = findings(r)
+    assert fs["gas-low:local:hot"].severity is Severity.P0 and "TST" in fs["gas-low:local:hot"].summary
+    assert "gas-low:local:treasury" not in fs
+    # the token's balance drops below the minimum (in token units): a finding naming the token
+    tok.burn(holder, 200 * 10**6)  # 50 TST left
+    (r,) = await ch.poll()
+    assert r.balances[0].balance == 50 * 10**6 and r.balances[0].status.value == "crit"
+    f = findings(r)["gas-low:local:treasury"]
+    assert f.severity is Severity.P1 and f.playbook == "gas-low"
+    assert f.summary == "treasury balance 50 TST is below its minimum 100 TST on local"
+    await ch.aclose()
+
+
+async def test_erc20_balance_from_config_by_contract_name(anvil, token_artifact, tmp_path):
+    from backends.config import load_config_text
+    from backends.evm import chains_from_config
+
+    tok = Token(anvil, token_artifact, "USDC", 6)
+    holder = anvil.accounts[2]
+    tok.mint(holder, 1500 * 10**6)
+    (tmp_path / "erc20.json").write_text(json.dumps(token_artifact["abi"]))
+    cfg = load_config_text(f"""
+[chain.local]
+endpoints = ["{anvil.url}"]
+chain_id = 31337
+max_head_age = "1h"
+
+[[chain.local.contracts]]
+name = "usdc"
+address = "{tok.address.lower()}"
+abi = "erc20.json"
+
+[[chain.local.balances]]
+name = "settlement"
+address = "{holder}"
+token = "usdc"
+minimum = "2000 USDC"
+
+[[chain.local.balances]]
+name = "fixed"
+address = "{holder}"
+token = "{tok.address}"
+minimum = "1000.5 USDC"
+decimals = 6
+""", base_dir=tmp_path)
+    settlement, fixed = cfg.chain["local"].balances
+    assert settlement.token == "usdc" and settlement.decimals is None and settlement.symbol == "USDC"
+    assert int(fixed.minimum) == 1_000_500_000 and fixed.symbol == "USDC"
+    ch = chains_from_config(cfg)["local"]
+    assert ch.spec.balances[0].token == tok.address  # the contract's (checksummed) address
+    (r,) = await ch.poll()
+    s, fx = r.balances
+    assert s.balance == 1500 * 10**6 and s.minimum == 2000 * 10**6 and s.display == "1500 USDC"
+    assert fx.status.value == "warn"  # above its minimum, below twice it
+    f = findings(r)["gas-low:local:settlement"]
+    assert "1500 USDC" in f.summary and "2000 USDC" in f.summary
+    await ch.aclose()
+
+
+async def test_erc20_balance_of_an_address_without_a_token_is_unknown(anvil):
+    ch = chain_of(anvil.url, balances=(
+        BalanceSpec(name="ghost", address=anvil.accounts[1], token="0x000000000000000000000000000000000000dEaD",
+                    decimals=None, symbol=None, minimum=1),))
+    (r,) = await ch.poll()
+    (b,) = r.balances
+    assert b.balance is None and b.status.value == "unknown" and "no ERC-20 contract" in b.display
+    assert not [k for k in findings(r) if k.startswith("gas-low")]
     await ch.aclose()
