@@ -1331,9 +1331,8 @@ def c_token_amount(v: Any) -> Amount | TokenAmount:
     if not m:
         raise _Invalid(f"invalid amount {v!r}", _TOKEN_AMOUNT_EXPECTED)
     unit = m.group(2)
-    if unit.lower() in _AMOUNT_UNITS and unit.lower() != "neo":
-        native = _AMOUNT_UNITS[unit.lower()][0]
-        raise _Invalid(f"minimum {v!r} is in {native}, the native coin, but this balance is of a token",
+    if unit.lower() in ("ether", "eth", "gwei", "wei"):  # token balances are on EVM chains only
+        raise _Invalid(f"minimum {v!r} is in ETH, the native coin, but this balance is of a token",
                        _TOKEN_AMOUNT_EXPECTED)
     return TokenAmount(Decimal(m.group(1)), unit.upper() if unit.isupper() else unit)
 

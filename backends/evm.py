@@ -7,7 +7,9 @@ loaded in a worker thread only when a transaction is signed.
 - `EvmChain` is a monitor `Source` producing one `ChainReading` per poll: every
   endpoint (head, head age, lag, chain id vs expected, latency, error rate, block hash
   at a common height), each contract (code present, ABI fingerprint, `paused()` where
-  the ABI has it) and each watched balance against its minimum. It is also the client
+  the ABI has it) and each watched balance against its minimum: the native coin
+  (`eth_getBalance`) or an ERC-20 (`balanceOf` by `eth_call`, with the token's `decimals()` and
+  `symbol()` read once unless configured). It is also the client
   the orders module uses for `eth_getLogs` (`get_logs_chunked`).
 - `ContractPauseAction` is `chain.pause` / `chain.unpause`: build the transaction,
   simulate it with `eth_call` (the dry-run shown in the plan), sign with a key from the
