@@ -217,6 +217,7 @@ class LogTail(ScrollView, can_focus=True):
         self._cache_base: Style | None = None
         self._status_at = 0.0
         self._status_timer: Timer | None = None
+        self._bar_stale = False  # the scrollbar's range lags the buffer (see _set_virtual_height)
         self._time_cache: tuple[int, str] = (-1, "")
         self._tags: dict[str, str] = {}
         if lines:
@@ -495,8 +496,10 @@ class LogTail(ScrollView, can_focus=True):
 
         Assigning `virtual_size` re-lays out the whole screen (a full repaint of every
         widget). A log tail grows ~10 times a second: a layout is only needed when the
-        scrollbar appears or disappears; otherwise the size is set quietly and the
-        scrollbar told its new range.
+        scrollbar appears or disappears; otherwise the size is set quietly. The scrollbar
+        is hidden while following (a layout shows it again with the current range); while
+        paused it is told its new range with the status, at most once a second (each
+        change repaints the whole bar).
         """
         size = Size(self.size.width, height)
         if size == self.virtual_size:
@@ -506,8 +509,12 @@ class LogTail(ScrollView, can_focus=True):
             self.virtual_size = size
             return
         self.set_reactive(LogTail.virtual_size, size)
-        if self.show_vertical_scrollbar:
-            self.vertical_scrollbar.window_virtual_size = height
+        self._bar_stale = True
+
+    def _sync_bar(self) -> None:
+        if self._bar_stale and not self.following and self.show_vertical_scrollbar:
+            self.vertical_scrollbar.window_virtual_size = self.virtual_size.height
+        self._bar_stale = False
 
     def _scroll_bottom(self) -> None:
         self._scroll_y(self.max_scroll_y)
@@ -646,6 +653,7 @@ class LogTail(ScrollView, can_focus=True):
                 self._status_timer = self.set_timer(1.0, self._status_due, name="logtail-status")
             return
         self._status_at = time.monotonic()
+        self._sync_bar()
         text = self.status_text
         if text != self.border_subtitle:
             self.border_subtitle = text
