@@ -3,10 +3,19 @@
 The engine (monitor, actions, config, logs) is passed in; nothing here does I/O.
 Snapshots arrive from the monitor on the loop, travel as a collapsing message and
 are applied in one batch; nothing redraws under a modal or in a hidden pane.
+
+Startup: given `engine_factory` instead of an engine (the `warroom` command), the first
+frame is the dashboard's shell (header, pane borders and titles saying "connecting…",
+footer); the panes are built and the engine is built (in a thread) after that frame,
+then the engine is wired and started. Shutdown: the engine is unsubscribed and stopped
+before the screens close, and snapshot/log/incident messages that are still queued
+are dropped once the app is closing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -48,9 +57,15 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
     def __init__(self, engine: Any, *, config: Any = None, read_only: bool | None = None,
                  kiosk: bool = False, theme: str | None = None,
                  clock: Callable[[], datetime] | None = None,
-                 keymap: Mapping[str, str] | None = None) -> None:
+                 keymap: Mapping[str, str] | None = None,
+                 engine_factory: Callable[[], Any] | None = None) -> None:
         super().__init__()
         self.engine = engine
+        # built in a thread after the first frame when no engine is given (see _boot)
+        self._engine_factory = engine_factory if engine is None else None
+        self.startup_error: BaseException | None = None  # the factory's error; the app exits with 2
+        self._quitting = False  # set on shutdown: queued snapshots/logs/incidents are dropped
+        self.started_hooks: list[Callable[[], Any]] = []  # called once the engine is wired, before it starts
         self.config = config if config is not None else getattr(engine, "config", None)
         actions = getattr(engine, "actions", None)
         self.read_only = bool(read_only or kiosk or conf(self.config, "warroom", "read_only", False)
@@ -78,16 +93,84 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
     async def on_mount(self) -> None:
         if self.user_keymap:
             self.set_keymap(self.user_keymap)
-        self.dashboard = DashboardScreen(self._make_header(), mode=layout_for(*self.size))
+        deferred = self.engine is None and self._engine_factory is not None
+        # deferred: the first frame is the shell; the panes are built after it (see _boot)
+        self.dashboard = DashboardScreen(self._make_header(), mode=layout_for(*self.size),
+                                         panes=not deferred)
         await self.push_screen(self.dashboard)
+        if deferred:
+            return
+        self._check_keymap()
+        if self.kiosk:  # the wall display goes on top; the dashboard never redraws under it
+            await self._push_kiosk()
+        self._wire_engine()
+
+    async def on_ready(self) -> None:
+        """After the first frame: build what was deferred, start polling (first polls never
+        delay the first paint)."""
+        if self.engine is None and self._engine_factory is not None:
+            # once the first frame is written, not while it is
+            self.call_after_refresh(self._start_boot)
+            return
+        await self._start_engine()
+
+    def _start_boot(self) -> None:
+        if not self._quitting:
+            self.run_worker(self._boot(), name="boot", group="boot")
+
+    async def _boot(self) -> None:
+        """The deferred start: the engine is built in a thread while the panes mount."""
+        factory, self._engine_factory = self._engine_factory, None
+        building = asyncio.get_running_loop().run_in_executor(None, factory)
+        if self.dashboard is not None:
+            await self.dashboard.mount_panes()
+        try:
+            engine = await building
+        except Exception as exc:  # printed by the command after the app has closed
+            self.startup_error = exc
+            self.exit(return_code=2)
+            return
+        if self._quitting:  # quit before the engine was ready: nothing was started
+            return
+        await self._attach_engine(engine)
+
+    async def _attach_engine(self, engine: Any) -> None:
+        self.engine = engine
+        if self.config is None:
+            self.config = getattr(engine, "config", None)
+        actions = getattr(engine, "actions", None)
+        if actions is not None and self.read_only:
+            actions.read_only = True
+        elif getattr(actions, "read_only", False):
+            self.read_only = True
+        if self.dashboard is not None:
+            header = self.dashboard.header
+            operator = self._operator()
+            if (header.operator, header.read_only) != (operator, self.read_only):
+                header.operator = operator
+                header.set_read_only(self.read_only)
+        self._check_keymap()
+        if self.kiosk:
+            await self._push_kiosk()
+        self._wire_engine()
+        self.refresh_bindings()  # the verbs the engine's actions offer appear in the footer
+        await self._start_engine()
+
+    def _check_keymap(self) -> None:
+        if self.dashboard is None:
+            return
         unknown = sorted(set(self.user_keymap) - self.dashboard.binding_ids())
         if unknown:
             self.notify(f"[keys]: no binding with id {', '.join(unknown)} (see ? for the ids)",
                         title="config", severity="warning", timeout=10)
-        if self.kiosk:  # the wall display goes on top; the dashboard never redraws under it
-            from tui.screens.kiosk import KioskScreen
 
-            await self.push_screen(KioskScreen(clock=self.clock))
+    async def _push_kiosk(self) -> None:
+        from tui.screens.kiosk import KioskScreen
+
+        await self.push_screen(KioskScreen(clock=self.clock))
+
+    def _wire_engine(self) -> None:
+        """Subscribe to the engine's monitor, log hub and incidents; show the first snapshot."""
         monitor = getattr(self.engine, "monitor", None)
         if monitor is not None:
             self._unsubscribe.append(monitor.subscribe(self._on_monitor_snapshot))
@@ -97,11 +180,15 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
             self._unsubscribe.append(logs.subscribe(self._on_log_lines))
         incidents = getattr(self.engine, "incidents", None)
         if incidents is not None and callable(getattr(incidents, "subscribe", None)):
-            self._unsubscribe.append(incidents.subscribe(lambda _inc: self.post_message(IncidentChanged())))
+            self._unsubscribe.append(incidents.subscribe(self._on_incident))
         self.wire_playbook_hints()
 
-    async def on_ready(self) -> None:
-        """After the first frame: start polling (first polls never delay the first paint)."""
+    async def _start_engine(self) -> None:
+        started, self.started_hooks = self.started_hooks, []
+        for hook in started:
+            hook()
+        if self._quitting:
+            return
         logs = getattr(self.engine, "logs", None)
         if logs is not None and callable(getattr(logs, "recent", None)) and self.dashboard is not None:
             self.dashboard.add_log_lines(logs.recent(500))
@@ -111,6 +198,15 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
             await start()
         elif monitor is not None and not getattr(monitor, "running", False):
             await monitor.start()
+
+    async def _shutdown(self) -> None:
+        """Textual's shutdown closes the screens, then unmounts the app. The engine stops
+        first, so no snapshot, log line or incident reaches a closing screen."""
+        self._quitting = True
+        self.workers.cancel_group(self, "boot")
+        with contextlib.suppress(Exception):
+            await self.stop_engine()
+        await super()._shutdown()
 
     async def on_unmount(self) -> None:
         await self.stop_engine()
@@ -127,36 +223,62 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         elif monitor is not None and getattr(monitor, "running", False):
             await monitor.stop()
 
+    def _operator(self) -> str:
+        operator = conf(self.config, "warroom", "operator", "")
+        if not operator and self.engine is None and self._engine_factory is not None:
+            from backends.audit import operator_identity  # what the engine's actions will use
+
+            operator = operator_identity()
+        return str(operator or getattr(getattr(self.engine, "actions", None), "operator", "")
+                   or os.environ.get("USER", "?"))
+
     def _make_header(self) -> StatusHeader:
         cfg = self.config
-        operator = conf(cfg, "warroom", "operator", "") or getattr(
-            getattr(self.engine, "actions", None), "operator", "") or os.environ.get("USER", "?")
         return StatusHeader(name=str(conf(cfg, "warroom", "name", "warroom")),
                             environment=str(conf(cfg, "warroom", "environment", "")),
-                            operator=str(operator), read_only=self.read_only, kiosk=self.kiosk,
+                            operator=self._operator(), read_only=self.read_only, kiosk=self.kiosk,
                             id="header")
 
     # ------------------------------------------------------------------ data in
 
     def _on_monitor_snapshot(self, snapshot: Snapshot) -> None:
-        self.post_message(SnapshotArrived(snapshot))
+        if not self._quitting:
+            self.post_message(SnapshotArrived(snapshot))
 
     def _on_log_lines(self, lines) -> None:
-        self.post_message(LogLinesArrived(list(lines)))
+        if not self._quitting:
+            self.post_message(LogLinesArrived(list(lines)))
+
+    def _on_incident(self, _incident: Any) -> None:
+        if not self._quitting:
+            self.post_message(IncidentChanged())
+
+    def _dashboard_live(self) -> DashboardScreen | None:
+        """The dashboard while it may be updated (None once the app is closing)."""
+        dashboard = self.dashboard
+        if self._quitting or dashboard is None or not dashboard.is_attached:
+            return None
+        return dashboard
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        if self._quitting:
+            return
         self.snapshot = message.snapshot
-        if self.dashboard is not None and self.screen is self.dashboard:
-            self.dashboard.apply(message.snapshot)
+        dashboard = self._dashboard_live()
+        stack = self.screen_stack
+        if dashboard is not None and stack and stack[-1] is dashboard:
+            dashboard.apply(message.snapshot)
         # else: the dashboard applies the newest snapshot when it is shown again
 
     def on_incident_changed(self, _message: IncidentChanged) -> None:
-        if self.dashboard is not None:
-            self.dashboard.show_incident()
+        dashboard = self._dashboard_live()
+        if dashboard is not None:
+            dashboard.show_incident()
 
     def on_log_lines_arrived(self, message: LogLinesArrived) -> None:
-        if self.dashboard is not None and not self.kiosk:  # the kiosk's log view subscribes itself
-            self.dashboard.add_log_lines(message.lines)
+        dashboard = self._dashboard_live()
+        if dashboard is not None and not self.kiosk:  # the kiosk's log view subscribes itself
+            dashboard.add_log_lines(message.lines)
 
     # ------------------------------------------------------------------ actions
 

@@ -4,6 +4,10 @@
 Below that "compact": one pane at a time with a pane switcher (tabs, number keys,
 tab / shift+tab, the palette's "go to pane"). The layout is a CSS class on the
 screen, switched on resize; no widget is rebuilt.
+
+With `panes=False` the screen composes only its shell (header, pane borders and titles,
+"connecting…" as their subtitle, footer): the cheapest full first frame.
+`mount_panes()` then puts the real panes in place.
 """
 
 from __future__ import annotations
@@ -77,13 +81,24 @@ class PanePlaceholder(Static):
         return None
 
 
+class ShellFooter(Footer):
+    """The shell's footer: composes its keys as it mounts, so they are in the first frame
+    (Textual's footer waits for a bindings update, then recomposes: one frame later)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.set_reactive(Footer._bindings_ready, True)  # textual 8.2: the flag bindings_changed sets
+
+
 class PaneSlot(Container):
     """Holds one pane; carries its border, title and the layout's show/hide class."""
 
-    def __init__(self, spec: PaneSpec, index: int, current: bool = False) -> None:
+    def __init__(self, spec: PaneSpec, index: int, current: bool = False, connecting: bool = False) -> None:
         super().__init__(id=f"slot-{spec.id}", classes="pane-slot -current" if current else "pane-slot")
         self.spec = spec
         self.border_title = f"{index + 1} {spec.title}"
+        if connecting:  # the shell: an empty slot until its pane is mounted
+            self.border_subtitle = "connecting…"
         self.dirty = False
 
     @property
@@ -98,10 +113,11 @@ class PaneTabs(Tabs, can_focus=False):
 class DashboardScreen(Screen):
     BINDINGS = DASHBOARD_BINDINGS
 
-    def __init__(self, header: StatusHeader, mode: str = "wide") -> None:
+    def __init__(self, header: StatusHeader, mode: str = "wide", *, panes: bool = True) -> None:
         # the layout class is set before the first style pass: no restyle at startup
         super().__init__(id="dashboard", classes=f"-{mode}")
         self.header = header
+        self.panes_ready = panes  # False: the shell only, until mount_panes()
         self.layout_mode = mode
         self.current = PANE_IDS[0]
         self._snapshot: Snapshot | None = None
@@ -114,9 +130,25 @@ class DashboardScreen(Screen):
             yield self._make_tabs()
         with Container(id="panes"):
             for i, spec in enumerate(PANES):
-                with PaneSlot(spec, i, current=spec.id == self.current):
-                    yield self._make_pane(spec)
-        yield Footer(show_command_palette=False)
+                with PaneSlot(spec, i, current=spec.id == self.current,
+                              connecting=not self.panes_ready):
+                    if self.panes_ready:
+                        yield self._make_pane(spec)
+        yield (Footer if self.panes_ready else ShellFooter)(show_command_palette=False)
+
+    async def mount_panes(self) -> None:
+        """Mount the real panes into the shell's slots (in one batch, after the first frame)."""
+        if self.panes_ready:
+            return
+        self.panes_ready = True
+        with self.app.batch_update():
+            for slot in self.query(PaneSlot):
+                slot.border_subtitle = ""
+                await slot.mount(self._make_pane(slot.spec))
+        if self.is_current:
+            self._update_auto_focus()  # as when the screen was composed with its panes
+        if self._snapshot is not None:
+            self.apply(self._snapshot)
 
     def _make_tabs(self) -> PaneTabs:
         return PaneTabs(*(Tab(f"{i + 1} {p.title}", id=f"tab-{p.id}") for i, p in enumerate(PANES)),
