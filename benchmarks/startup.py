@@ -7,7 +7,12 @@ Prints:
   clock stops when everything the first full frame shows (header, every pane title,
   footer) has been written to the terminal (target <= 0.5 s).
 
-Usage: .venv/bin/python benchmarks/startup.py [--runs N] [--config PATH] [--size 160x48]
+With --floor, a minimal Textual app (the same header line, eight bordered and titled
+panes and a footer, nothing else) is timed the same way, in runs interleaved with the
+console's: the floor this machine sets (importing Textual and drawing one frame), under
+the same load. The machine is shared, so compare figures taken together.
+
+Usage: .venv/bin/python benchmarks/startup.py [--runs N] [--config PATH] [--size 160x48] [--floor]
 """
 
 from __future__ import annotations
@@ -71,12 +76,43 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+FLOOR_APP = """
+from textual.app import App
+from textual.binding import Binding
+from textual.containers import Container
+from textual.widgets import Footer, Static
+
+TITLES = ("Services", "Findings", "Queues", "Breakers", "Chain", "Stuck orders", "Sources", "Logs")
+
+
+class Floor(App):
+    CSS = "#panes { layout: grid; grid-size: 3 3; } .slot { border: round $primary; }"
+    BINDINGS = [Binding("question_mark", "help", "Help"), Binding("ctrl+p", "command_palette", "Palette"),
+                Binding("q", "quit", "Quit")]
+
+    def compose(self):
+        yield Static(" warroom  local  op bench")
+        with Container(id="panes"):
+            for i, title in enumerate(TITLES):
+                slot = Container(classes="slot")
+                slot.border_title = f"{i + 1} {title}"
+                yield slot
+        yield Footer(show_command_palette=False)
+
+
+Floor().run()
+"""
+
+
 def time_first_frame(config: str | None, cols: int, rows: int, limit: float = 20.0,
-                     idle: float = 0.0, settle: float = 5.0) -> tuple[float, int, dict]:
+                     idle: float = 0.0, settle: float = 5.0,
+                     cmd: list[str] | None = None) -> tuple[float, int, dict]:
     """Seconds from spawn to the first full frame, the bytes written until then, and,
     when `idle` > 0, the steady state over `idle` seconds after `settle` seconds:
-    CPU % of one core and bytes/s written to the terminal."""
-    cmd = warroom_cmd() + (["--config", config] if config else [])
+    CPU % of one core and bytes/s written to the terminal. `cmd` replaces the console's
+    command line (the floor app)."""
+    if cmd is None:
+        cmd = warroom_cmd() + (["--config", config] if config else [])
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +193,8 @@ def main() -> int:
     ap.add_argument("--frame-runs", type=int, default=5)
     ap.add_argument("--config", default=None)
     ap.add_argument("--size", default="160x48")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time a minimal Textual app (interleaved runs): this machine's floor")
     ap.add_argument("--idle", type=float, default=0.0,
                     help="also measure steady-state CPU and bytes/s over this many seconds (e.g. 60)")
     args = ap.parse_args()
@@ -170,10 +208,18 @@ def main() -> int:
     print(f"warroom --help: median {med * 1000:.0f} ms, max {max(helps) * 1000:.0f} ms "
           f"over {args.runs} runs (target < 500 ms) {'OK' if med < 0.5 else 'SLOW'}")
 
-    frames = []
+    frames, floors = [], []
+    floor_cmd = None
+    if args.floor:
+        floor_py = Path(tempfile.gettempdir()) / "warroom-bench-floor.py"
+        floor_py.write_text(FLOOR_APP)
+        floor_cmd = [sys.executable, str(floor_py)]
+        time_first_frame(None, cols, rows, cmd=floor_cmd)
     time_first_frame(config, cols, rows)  # warm the bytecode cache
     for _ in range(args.frame_runs):
         frames.append(time_first_frame(config, cols, rows))
+        if floor_cmd:
+            floors.append(time_first_frame(None, cols, rows, cmd=floor_cmd))
     fmed = statistics.median(t for t, _, _ in frames)
     where = "config " + os.path.relpath(config, ROOT) if config else "no sources"
     print(f"first frame at {cols}x{rows} ({where}): "
@@ -184,6 +230,12 @@ def main() -> int:
     cpu = statistics.median(st["cpu_to_frame"] for _, _, st in frames)
     print(f"CPU time used until the first frame: median {cpu * 1000:.0f} ms "
           f"(what the first frame costs on an idle core, whatever the load)")
+    if floors:
+        lmed = statistics.median(t for t, _, _ in floors)
+        lcpu = statistics.median(st["cpu_to_frame"] for _, _, st in floors)
+        print(f"floor (a minimal Textual app: header line, 8 titled panes, footer) at {cols}x{rows}: "
+              f"median {lmed * 1000:.0f} ms, CPU {lcpu * 1000:.0f} ms; the console is "
+              f"{(fmed - lmed) * 1000:+.0f} ms wall, {(cpu - lcpu) * 1000:+.0f} ms CPU above it")
     if args.idle > 0:
         _, _, steady = time_first_frame(config, cols, rows, idle=args.idle)
         print(f"steady state at {cols}x{rows} ({where}) over {steady['seconds']:.0f} s: "
