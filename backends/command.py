@@ -30,8 +30,9 @@ import shutil
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, Progress, ProgressFn
@@ -63,7 +64,11 @@ _DEFAULT_BY_NAME = {
     "service": "service", "unit": "service", "deployment": "service", "namespace": "service",
     "container": "service", "pid": "int", "count": "int", "replicas": "int", "block": "block",
     "address": "address", "contract": "address", "file": "path", "path": "path",
+    "operator": "text", "config": "path",
 }
+# Placeholders an `[[actions]]` argv may use without a `params` entry: warroom fills them
+# (the operator acting, the path of the configuration file); input never does.
+AUTO_PLACEHOLDERS = ("operator", "config")
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -600,11 +605,42 @@ def command_check_rule(r: CheckReading, ctx: RuleContext):
 # --------------------------------------------------------------------------- actions
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamField:
+    """One value an action asks the operator for, declared by the action itself.
+
+    Any `Action` may define `param_fields() -> Sequence[ParamField]`; a form (the
+    console's parameters form) then builds its fields from these instead of guessing
+    from `plan()`'s signature (which says nothing when plan() takes `**params`).
+
+    `type`: "text", "int", "float", "bool", or a placeholder type of `PLACEHOLDER_TYPES`
+    (shown as the expected form). `validate(text)` returns the value to pass to plan()
+    or raises ValueError with a message the form shows next to the field; without it the
+    form converts by `type`. `required`: the form refuses an empty value.
+
+    Iterating gives `(name, default, type)`, the shape the form used before.
+    """
+
+    name: str
+    type: str = "text"
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    validate: Callable[[str], Any] | None = None
+
+    def __iter__(self):
+        return iter((self.name, self.default, self.type))
+
+
 class CommandAction(Action):
     """A command as an action: custom `[[actions]]`, or a restart through pm2/systemctl/kubectl.
 
     `plan(**values)` validates every placeholder (ActionRefused before anything runs)
     and shows the exact argv; the guard is red when the program is not installed.
+    `param_fields()` declares the placeholders an operator fills (typed, with the same
+    validator), so the console's form can ask for them. `{operator}` and `{config}`,
+    when not declared in `params`, are filled by warroom: the operator acting
+    (`operator`: a name or a callable, else the login identity) and `config_path`.
     """
 
     def __init__(
@@ -619,6 +655,8 @@ class CommandAction(Action):
         description: str = "",
         fixed: Mapping[str, Any] | None = None,
         mutating: bool = True,
+        operator: str | Callable[[], str] | None = None,
+        config_path: str | os.PathLike | None = None,
     ) -> None:
         self.template = template
         self.id = action_id or f"command.{template.name}"
@@ -629,21 +667,69 @@ class CommandAction(Action):
         self.description = description or f"runs {template.name}"
         self.fixed = dict(fixed or {})
         self.mutating = mutating
+        self._operator = operator
+        self.config_path = os.fspath(config_path) if config_path is not None else None
+
+    # ------------------------------------------------------------------ fields
+
+    def _auto(self) -> tuple[str, ...]:
+        """The placeholders warroom fills ({operator}, {config} when not declared in params)."""
+        return tuple(n for n in AUTO_PLACEHOLDERS
+                     if n in self.template.placeholders and n not in self.template.params and n not in self.fixed)
+
+    def param_fields(self) -> list[ParamField]:
+        """The placeholders an operator types: not fixed, not secret, not filled by warroom."""
+        out = []
+        auto = self._auto()
+        for p in self.template._parts:
+            name, type_ = p.name, p.type
+            if name is None or type_ is None or name in self.fixed or name in auto or type_ == "secret":
+                continue
+            if any(f.name == name for f in out):
+                continue
+            default = self.template.defaults.get(name)
+            out.append(ParamField(
+                name=name, type=type_, default=default, help=PLACEHOLDER_TYPES[type_][1],
+                required=default is None or default == "", validate=partial(validate_value, name, type_)))
+        return out
+
+    def operator(self, override: Any = None) -> str:
+        if isinstance(override, str) and override.strip():
+            return override.strip()
+        op = self._operator
+        if callable(op):
+            return op()
+        from .audit import operator_identity
+
+        return op or operator_identity()
+
+    # ------------------------------------------------------------------ flow
 
     async def plan(self, **params: Any) -> ActionPlan:
         reason = params.pop("reason", None)
+        auto = self._auto()
+        op_override = params.pop("operator", None) if "operator" in auto else None
         values = {k: v for k, v in params.items() if k in self.template.placeholders}
         unknown = sorted(set(params) - set(values) - {"confirmation"})
         if unknown:
             raise ActionRefused(self.id, f"unknown parameter(s): {', '.join(unknown)}")
         for k, v in values.items():
-            if self.template.params.get(k) == "secret" or (k in self.fixed and str(v) != str(self.fixed[k])):
+            if (self.template.params.get(k) == "secret" or k in auto
+                    or (k in self.fixed and str(v) != str(self.fixed[k]))):
                 raise ActionRefused(self.id, f"{{{k}}} comes from the configuration, not from input")
         values.update(self.fixed)
+        if "operator" in auto:
+            values["operator"] = self.operator(op_override)
+        if "config" in auto:
+            if not self.config_path:
+                raise ActionRefused(self.id, "{config}: warroom runs without a configuration file")
+            values["config"] = self.config_path
         try:
             argv = self.template.render(values)
         except ActionRefused as exc:
             raise ActionRefused(self.id, exc.reason) from None
+        except (ValueError, TypeError) as exc:  # a value of an unexpected kind: still a refusal
+            raise ActionRefused(self.id, str(exc)) from None
         shown = self.template.display(argv)
         guard = self._guard()
         target = self.scope
@@ -696,7 +782,9 @@ __all__ = [
     "CommandCheck",
     "CommandResult",
     "CommandTemplate",
+    "AUTO_PLACEHOLDERS",
     "PLACEHOLDER_TYPES",
+    "ParamField",
     "PRESETS",
     "kill_group",
     "parse_path",

@@ -337,3 +337,22 @@ async def test_command_action_failure_reports_output(tmp_path):
     plan = await action.plan()
     result = await action.execute(plan, lambda p: None)
     assert result.status == "failed" and "exit 4" in result.summary and "nope" in result.details
+
+
+async def test_command_action_fills_operator_and_config_unless_declared(tmp_path):
+    """{operator} / {config} without a params entry come from warroom (never from input);
+    declared in params they are ordinary fields."""
+    t = CommandTemplate("who", ["echo", "{operator}", "{config}"])
+    action = CommandAction(t, operator="alice@10.0.0.7", config_path=tmp_path / "w.toml")
+    assert action.param_fields() == []
+    plan = await action.plan()
+    assert plan.params["argv"] == f"echo alice@10.0.0.7 {tmp_path / 'w.toml'}"
+    with pytest.raises(ActionRefused, match="configuration"):
+        await action.plan(config="/etc/passwd")
+    result = await action.execute(plan, lambda p: None)
+    assert result.ok and result.details == (f"alice@10.0.0.7 {tmp_path / 'w.toml'}",)
+    declared = CommandAction(CommandTemplate("who2", ["echo", "{operator}"], params={"operator": "identifier"}))
+    assert [f.name for f in declared.param_fields()] == ["operator"]
+    with pytest.raises(ActionRefused, match=r"missing value for \{operator\}"):
+        await declared.plan()
+    assert (await declared.plan(operator="bob")).params["argv"] == "echo bob"
