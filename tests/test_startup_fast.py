@@ -188,11 +188,12 @@ async def test_factory_first_frame_is_the_shell_then_panes_and_engine(tmp_path):
     assert not engine.monitor.running
 
 
-async def test_factory_and_engine_paths_end_on_the_same_screen(tmp_path):
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_factory_and_engine_paths_end_on_the_same_screen(tmp_path, size):
     from tests.test_app import fixed_app
 
     async def picture(app) -> str:
-        async with app.run_test(size=(120, 36)) as pilot:
+        async with app.run_test(size=size) as pilot:
             await until(pilot, lambda: app.engine is not None and app.dashboard._snapshot is not None
                         and app.focused is not None, what="settled")
             await pilot.pause()
