@@ -937,7 +937,7 @@ class OrdersFixAction(_OrdersAction):
         return ids
 
     async def plan(self, order_id: Any = None, state: Any = None, reason: Any = None,
-                   operator: Any = None, *, order_ids: Any = None, **_: Any) -> ActionPlan:
+                   operator: Any = None, *, order_ids: Sequence[str] | None = None, **_: Any) -> ActionPlan:
         # validate everything before any query
         if order_id is not None and order_ids is not None:
             raise ActionRefused(self.id, "give order_id or order_ids, not both")
@@ -946,19 +946,19 @@ class OrdersFixAction(_OrdersAction):
         if order_ids is not None:
             ids = self._check_ids(order_ids)
             st = self.spec.check_state(self.id, state)
-            why = _reason(self.id, reason)
+            why = _reason(self.id, reason, required=False)  # else asked for before execution
             if len(ids) > 1:
                 return await self._plan_many(ids, st, why, self.operator(operator))
             order_id = ids[0]
         oid = self.spec.check_id(self.id, order_id)
         st = self.spec.check_state(self.id, state)
-        why = _reason(self.id, reason)
+        why = _reason(self.id, reason, required=False)  # else asked for before execution
         op = self.operator(operator)
         row = await self.store.get(oid)
         if row is None:
             raise ActionRefused(self.id, f"no order {oid}")
         pending = row.state in self.spec.pending_states
-        suffix = _note_suffix(op, why)
+        suffix = _note_suffix(op, why or "<reason>")
         after = self._after_row(row, st, suffix)
         notes = []
         verdict = None
@@ -1004,7 +1004,7 @@ class OrdersFixAction(_OrdersAction):
         if not pending:
             raise ActionRefused(self.id, f"none of the {len(ids)} orders is "
                                 f"{' / '.join(self.spec.pending_states)}: {listed(left_out)}")
-        suffix = _note_suffix(op, why)
+        suffix = _note_suffix(op, why or "<reason>")
         notes: list[str] = []
         if left_out:
             notes.append(f"left out, not {' / '.join(self.spec.pending_states)}: {listed(left_out)}")
@@ -1056,7 +1056,7 @@ class OrdersFixAction(_OrdersAction):
         p = plan.params
         ids: list[str] = list(p["order_ids"])
         st = p["state"]
-        suffix = _note_suffix(p["operator"], plan.reason or "")
+        suffix = _note_suffix(p["operator"], _reason(self.id, plan.reason))
         before = {c.target.partition(":")[2]: c.before for c in plan.changes}
         fixed: list[str] = []
         skipped: list[str] = []
@@ -1105,7 +1105,7 @@ class OrdersFixAction(_OrdersAction):
         if "order_ids" in plan.params:
             return await self._execute_many(plan, progress)
         oid, st = plan.params["order_id"], plan.params["state"]
-        suffix = _note_suffix(plan.params["operator"], plan.reason or "")
+        suffix = _note_suffix(plan.params["operator"], _reason(self.id, plan.reason))
         before = plan.changes[0].before
         row = await self.store.update_one(oid, st, suffix)
         progress(Progress(1, 1, f"order {oid}"))
@@ -1169,7 +1169,7 @@ class OrdersBulkFixAction(_OrdersAction):
         if age < 0:
             raise ActionRefused(self.id, "older_than must not be negative")
         st = self.spec.check_state(self.id, state)
-        why = _reason(self.id, reason)
+        why = _reason(self.id, reason, required=False)  # else asked for before execution
         if not isinstance(canary, int) or isinstance(canary, bool) or canary < 0:
             raise ActionRefused(self.id, "canary must be a whole number >= 0")
         b = self.spec.bulk_batch if batch is None else batch
@@ -1213,7 +1213,7 @@ class OrdersBulkFixAction(_OrdersAction):
             f"{len(ids)} order(s) {'/'.join(self.spec.pending_states)} older than {fmt_age(age)} -> {st}",
             f"in batches of {b}, each its own transaction" + (f"; canary: first {canary}, re-verified" if canary else ""),
             "only orders still pending are changed (the rest are skipped)",
-            f"notes += ' [MANUAL FIX: <ts> by {op}: {why}]'",
+            f"notes += ' [MANUAL FIX: <ts> by {op}: {why or '<reason>'}]'",
             *notes,
             "ids: " + ", ".join(shown) + (f" … and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""),
         ])
@@ -1253,7 +1253,7 @@ class OrdersBulkFixAction(_OrdersAction):
         p = plan.params
         ids: list[str] = list(p["ids"])
         st, b, canary = p["state"], p["batch"], p["canary"]
-        suffix = _note_suffix(p["operator"], plan.reason or "")
+        suffix = _note_suffix(p["operator"], _reason(self.id, plan.reason))
         fixed: list[str] = []
         skipped: list[str] = []
         failed: list[str] = []
@@ -1376,7 +1376,7 @@ class OrdersResyncAction(_OrdersAction):
             block = int(block.strip())
         if not isinstance(block, int) or isinstance(block, bool) or block < 0:
             raise ActionRefused(self.id, f"block must be a whole number >= 0, not {block!r}"[:120])
-        why = _reason(self.id, reason)
+        why = _reason(self.id, reason, required=False)  # else asked for before execution
         if self.spec.cursor is None:
             raise ActionRefused(self.id, "no listener cursor configured ([orders.cursor])")
         current, updated = await self.store.cursor()

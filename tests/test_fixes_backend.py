@@ -183,7 +183,7 @@ async def test_fix_selection_bad_input_refused_before_any_query():
         dict(order_ids=["ok-1", "ok-2"], order_id="ok-1", state="FAILED", reason="r"),  # both
         dict(state="FAILED", reason="r"),  # neither
         dict(order_ids=["ok-1", "ok-2"], state="DELETED", reason="r"),
-        dict(order_ids=["ok-1", "ok-2"], state="FAILED", reason=" "),
+        dict(order_ids=["ok-1", "ok-2"], state="FAILED", reason="x" * 501),
     ]
     for params in bad:
         with pytest.raises(ActionRefused):

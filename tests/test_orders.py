@@ -293,6 +293,39 @@ async def test_fix_one_plan_shows_before_after_and_executes(db, orders_db, tmp_p
     assert (await db.fetchval("SELECT state FROM orders WHERE id = 'ord-1'")) == "SETTLED"
 
 
+async def test_plan_without_a_reason_asks_for_it_before_execution(db, orders_db, tmp_path):
+    """The console plans from the pane's selection (no reason yet): the plan is shown and
+    says a reason is needed; execution without one is refused and audited, nothing changes;
+    the reason typed in the modal is the one written to the notes."""
+    from dataclasses import replace
+
+    await insert(db, "ord-r1", notes="n")
+    store = OrdersStore(spec(), orders_db)
+    eng = engine(tmp_path)
+    eng.register(OrdersFixAction(store, operator="alice"))
+    plan = await eng.plan("orders.fix", order_id="ord-r1", state="FAILED")
+    assert plan.reason_required and plan.reason is None
+    assert plan.changes[0].after["notes"].endswith(" by alice: <reason>]")
+    with pytest.raises(ActionRefused, match="reason is required"):
+        await eng.execute(plan, confirmation="yes")
+    assert (await db.fetchval("SELECT state FROM orders WHERE id = 'ord-r1'")) == "PENDING"
+    assert eng.audit.tail(1)[0]["result"] == "refused"
+    res = await eng.execute(replace(plan, reason="  customer   refunded "), confirmation="yes")
+    assert res.status == "ok", res.summary
+    notes = await db.fetchval("SELECT notes FROM orders WHERE id = 'ord-r1'")
+    assert notes.endswith(" by alice: customer refunded]")
+    # bulk fix: the same
+    await insert(db, "ord-r2")
+    eng.register(OrdersBulkFixAction(store, operator="alice"))
+    bulk = await eng.plan("orders.bulk_fix", older_than="1m", state="FAILED")
+    assert bulk.reason_required and bulk.reason is None and "<reason>" in bulk.preview
+    with pytest.raises(ActionRefused, match="reason is required"):
+        await eng.execute(bulk, confirmation=bulk.expected_confirmation)
+    assert (await db.fetchval("SELECT state FROM orders WHERE id = 'ord-r2'")) == "PENDING"
+    res = await eng.execute(replace(bulk, reason="expired"), confirmation=bulk.expected_confirmation)
+    assert res.status == "ok" and (await db.fetchval("SELECT state FROM orders WHERE id = 'ord-r2'")) == "FAILED"
+
+
 async def test_fix_one_concurrent_change_is_skipped(db, orders_db, tmp_path):
     await insert(db, "ord-2")
     store = OrdersStore(spec(), orders_db)
@@ -321,7 +354,7 @@ async def test_bad_input_refused_before_any_query(tmp_path):
         (fix, dict(order_id=42, state="SETTLED", reason="r")),
         (fix, dict(order_id="ok-1", state="DELETED", reason="r")),
         (fix, dict(order_id="ok-1", state="settled'; --", reason="r")),
-        (fix, dict(order_id="ok-1", state="SETTLED", reason="  ")),
+        (fix, dict(order_id="ok-1", state="SETTLED", reason="x" * 501)),
         (bulk, dict(older_than="2 fortnights", state="FAILED", reason="r")),
         (bulk, dict(hours="abc", state="FAILED", reason="r")),
         (bulk, dict(older_than="2h", state="PENDING", reason="r")),
