@@ -134,6 +134,11 @@ class HostReading(Reading):
     mem_percent: float = 0.0
     disks: tuple[tuple[str, float], ...] = ()  # (mountpoint, percent used)
     load1: float | None = None
+    # the thresholds the host rule judges this reading by (None: not known to the reading)
+    cpu_warn: float | None = None
+    memory_warn: float | None = None
+    disk_warn: float | None = None
+    disk_crit: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +180,10 @@ class PostgresReading(Reading):
     long_queries: tuple[LongQuery, ...] = ()
     database_size_bytes: int | None = None
     server_version: str = ""
+    # the thresholds the Postgres rule judges this reading by (None: not known to the reading)
+    warn_connections: int | None = None  # active connections
+    pool_warn_ratio: float | None = None  # total / max_connections
+    long_query_after: float | None = None  # seconds
 
 
 # --------------------------------------------------------------------------- redis / queues

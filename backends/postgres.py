@@ -378,6 +378,9 @@ class PostgresSource:
                 long_queries=long_queries,
                 database_size_bytes=int(stats["size"]),
                 server_version=str(stats["version"]),
+                warn_connections=self.warn_connections,
+                pool_warn_ratio=self.pool_warn_ratio,
+                long_query_after=self.long_query_after,
             )
         ]
 

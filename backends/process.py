@@ -358,8 +358,10 @@ class HostSource:
         else:
             self._high_since = None
             high_for = 0.0
+        t = self.thresholds
         return HostReading(source=self.name, cpu_percent=round(cpu, 1), cpu_high_for_s=high_for,
-                           mem_percent=round(mem, 1), disks=disks, load1=load1)
+                           mem_percent=round(mem, 1), disks=disks, load1=load1, cpu_warn=t.cpu_warn,
+                           memory_warn=t.memory_warn, disk_warn=t.disk_warn, disk_crit=t.disk_crit)
 
     def _disk_usage(self) -> tuple[tuple[str, float], ...]:
         import psutil

@@ -744,3 +744,96 @@ async def test_removed_panes_drop_their_theme_subscription():
         gc.collect()
         alive = [r() for r in refs if r() is not None]
         assert not [p for p in alive if p in app.theme_changed_signal._subscriptions]
+
+
+# --------------------------------------------------------------------------- infra thresholds
+
+
+def _sev_to_status(found) -> Status:
+    """A row is CRIT where its rule raises a P1 (or worse), WARN where it raises a P2/P3."""
+    if not found:
+        return Status.OK
+    return Status.CRIT if min(int(f.severity) for f in found) <= 1 else Status.WARN
+
+
+def test_infra_rows_use_the_thresholds_their_readings_carry():
+    """Item 15: the Services pane's Postgres and host rows follow warn_connections /
+    pool_warn_ratio / long_query_after and memory_warn / disk_warn, like the rules do."""
+    from backends.model import HostReading, LongQuery, PostgresReading, Snapshot
+    from backends.postgres import PostgresSource
+    from backends.process import HostSource, HostThresholds
+    from backends.rules import evaluate
+    from widgets.services import infra_status
+
+    # 58/100 connections, 12 active: the old fixed 50 % made this WARN; the config says otherwise
+    PostgresSource("thr.pg", "postgresql://u@127.0.0.1:1/x", warn_connections=20, pool_warn_ratio=0.9,
+                   long_query_after=120)
+    base = dict(source="thr.pg", active_connections=12, total_connections=58, max_connections=100,
+                warn_connections=20, pool_warn_ratio=0.9, long_query_after=120.0)
+    cases = {
+        "quiet": (PostgresReading(**base), Status.OK),
+        "busy": (PostgresReading(**{**base, "active_connections": 25}), Status.WARN),
+        "long": (PostgresReading(**base, long_queries=(LongQuery(pid=1, duration_s=130, state="active",
+                                                                  query="SELECT 1"),)), Status.WARN),
+        "nearly full": (PostgresReading(**{**base, "total_connections": 85}), Status.OK),
+        "full": (PostgresReading(**{**base, "total_connections": 91}), Status.CRIT),
+        "down": (PostgresReading(**{**base, "reachable": False}), Status.CRIT),
+    }
+    for what, (r, want) in cases.items():
+        assert infra_status(r) is want, what
+        assert _sev_to_status(evaluate(Snapshot(readings={"thr.pg": (r,)}))) is want, what
+
+    # the host: thresholds from [host] come with the reading built by the source
+    host = HostSource("thr.host", thresholds=HostThresholds(memory_warn=60.0, disk_warn=50.0), clock=lambda: 0.0)
+    hcases = {
+        "quiet": (host.reading(10.0, 55.0, (("/", 45.0),)), Status.OK),
+        "memory": (host.reading(10.0, 62.0, (("/", 45.0),)), Status.WARN),  # fixed 85 % said OK
+        "disk": (host.reading(10.0, 55.0, (("/", 45.0), ("/data", 71.0))), Status.WARN),  # fixed 80 % said OK
+        "disk full": (host.reading(10.0, 55.0, (("/", 96.0),)), Status.CRIT),
+    }
+    for what, (r, want) in hcases.items():
+        assert r.memory_warn == 60.0 and r.disk_warn == 50.0
+        assert infra_status(r) is want, what
+        assert _sev_to_status(evaluate(Snapshot(readings={"thr.host": (r,)}))) is want, what
+    # a reading without thresholds is judged by the rules' defaults
+    assert infra_status(HostReading(source="h", cpu_percent=5, mem_percent=84, disks=(("/", 79.0),))) is Status.OK
+    assert infra_status(HostReading(source="h", cpu_percent=5, mem_percent=86)) is Status.WARN
+    assert infra_status(PostgresReading(source="p", total_connections=80, max_connections=100)) is Status.CRIT
+
+
+async def test_services_pane_host_row_follows_memory_warn():
+    from backends.process import HostSource, HostThresholds
+
+    host = HostSource("host", thresholds=HostThresholds(memory_warn=60.0), clock=lambda: 0.0)
+    snapshot = services_snapshot()
+    readings = dict(snapshot.readings)
+    readings["host"] = (replace(host.reading(35.0, 62.0, (("/", 71.0),)), at=ago(2)),)
+    pane = ServicesPane()
+    app = PaneApp(pane, snapshot=replace(snapshot, readings=readings))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert cell(pane, "host:host", "status").plain == "▲ WARN"  # 62 % > memory_warn 60 %
+        assert cell(pane, "host:host", "health").plain == "cpu 35% mem 62% disk / 71%"
+
+
+async def test_postgres_row_from_a_real_source_carries_its_thresholds(pg):
+    """A real Postgres polled with pool_warn_ratio below its usage: the reading carries the
+    source's thresholds, and the row is CRIT exactly as the rule raises its P1."""
+    from backends.model import Snapshot
+    from backends.postgres import PostgresSource, close_pools
+    from backends.rules import evaluate
+    from widgets.services import infra_status
+
+    src = PostgresSource("thr.real", pg.fresh_db("thr"), warn_connections=10_000, pool_warn_ratio=0.0001,
+                         long_query_after=3600)
+    try:
+        (r,) = await src.poll()
+    finally:
+        await close_pools()
+    assert (r.warn_connections, r.pool_warn_ratio, r.long_query_after) == (10_000, 0.0001, 3600)
+    assert r.total_connections >= 1
+    assert infra_status(r) is Status.CRIT
+    found = evaluate(Snapshot(readings={"thr.real": (r,)}))
+    assert [(f.key, f.severity) for f in found] == [("postgres:thr.real:connections", Severity.P1)]
+    relaxed = replace(r, pool_warn_ratio=0.99)
+    assert infra_status(relaxed) is Status.OK

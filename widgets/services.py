@@ -27,7 +27,11 @@ from backends.model import (
 from .common import Health, Row, TablePane, fmt_coarse, fmt_duration, fmt_int, fmt_ms
 
 INFRA = (PostgresReading, RedisReading, HostReading, CheckReading)
-LONG_QUERY_WARN_S = 300.0  # seed 003: queries running > 5 min are terminated
+# The defaults of the Postgres and host rules (backends/postgres.py, backends/process.py),
+# for readings that do not carry their source's thresholds.
+PG_DEFAULTS = {"warn_connections": 50, "pool_warn_ratio": 0.8, "long_query_after": 60.0}
+HOST_DEFAULTS = {"memory_warn": 85.0, "disk_warn": 80.0, "disk_crit": 95.0}
+HOST_MEM_CRIT = 95.0  # the host rule's memory P1
 
 HEALTH_STATUS = {"healthy": Status.OK, "starting": Status.WARN, "unhealthy": Status.CRIT}
 STATE_STATUS = {"running": Status.OK, "restarting": Status.WARN, "paused": Status.WARN,
@@ -229,16 +233,25 @@ class ServicesPane(TablePane):
 
 
 def infra_status(r: PostgresReading | RedisReading | HostReading | CheckReading) -> Status:
-    """The status of an infrastructure reading (the thresholds of seed 003)."""
+    """The status of an infrastructure reading, by the thresholds its rule uses.
+
+    Postgres and the host carry the thresholds of their source (`warn_connections`,
+    `pool_warn_ratio`, `long_query_after`; `cpu_warn`, `memory_warn`, `disk_warn`,
+    `disk_crit` from the config); a reading without them is judged by the rules' defaults.
+    So a row is CRIT where its rule raises a P1 and WARN where it raises a P2/P3.
+    """
     if isinstance(r, CheckReading):
         return r.status
     if isinstance(r, PostgresReading):
         if not r.reachable:
             return Status.CRIT
-        if r.max_connections and r.total_connections >= 0.9 * r.max_connections:
+        warn_conn = PG_DEFAULTS["warn_connections"] if r.warn_connections is None else r.warn_connections
+        ratio = PG_DEFAULTS["pool_warn_ratio"] if r.pool_warn_ratio is None else r.pool_warn_ratio
+        long_after = PG_DEFAULTS["long_query_after"] if r.long_query_after is None else r.long_query_after
+        if r.max_connections and r.total_connections / r.max_connections >= ratio:
             return Status.CRIT
-        if any(q.duration_s >= LONG_QUERY_WARN_S for q in r.long_queries) or (
-                r.max_connections and r.total_connections >= 0.5 * r.max_connections):
+        if (r.max_connections and r.active_connections >= warn_conn) or any(
+                q.duration_s >= long_after for q in r.long_queries):
             return Status.WARN
         return Status.OK
     if isinstance(r, RedisReading):
@@ -249,10 +262,13 @@ def infra_status(r: PostgresReading | RedisReading | HostReading | CheckReading)
         if r.max_memory_bytes and r.used_memory_bytes >= 0.8 * r.max_memory_bytes:
             return Status.WARN
         return Status.OK
-    worst_disk = max((p for _, p in r.disks), default=0.0)
-    if r.cpu_percent >= 95 or r.mem_percent >= 95 or worst_disk >= 95:
+    mem_warn = HOST_DEFAULTS["memory_warn"] if r.memory_warn is None else r.memory_warn
+    disk_warn = HOST_DEFAULTS["disk_warn"] if r.disk_warn is None else r.disk_warn
+    disk_crit = HOST_DEFAULTS["disk_crit"] if r.disk_crit is None else r.disk_crit
+    disks = [p for _, p in r.disks]
+    if r.cpu_percent >= 95 or r.mem_percent > HOST_MEM_CRIT or any(p > disk_crit for p in disks):
         return Status.CRIT
-    if r.cpu_high_for_s > 0 or r.mem_percent >= 85 or worst_disk >= 80:
+    if r.cpu_high_for_s > 0 or r.mem_percent > mem_warn or any(p > disk_warn for p in disks):
         return Status.WARN
     return Status.OK
 
