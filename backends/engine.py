@@ -410,7 +410,8 @@ class _Builder:
         for a in self.c.actions:
             tmpl = CommandTemplate(a.name, a.argv, timeout=a.timeout, params=dict(a.params))
             self.act(CommandAction(tmpl, action_id=f"command.{a.name}", title=a.description or a.name,
-                                   danger=a.danger, scope=a.scope))
+                                   danger=a.danger, scope=a.scope, operator=self.actions.operator,
+                                   config_path=str(self.c.path) if self.c.path else None))
 
 
 def sources_by_area(engine: Engine) -> dict[str, Sequence[str]]:

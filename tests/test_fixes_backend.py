@@ -269,6 +269,32 @@ timeout = "10s"
         await engine.stop()
 
 
+async def test_custom_action_gets_operator_and_config_from_the_engine(tmp_path):
+    """{operator} and {config} are filled by warroom from the engine built on a config file."""
+    from backends.config import load_config
+    from backends.engine import build_engine
+
+    path = tmp_path / "warroom.toml"
+    path.write_text(f"""
+[warroom]
+state_dir = "{tmp_path / 'state'}"
+operator = "carol"
+
+[[actions]]
+name = "whoami"
+argv = ["/bin/echo", "{{operator}}", "{{config}}"]
+danger = "safe"
+""")
+    engine = build_engine(load_config(path), with_logs=False)
+    try:
+        plan = await engine.actions.plan("command.whoami")
+        res = await engine.actions.execute(plan, confirmation=True)
+        assert res.status == "ok", res.summary
+        assert f"carol {path}" in " ".join(res.details) + str(res.after)
+    finally:
+        await engine.stop()
+
+
 # --------------------------------------------------------------------------- EVM addresses
 
 
