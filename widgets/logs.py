@@ -319,7 +319,7 @@ class LogTail(ScrollView, can_focus=True):
             if self.cursor < 0:
                 self.cursor = 0 if rows else None
         if not new_rows and not removed:
-            self._update_status(throttle=not self.following)
+            self._update_status(throttle=True)
             return
         top = self._view_top()
         height = max(1, self.size.height)
@@ -337,7 +337,7 @@ class LogTail(ScrollView, can_focus=True):
             if new_top < 0 or first_new < max(0, new_top) + height:
                 self.renders += 1
                 self.refresh()
-        self._update_status(throttle=not self.following)
+        self._update_status(throttle=True)
 
     # ------------------------------------------------------------------ filters
 
@@ -646,8 +646,10 @@ class LogTail(ScrollView, can_focus=True):
         return " · ".join(parts)
 
     def _update_status(self, throttle: bool = False) -> None:
-        """Show the status in the border. While paused at most once a second: a border
-        change repaints the whole pane, and a paused pane should cost nothing."""
+        """Show the status in the border. As lines arrive at most once a second (the
+        counts lag by a second at most): a border change repaints the whole pane, where a
+        flush repaints only the rows, and a paused pane should cost nothing. A change of
+        state (pause, follow, filter, search) shows at once."""
         if throttle and time.monotonic() - self._status_at < 1.0:
             if self._status_timer is None and self.is_attached:
                 self._status_timer = self.set_timer(1.0, self._status_due, name="logtail-status")
