@@ -211,11 +211,21 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
     async def on_unmount(self) -> None:
         await self.stop_engine()
 
-    async def stop_engine(self) -> None:
+    def exit(self, result: int | None = None, return_code: int = 0, message: Any = None) -> None:
+        """Quit: from now on nothing the engine sends is shown (the screens are about to close)."""
+        self._quitting = True
+        self._unsubscribe_all()
+        super().exit(result, return_code, message)
+
+    def _unsubscribe_all(self) -> None:
         for undo in self._unsubscribe:
             if callable(undo):
-                undo()
+                with contextlib.suppress(Exception):
+                    undo()
         self._unsubscribe.clear()
+
+    async def stop_engine(self) -> None:
+        self._unsubscribe_all()
         stop = getattr(self.engine, "stop", None)
         monitor = getattr(self.engine, "monitor", None)
         if callable(stop):
