@@ -2127,6 +2127,13 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             _ref(ld, p + ("restart_command",), s.restart_command, command_names, "commands")
         if s.status_command and s.status_command is not BAD:
             _ref(ld, p + ("status_command",), s.status_command, command_names, "commands")
+            sc = command_names.get(s.status_command)
+            extra = sorted(set(_placeholders(sc.argv)) - {"service"}) if sc and sc.argv is not BAD else []
+            if extra:
+                ld.error(p + ("status_command",),
+                         f"[[commands]] {s.status_command!r} has placeholders warroom cannot fill when it "
+                         f"checks the service: {', '.join('{' + x + '}' for x in extra)}",
+                         "a command whose only placeholder is {service} (filled with the service name)")
         if s.logs == "docker" and s.kind != "docker":
             ld.error(p + ("logs",), f'logs = "docker" on a {s.kind} service',
                      "a log file path/glob or a [[commands]] name")

@@ -335,6 +335,18 @@ class _Builder:
                 self.act(ProcessRestart(src, commands=restarts))
                 for name in restarts:
                     self.routers["restart"].add(name, "process.restart")
+        cmd_svcs = [s for s in self.c.services if s.kind == "command" and s.status_command in templates]
+        if cmd_svcs:
+            from .cmdservice import CommandServiceSource, CommandServiceSpec
+
+            src = CommandServiceSource([
+                CommandServiceSpec(name=s.name, template=templates[s.status_command],
+                                   interval=s.interval or max(self.interval, 10.0), timeout=s.timeout,
+                                   depends_on=s.depends_on, role=s.role, playbook=s.playbook)
+                for s in cmd_svcs
+            ])
+            self.add(src)
+            self.parts[src.name] = src
         for s in self.c.services:
             if s.health_url:
                 from .docker import role_of
@@ -423,7 +435,7 @@ def sources_by_area(engine: Engine) -> dict[str, Sequence[str]]:
         area = {
             "postgres": "database", "redis": "queues", "queues": "queues", "breakers": "breakers",
             "chain": "chain", "orders": "orders", "docker": "services", "processes": "services",
-            "health": "services", "host": "resources", "logs": "events",
+            "health": "services", "command-services": "services", "host": "resources", "logs": "events",
         }.get(head, kind or "checks")
         areas.setdefault(area, []).append(name)
     return areas

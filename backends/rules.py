@@ -41,6 +41,7 @@ RULE_MODULES = (
     "backends.jsonrpc",
     "backends.logs",
     "backends.checks",
+    "backends.cmdservice",
 )
 _loaded = False
 

@@ -356,3 +356,126 @@ async def test_command_action_fills_operator_and_config_unless_declared(tmp_path
     with pytest.raises(ActionRefused, match=r"missing value for \{operator\}"):
         await declared.plan()
     assert (await declared.plan(operator="bob")).params["argv"] == "echo bob"
+
+
+# --------------------------------------------------------------------------- kind = "command" services
+
+
+def _script(path, body: str):
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def _command_services_config(tmp_path, services: str, commands: str) -> object:
+    from backends.config import load_config
+
+    cfg = tmp_path / "warroom.toml"
+    cfg.write_text(f'[warroom]\nname = "t"\nstate_dir = "{tmp_path / "state"}"\n' + commands + services)
+    return load_config(cfg)
+
+
+async def test_command_services_are_polled_through_the_engine(tmp_path):
+    """Real scripts: exit 0 -> running, exit 1 -> down with its last line, JSON status read,
+    `{service}` filled; findings through the service rules with role and playbook."""
+    from backends.engine import build_engine, sources_by_area
+    from backends.model import ServiceReading, Severity, SourceState
+
+    ok = _script(tmp_path / "ok.sh", 'echo "checking $1"; echo "deployment \\"$1\\" successfully rolled out"')
+    bad = _script(tmp_path / "bad.sh", 'echo "Waiting for rollout: 0 of 2 updated replicas are available"; exit 1')
+    js = _script(tmp_path / "js.sh", 'echo \'{"status": "degraded", "version": "1.2"}\'')
+    starting = _script(tmp_path / "starting.sh", 'echo \'{"state": "starting"}\'')
+    commands = "".join(
+        f'[[commands]]\nname = "{n}"\nargv = {argv}\ntimeout = "5s"\n'
+        for n, argv in (("ok-status", f'["{ok}", "{{service}}"]'), ("bad-status", f'["{bad}"]'),
+                        ("js-status", f'["{js}"]'), ("starting-status", f'["{starting}"]'),
+                        ("restart", '["true", "{service}"]')))
+    services = (
+        '[[services]]\nname = "platform-edge"\nkind = "command"\nrole = "api"\nstatus_command = "ok-status"\n'
+        'restart_command = "restart"\ninterval = "1s"\n'
+        '[[services]]\nname = "tee-signer"\nkind = "command"\nstatus_command = "bad-status"\n'
+        'playbook = "tee-failure"\nrestart_command = "restart"\n'
+        '[[services]]\nname = "edge-api"\nkind = "command"\nrole = "api"\nstatus_command = "bad-status"\n'
+        '[[services]]\nname = "health-js"\nkind = "command"\nstatus_command = "js-status"\n'
+        '[[services]]\nname = "warming"\nkind = "command"\nstatus_command = "starting-status"\n'
+    )
+    engine = build_engine(_command_services_config(tmp_path, services, commands), with_logs=False)
+    try:
+        src = engine.parts["command-services"]
+        assert sources_by_area(engine)["services"] == ["command-services"]
+        assert src.interval == 1.0  # the shortest service interval; the others default to 10s
+        snap = await engine.monitor.poll_once()
+        assert snap.sources["command-services"].state is SourceState.OK
+        by = {r.name: r for r in snap.of_type(ServiceReading)}
+        assert set(by) == {"platform-edge", "tee-signer", "edge-api", "health-js", "warming"}
+        edge = by["platform-edge"]
+        assert (edge.kind, edge.state, edge.status, edge.exit_code) == ("command", "running", Status.OK, 0)
+        assert edge.detail == 'deployment "platform-edge" successfully rolled out' and edge.latency_ms > 0
+        tee = by["tee-signer"]
+        assert (tee.state, tee.status, tee.exit_code) == ("down", Status.CRIT, 1)
+        assert tee.detail == "Waiting for rollout: 0 of 2 updated replicas are available"
+        assert (by["health-js"].state, by["health-js"].health, by["health-js"].status) == \
+            ("running", "unhealthy", Status.CRIT)
+        assert by["health-js"].detail == "status: degraded"
+        assert (by["warming"].health, by["warming"].status) == ("starting", Status.WARN)
+        f = {x.key: x for x in snap.findings}
+        assert f["service-down:tee-signer"].playbook == "tee-failure"  # the service's playbook
+        assert f["service-down:tee-signer"].severity is Severity.P1
+        assert "exit code 1" in f["service-down:tee-signer"].summary
+        assert f["service-down:edge-api"].severity is Severity.P0  # role api
+        assert f["service-down:edge-api"].playbook == "api-down"
+        assert f["service-unhealthy:health-js"].target == "service:health-js"
+        assert not any(k.endswith(("platform-edge", "warming")) for k in f)
+        # restart through restart_command already routes
+        plan = await engine.actions.plan("service.restart", service="tee-signer")
+        assert plan.action == "command.restart.tee-signer" and "true tee-signer" in plan.params["argv"]
+        # services not due are not run again: their last reading stays
+        ran = dict(src._ran_at)
+        await engine.monitor.poll_once()
+        assert src._ran_at["tee-signer"] == ran["tee-signer"]
+    finally:
+        await engine.stop()
+
+
+async def test_a_hanging_status_command_is_bounded_by_its_timeout(tmp_path):
+    """A status command that never ends: killed at its timeout, the service is unknown with
+    the reason (a finding), the others are still read, and the poll ends in time."""
+    from backends.engine import build_engine
+    from backends.model import ServiceReading, SourceState
+
+    pidfile = tmp_path / "pid"
+    hang = _script(tmp_path / "hang.sh", f'echo $$ > {pidfile}; exec sleep 60')
+    ok = _script(tmp_path / "ok.sh", "echo fine")
+    commands = (f'[[commands]]\nname = "hang"\nargv = ["{hang}"]\ntimeout = "30s"\n'
+                f'[[commands]]\nname = "ok"\nargv = ["{ok}"]\ntimeout = "5s"\n'
+                '[[commands]]\nname = "gone"\nargv = ["warroom-no-such-program-xyz"]\n')
+    services = ('[[services]]\nname = "stuck"\nkind = "command"\nstatus_command = "hang"\ntimeout = "1s"\n'
+                '[[services]]\nname = "fine"\nkind = "command"\nstatus_command = "ok"\n'
+                '[[services]]\nname = "missing"\nkind = "command"\nstatus_command = "gone"\n')
+    engine = build_engine(_command_services_config(tmp_path, services, commands), with_logs=False)
+    try:
+        t0 = time.monotonic()
+        snap = await engine.monitor.poll_once()
+        took = time.monotonic() - t0
+        assert took < 4.0, took
+        assert snap.sources["command-services"].state is SourceState.OK
+        by = {r.name: r for r in snap.of_type(ServiceReading)}
+        assert (by["stuck"].state, by["stuck"].status) == ("unknown", Status.UNKNOWN)
+        assert "hang timed out after 1." in by["stuck"].detail
+        assert by["fine"].state == "running"
+        assert by["missing"].state == "unknown" and "command not found" in by["missing"].detail
+        f = {x.key: x for x in snap.findings}
+        assert "cannot check stuck: hang timed out" in f["service-unknown:stuck"].summary
+        assert "service-unknown:missing" in f
+        assert await wait_gone(int(pidfile.read_text()))  # the process group was killed
+    finally:
+        await engine.stop()
+
+
+def test_status_command_placeholders_other_than_service_are_refused(tmp_path):
+    from backends.errors import ConfigError
+
+    commands = '[[commands]]\nname = "st"\nargv = ["kubectl", "-n", "{namespace}", "get", "{service}"]\n'
+    services = '[[services]]\nname = "edge"\nkind = "command"\nstatus_command = "st"\n'
+    with pytest.raises(ConfigError, match=r"placeholders warroom cannot fill.*\{namespace\}"):
+        _command_services_config(tmp_path, services, commands)
