@@ -334,6 +334,7 @@ class WarroomConfig:
     state_dir: Path | None = None  # filled at load: platformdirs.user_state_dir("warroom") unless given
     read_only: bool = False
     theme: str = "dark"
+    log_buffer: int = 10_000  # log lines kept in memory (the hub's buffer and the Logs pane)
 
     @property
     def production(self) -> bool:
@@ -1545,6 +1546,7 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             state_dir=t.take("state_dir", c_opt(pr), None),
             read_only=t.take("read_only", c_bool, False),
             theme=t.take("theme", c_theme, "dark"),
+            log_buffer=t.take("log_buffer", c_int(min=100, max=200_000), 10_000),
         )
         t.done()
     if warroom.state_dir is None or warroom.audit_path is None:

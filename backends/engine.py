@@ -24,6 +24,8 @@ from .rules import RuleContext, make_rules
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LOG_BUFFER = 10_000  # = backends.logs.DEFAULT_BUFFER (not imported: logs is loaded lazily)
+
 
 class RouterAction(Action):
     """`service.restart` & co.: delegates planning to the backend that owns the service.
@@ -78,6 +80,12 @@ class Engine:
     shared: Any = None  # backends.shared.SharedState when a [postgres.NAME] has shared = true
     incidents: Any = None  # backends.incidents.IncidentManager
     notifier: Any = None  # backends.notify.Notifier
+
+    @property
+    def log_buffer(self) -> int:
+        """Log lines kept in memory ([warroom] log_buffer): the hub's buffer, and the Logs pane's."""
+        w = getattr(self.config, "warroom", None)
+        return int(getattr(w, "log_buffer", 0) or DEFAULT_LOG_BUFFER)
 
     async def start(self) -> None:
         for start in self.starters:
@@ -149,7 +157,7 @@ def build_engine(
         if with_logs and (config.logs or any(s.logs for s in config.services)):
             from .logs import LogHub
 
-            hub = LogHub.from_config(config)
+            hub = LogHub.from_config(config, buffer=config.warroom.log_buffer)
             parts["logs"] = hub
             srcs.append(hub)
     monitor = Monitor(srcs, rules=make_rules(RuleContext(config=config)))

@@ -1214,3 +1214,14 @@ def test_readme_playbooks_example_loads():
                'playbook = "bridge-stalled"\n')
     (pb,) = cfg.playbooks
     assert pb.id == "bridge-stalled" and len(pb.diagnosis) == 2 and pb.resolution[0].targets == ("service:",)
+
+
+def test_log_buffer_default_value_and_range():
+    assert load('[warroom]\nname = "x"\n').warroom.log_buffer == 10_000
+    assert load('[warroom]\nlog_buffer = 50000\n').warroom.log_buffer == 50_000
+    ref = load_config(ROOT / "examples" / "reference.toml", env=REFERENCE_ENV)
+    assert ref.warroom.log_buffer == 10_000
+    for bad in ("50", "300000"):
+        err = one_error(f'[warroom]\nlog_buffer = {bad}\n')
+        assert err.line == 2 and err.key == "warroom.log_buffer", str(err)
+    assert one_error('[warroom]\nlog_buffer = "lots"\n').key == "warroom.log_buffer"

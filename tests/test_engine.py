@@ -146,3 +146,21 @@ method = "eth_blockNumber"
         assert "check:check.down" in by_key
     finally:
         await engine.stop()
+
+
+def test_log_buffer_from_the_config_sizes_the_hub(tmp_path, monkeypatch):
+    """[warroom] log_buffer: the hub keeps that many lines; the engine tells the UI (Logs pane)."""
+    from backends.config import load_config
+
+    log = tmp_path / "app.log"
+    cfg = tmp_path / "warroom.toml"
+    cfg.write_text(f'[warroom]\nstate_dir = "{tmp_path}"\nlog_buffer = 150\n'
+                   f'[[logs]]\nname = "app"\npath = "{log}"\n')
+    engine = build_engine(load_config(cfg))
+    assert engine.log_buffer == 150 and engine.logs.buffer.maxlen == 150
+    engine.logs.feed("app", [f"INFO line {i}" for i in range(400)])
+    assert len(engine.logs.recent()) == 150 and engine.logs.recent()[-1].text == "INFO line 399"
+    cfg.write_text(f'[warroom]\nstate_dir = "{tmp_path}"\n[[logs]]\nname = "app"\npath = "{log}"\n')
+    assert build_engine(load_config(cfg)).log_buffer == 10_000
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert build_engine(None).log_buffer == 10_000
