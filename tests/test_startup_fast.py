@@ -94,7 +94,7 @@ def logged_errors():
         root.removeHandler(handler)
 
 
-async def _quit_while_busy(tmp_path, how: str, deferred: bool) -> None:
+async def _quit_while_busy(tmp_path, how: str, deferred: bool, modal: bool = False) -> None:
     engine = fast_engine(tmp_path)
     if deferred:
         app = WarroomApp(None, engine_factory=lambda: engine, clock=lambda: FROZEN)
@@ -108,6 +108,10 @@ async def _quit_while_busy(tmp_path, how: str, deferred: bool) -> None:
                         what="fast polls")
             thread = feeder(engine.logs, stop, asyncio.get_running_loop())
             await until(pilot, lambda: app.dashboard.pane("logs").received > 20, what="log lines")
+            if modal:  # a dialog over the dashboard: snapshots wait for the dashboard to resume
+                await pilot.press("question_mark")
+                await until(pilot, lambda: app.screen is not app.dashboard, what="help open")
+                await pilot.pause(0.05)
             if how == "q":
                 await pilot.press("q")
             # else: leaving the context shuts the app down under the pilot (as snap_compare does)
@@ -125,6 +129,13 @@ async def _quit_while_busy(tmp_path, how: str, deferred: bool) -> None:
 async def test_quit_while_polls_fire_fast_is_clean(tmp_path, logged_errors, how, deferred):
     for _ in range(3):  # the race is timing-dependent: quit a few times
         await _quit_while_busy(tmp_path, how, deferred)
+    assert not [r for r in logged_errors if r.levelno >= logging.ERROR], \
+        [r.getMessage() for r in logged_errors]
+
+
+async def test_quit_with_a_dialog_open_while_polls_fire_fast_is_clean(tmp_path, logged_errors):
+    for _ in range(2):
+        await _quit_while_busy(tmp_path, "context-exit", False, modal=True)
     assert not [r for r in logged_errors if r.levelno >= logging.ERROR], \
         [r.getMessage() for r in logged_errors]
 

@@ -87,7 +87,9 @@ class ShellFooter(Footer):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.set_reactive(Footer._bindings_ready, True)  # textual 8.2: the flag bindings_changed sets
+        ready = getattr(Footer, "_bindings_ready", None)  # textual 8.2: the flag bindings_changed sets
+        if ready is not None:
+            self.set_reactive(ready, True)
 
 
 class PaneSlot(Container):
