@@ -21,7 +21,7 @@ def stack(pg, redis_server, anvil, escrow, tmp_path_factory):
     s.close()
 
 
-async def until(pilot, cond, limit: float = 10.0, what: str = "condition"):
+async def until(pilot, cond, limit: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + limit
     while not cond():
         if time.monotonic() > deadline:
@@ -80,7 +80,7 @@ async def test_fix_from_the_console_asks_state_then_reason(stack, monkeypatch, t
     app = WarroomApp(engine)
     async with app.run_test(size=(160, 48)) as pilot:
         pane = app.dashboard.pane("orders")
-        await until(pilot, lambda: {"co-c1", "co-c2", "co-c3"} <= set(pane.row_keys()), what="stuck rows")
+        await until(pilot, lambda: {"co-c1", "co-c2", "co-c3"} <= set(pane.row_keys()), limit=30, what="stuck rows")
         pane.table.focus()
         pane.table.move_cursor(row=pane.row_keys().index("co-c1"))
         await pilot.pause()
