@@ -546,6 +546,8 @@ class LogConfig:
     service: str | None = None
     silence_after: float | None = None
     success: tuple[str, ...] = ()
+    success_silence: float | None = None  # lines but no success marker this long -> finding (default silence_after)
+    success_playbook: str | None = None  # that finding's playbook (default events-not-processed)
     playbook: str | None = None  # playbook when the source falls silent
     since: float | None = None  # history read at start (default 5m)
     error_spike: int | None = None  # errors per minute that make a finding (default 20)
@@ -1913,11 +1915,17 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
             service=t.take("service", c_opt(c_name), None),
             silence_after=t.take("silence_after", c_opt(c_duration), None),
             success=t.take("success", _str_list(), ()),
+            success_silence=t.take("success_silence", c_opt(c_duration), None),
+            success_playbook=t.take("success_playbook", c_opt(c_name), None),
             playbook=t.take("playbook", c_opt(c_name), None),
             since=t.take("since", c_opt(c_duration), None),
             error_spike=t.take("error_spike", c_opt(c_int(min=1)), None),
             max_line=t.take("max_line", c_opt(c_int(min=80, max=1_000_000)), None),
         )
+        for k in ("success_silence", "success_playbook"):
+            if getattr(lg, k) is not None and getattr(lg, k) is not BAD and not lg.success:
+                ld.error(t.path + (k,), f"{k} without success markers",
+                         'success = ["Event processed successfully"] (or remove ' + k + ")")
         given = [k for k in ("path", "container", "command") if getattr(lg, k)]
         if len(given) != 1:
             ld.error(t.path, "a log source needs exactly one of path, container or command"
@@ -2182,6 +2190,13 @@ def _parse(ld: _Loader, data: dict[str, Any], path: Path | None) -> Config:
                 ld.error((section, i, "playbook"), f"{pid!r} does not name a playbook"
                          + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                          "one of: " + ", ".join(sorted(playbook_ids)) + " (built-in or [[playbooks]] id)")
+    for i, lg in enumerate(logs):
+        pid = lg.success_playbook
+        if pid and pid is not BAD and pid not in playbook_ids:
+            hint = difflib.get_close_matches(pid, sorted(playbook_ids), n=1)
+            ld.error(("logs", i, "success_playbook"), f"{pid!r} does not name a playbook"
+                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                     "one of: " + ", ".join(sorted(playbook_ids)) + " (built-in or [[playbooks]] id)")
     if any(pg.shared for pg in postgres.values() if pg.shared is not BAD) and \
             sum(1 for pg in postgres.values() if pg.shared is True) > 1:
         ld.error(("postgres",), "more than one [postgres.NAME] has shared = true", "at most one shared database")

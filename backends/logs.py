@@ -18,7 +18,9 @@ characters are escaped (\\xNN), long lines are cut; nothing crashes the follower
 `LogHub` runs the sources, keeps a bounded buffer of recent lines and exact
 per-second counts over the last 15 minutes per source, and is a monitor `Source`
 ("logs") whose readings (`LogSignals`) feed the rules registered below: silence,
-configured patterns, error spikes.
+configured patterns, error spikes, and success markers that stop (lines keep coming
+but none says "Event processed successfully" for `success_silence`, default
+`silence_after`: P2, playbook events-not-processed unless `success_playbook`).
 """
 
 from __future__ import annotations
@@ -382,6 +384,9 @@ class LogSpec:
     silence_playbook: str | None = None
     silence_severity: Severity = Severity.P1
     success: tuple[str, ...] = ()  # success markers (substring or regex)
+    # lines but no success marker for this long -> finding (None: silence_after)
+    success_silence: float | None = None
+    success_playbook: str | None = None  # that finding's playbook (None: events-not-processed)
     service: str | None = None  # the [[services]] entry these logs belong to
     since: float = 300.0  # docker: read this far back on start
     backlog_lines: int = 50  # files: lines shown from the end on start
@@ -454,6 +459,13 @@ class LogSignals(LogSignalReading):
     error_spike: int = 20
     hits: tuple[PatternHit, ...] = ()
     total_lines: int = 0
+    # success markers (None / empty when the source has none)
+    success_markers: tuple[str, ...] = ()
+    last_success_at: datetime | None = None
+    success_silent_for_s: float | None = None  # since the last success marker (or the start)
+    lines_since_success: int = 0  # lines counted after the last success marker
+    success_silence_s: float | None = None
+    success_playbook: str | None = None
 
 
 def _seconds(value: Any, default: float | None = None) -> float | None:
@@ -524,6 +536,8 @@ def specs_from_config(config: Any) -> tuple[list[LogSpec], list[PatternSpec]]:
                 silence_after=_seconds(_get(entry, "silence_after")),
                 silence_playbook=playbook_for(service, _get(entry, "playbook"), name),
                 success=tuple(success),
+                success_silence=_seconds(_get(entry, "success_silence")),
+                success_playbook=_get(entry, "success_playbook"),
                 service=service,
                 since=_seconds(_get(entry, "since"), 300.0) or 300.0,
                 error_spike=int(_get(entry, "error_spike", 20) or 20),
@@ -668,6 +682,9 @@ class _SourceState:
         self.spec = spec
         self.ring = _Ring(4)
         self.last_line_at: float | None = None
+        self.last_success_at: float | None = None
+        self.lines_since_success = 0
+        self.first_counted: float | None = None  # oldest backlog line counted (rates span back to it)
         self.started = started
         self.total = 0
         self.state = "starting"
@@ -1375,10 +1392,16 @@ class LogHub:
             errors = st.ring.totals(sec, _WINDOWS, _ERRORS)
             warnings = st.ring.totals(sec, _WINDOWS, _WARNINGS)
             success = None
+            success_silent = None
             if st.success:
                 s5 = st.ring.total(sec, 300, _SUCCESS)
-                span = min(300.0, max(1.0, now - st.started))
+                since = st.started if st.first_counted is None else min(st.started, st.first_counted)
+                # a rate over at least a minute: a few markers in the first seconds are not 100/min
+                span = min(300.0, max(60.0, now - since))
                 success = s5 * 60.0 / span
+                ref = st.last_success_at if st.last_success_at is not None else st.started
+                success_silent = max(0.0, now - ref)
+            spec = st.spec
             last = st.last_line_at
             silent = now - (last if last is not None else st.started)
             hits = []
@@ -1421,6 +1444,14 @@ class LogHub:
                     error_spike=st.spec.error_spike,
                     hits=tuple(hits),
                     total_lines=st.total,
+                    success_markers=spec.success,
+                    last_success_at=(datetime.fromtimestamp(st.last_success_at, UTC)
+                                     if st.last_success_at is not None else None),
+                    success_silent_for_s=success_silent,
+                    lines_since_success=st.lines_since_success,
+                    success_silence_s=(spec.success_silence if spec.success_silence is not None
+                                       else spec.silence_after) if spec.success else None,
+                    success_playbook=spec.success_playbook,
                 )
             )
         return out
@@ -1496,6 +1527,8 @@ class LogHub:
                     continue
                 if newest is None or t > newest:
                     newest = t
+                if st.first_counted is None or t < st.first_counted:
+                    st.first_counted = t
                 ring.add(sec, _LINES)
             else:
                 sec = now_sec
@@ -1519,7 +1552,14 @@ class LogHub:
                             ring.add(sec, _SUCCESS)
                         else:
                             n_succ += 1
+                        t_succ = t if backlog else now
+                        if st.last_success_at is None or t_succ >= st.last_success_at:
+                            st.last_success_at = t_succ
+                            st.lines_since_success = 0
                         break
+                else:
+                    if success:
+                        st.lines_since_success += 1
                 for p, rx in patterns:
                     if rx.search(text):
                         pr = st.pattern_rings.get(p.label)
@@ -1629,6 +1669,39 @@ def log_silence(r: LogSignalReading, ctx: RuleContext) -> Iterable[Finding]:
         summary=f"No log line from {who} for {_fmt_dur(silent)} (running but no activity?)",
         evidence=tuple(evidence),
         playbook=getattr(r, "silence_playbook", None) or _default_silence_playbook(who),
+        target=_target(r),
+    )
+
+
+@rule(LogSignalReading)
+def log_no_success(r: LogSignalReading, ctx: RuleContext) -> Iterable[Finding]:
+    """Seed "event count not increasing": the source logs, but no success marker for a while.
+
+    Only while lines keep coming (a line within the window, and lines since the last
+    marker): a source that is quiet altogether is the silence rule's finding."""
+    limit = getattr(r, "success_silence_s", None)
+    quiet = getattr(r, "success_silent_for_s", None)
+    since_lines = getattr(r, "lines_since_success", 0)
+    if not limit or r.success_per_min is None or quiet is None or quiet < limit or since_lines <= 0:
+        return
+    if r.silent_for_s is None or r.silent_for_s >= limit:
+        return
+    markers = getattr(r, "success_markers", ()) or ()
+    last = getattr(r, "last_success_at", None)
+    evidence = [
+        f"last success marker: {last.isoformat(timespec='seconds') if last else 'none since warroom started'}",
+        f"{since_lines} line(s) since, {r.errors[1]} error(s) in 5 min",
+        "markers: " + ", ".join(repr(m) for m in markers[:3]) + (" …" if len(markers) > 3 else ""),
+    ]
+    evidence += [f"error: {m[:200]}" for m in r.recent_errors[:2]]
+    who = getattr(r, "service", None) or r.name
+    yield Finding(
+        key=f"logs:no-success:{r.name}",
+        severity=Severity.P2,
+        source=f"logs:{r.name}",
+        summary=f"{who} logs but reports no success for {_fmt_dur(quiet)} (events not processed?)",
+        evidence=tuple(evidence),
+        playbook=getattr(r, "success_playbook", None) or "events-not-processed",
         target=_target(r),
     )
 

@@ -1225,3 +1225,14 @@ def test_log_buffer_default_value_and_range():
         err = one_error(f'[warroom]\nlog_buffer = {bad}\n')
         assert err.line == 2 and err.key == "warroom.log_buffer", str(err)
     assert one_error('[warroom]\nlog_buffer = "lots"\n').key == "warroom.log_buffer"
+
+
+def test_logs_success_silence_and_playbook():
+    base = '[[logs]]\nname = "p"\npath = "p.log"\nsuccess = ["done"]\n'
+    lg = load(base + 'success_silence = "90s"\nsuccess_playbook = "events-not-processed"\n').logs[0]
+    assert (lg.success_silence, lg.success_playbook) == (90.0, "events-not-processed")
+    assert load(base).logs[0].success_silence is None
+    err = one_error(base + 'success_playbook = "events-not-procesed"\n')
+    assert err.key == "logs[0].success_playbook" and "did you mean 'events-not-processed'" in str(err)
+    err = one_error('[[logs]]\nname = "p"\npath = "p.log"\nsuccess_silence = "1m"\n')
+    assert err.line == 4 and err.key == "logs[0].success_silence" and "without success markers" in str(err)

@@ -552,3 +552,56 @@ def test_real_terminal_prompt_and_progress_bar(stack):
     assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
     assert "2/2" in text and "progress:" not in text  # rich's bar, not the plain lines
     assert [state_of(stack, f"hl-y{i}")[0] for i in range(2)] == ["CANCELLED", "CANCELLED"]
+
+
+def test_health_events_shows_success_rate_and_no_success_finding(tmp_path, capsys, monkeypatch):
+    """`health events` on real log files: successes/min in the table and the JSON, and the
+    events-not-processed finding when a source logs without its success marker."""
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    now = datetime.now(UTC).timestamp()
+
+    def ts(ago: float) -> str:
+        return datetime.fromtimestamp(now - ago, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    busy, stalled = tmp_path / "busy.log", tmp_path / "stalled.log"
+    busy.write_text("".join(f"{ts(a)} INFO Event processed successfully\n" for a in range(120, 0, -10)))
+    stalled.write_text(f"{ts(600)} INFO Event processed successfully\n"
+                       + "".join(f"{ts(a)} INFO polling for events\n" for a in (200, 100, 30)))
+    cfg = tmp_path / "warroom.toml"
+    cfg.write_text(textwrap.dedent(f"""\
+        [warroom]
+        name = "ev"
+        state_dir = "{tmp_path / 'state'}"
+        [[logs]]
+        name = "busy"
+        path = "{busy}"
+        success = ["Event processed successfully"]
+        [[logs]]
+        name = "stalled"
+        path = "{stalled}"
+        success = ["Event processed successfully"]
+        success_silence = "5m"
+        """))
+    capsys.readouterr()
+    code = cli.main(["health", "events", "--json", "--config", str(cfg)])
+    doc = json.loads(capsys.readouterr().out)
+    validate(doc)
+    assert code == 1 and doc["status"] == "warn"
+    [src] = doc["sources"]
+    logs = {x["name"]: x for x in src["logs"]}
+    assert logs["busy"]["success_per_min"] == pytest.approx(6.0, rel=0.1)  # 12 markers over ~2 min
+    assert logs["stalled"]["success_per_min"] == 0.0 and logs["stalled"]["success_silent_for_s"] >= 590
+    assert logs["stalled"]["last_success"] is not None
+    [f] = doc["findings"]
+    assert f["key"] == "logs:no-success:stalled" and f["severity"] == "P2"
+    assert f["playbook"] == "events-not-processed"
+    assert any("successes/min" in d for d in src["detail"])
+    monkeypatch.setenv("COLUMNS", "220")  # one table row per line
+    code = cli.main(["health", "events", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert code == 1 and "0.0 successes/min (last 10 min ago)" in out
+    assert "stalled logs but reports no success for 10m" in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("│ logs "))
+    assert "WARN" in row  # the log hub's row carries its sources' findings

@@ -662,3 +662,102 @@ def test_specs_from_the_typed_config(tmp_path, monkeypatch):
     assert p.sources == ("app",) and p.playbook == "queue-overflow" and p.severity is Severity.P1
     hub.feed("app", ["WARN QUEUE_CRITICAL_DEPTH 51000"])
     assert hub.signals()[0].pattern_hits == {"(?i)queue_critical_depth": 1}
+
+
+# --------------------------------------------------------------------------- success markers
+
+
+def _no_success(hub: LogHub) -> list:
+    return [f for f in evaluate(Snapshot(readings={"logs": tuple(hub.signals())}))
+            if f.key.startswith("logs:no-success")]
+
+
+def test_lines_without_success_markers_make_an_events_not_processed_finding():
+    clock = Clock()
+    hub = LogHub([LogSpec(name="event-processor", path="/nonexistent/x.log", silence_after=300,
+                          success=("Event processed successfully",), service="event-processor"),
+                  LogSpec(name="plain", path="/nonexistent/y.log", silence_after=300)], clock=clock)
+    hub.feed("event-processor", ["INFO Event processed successfully"])
+    for _ in range(10):  # the processor keeps logging, but processes nothing
+        clock.t += 30
+        hub.feed("event-processor", ["INFO polling for events", "WARN retrying handler"])
+        hub.feed("plain", ["INFO tick"])
+    s = {x.name: x for x in hub.signals()}
+    p = s["event-processor"]
+    assert p.success_silent_for_s == pytest.approx(300) and p.lines_since_success == 20
+    assert p.success_silence_s == 300  # silence_after by default
+    assert s["plain"].success_per_min is None and s["plain"].success_silence_s is None
+    [f] = _no_success(hub)
+    assert f.key == "logs:no-success:event-processor" and f.severity is Severity.P2
+    assert f.playbook == "events-not-processed" and f.target == "service:event-processor"
+    assert "no success for 5m" in f.summary
+    assert any("20 line(s) since" in e for e in f.evidence)
+    assert any("'Event processed successfully'" in e for e in f.evidence)
+    # no line at all is the silence rule's finding, not this one
+    clock.t += 301
+    keys = {f.key for f in evaluate(Snapshot(readings={"logs": tuple(hub.signals())}))}
+    assert "logs:silence:event-processor" in keys and "logs:no-success:event-processor" not in keys
+    # a success marker clears it
+    hub.feed("event-processor", ["INFO Event processed successfully"])
+    assert not _no_success(hub) and hub.signals()[0].lines_since_success == 0
+
+
+def test_success_silence_and_playbook_keys_and_the_rate_floor():
+    clock = Clock()
+    hub = LogHub([LogSpec(name="l", path="/nonexistent/x.log", success=(r"settled id=\d+",),
+                          success_silence=60, success_playbook="orders-stuck")], clock=clock)
+    hub.feed("l", ["INFO settled id=12", "INFO settled id=13"])
+    # two markers in the first seconds: 2/min (a rate over at least a minute), not 120/min
+    assert hub.signals()[0].success_per_min == pytest.approx(2.0)
+    clock.t += 59
+    hub.feed("l", ["INFO waiting"])
+    assert not _no_success(hub)
+    clock.t += 2
+    hub.feed("l", ["INFO waiting"])
+    [f] = _no_success(hub)
+    assert f.playbook == "orders-stuck" and "1m" in f.summary
+    # nothing is reported for a source without markers, however long
+    clock.t += 3600
+    assert not _no_success(LogHub([LogSpec(name="x", path="/nonexistent/z.log", silence_after=60)], clock=clock))
+
+
+async def test_success_markers_from_a_real_file_backlog_and_live_lines(tmp_path):
+    """A real file: the backlog's timestamped markers set the rate and the last success;
+    live lines without a marker then make the finding."""
+    path = tmp_path / "processor.log"
+    now = time.time()
+
+    def ts(ago: float) -> str:
+        return datetime.fromtimestamp(now - ago, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    path.write_text("".join(f"{ts(a)} INFO Event processed successfully\n" for a in (170, 140, 110, 80))
+                    + f"{ts(20)} INFO polling\n")
+    hub = LogHub([LogSpec(name="proc", path=str(path), success=("Event processed successfully",),
+                          success_silence=60)], poll_interval=0.02)
+    await hub.start()
+    try:
+        await wait_for(lambda: hub.signals()[0].total_lines == 5, what="backlog")
+        s = hub.signals()[0]
+        assert s.success_per_min == pytest.approx(4 * 60 / 170, rel=0.05)  # 4 over the ~170 s read back
+        assert s.last_success_at is not None and abs(s.last_success_at.timestamp() - (now - 80)) < 1.5
+        assert s.lines_since_success == 1
+        [f] = _no_success(hub)  # 80 s without a marker while the file keeps going
+        assert f.playbook == "events-not-processed"
+        append(path, "INFO Event processed successfully")
+        await wait_for(lambda: hub.signals()[0].lines_since_success == 0 and hub.signals()[0].total_lines == 6,
+                       what="live marker")
+        assert not _no_success(hub)
+    finally:
+        await hub.stop()
+
+
+def test_success_keys_from_the_typed_config(tmp_path):
+    config = pytest.importorskip("backends.config")
+    cfg_path = tmp_path / "warroom.toml"
+    cfg_path.write_text('[[logs]]\nname = "proc"\npath = "p.log"\nsuccess = ["done"]\nsilence_after = "5m"\n'
+                        'success_silence = "2m"\nsuccess_playbook = "orders-stuck"\n')
+    [spec] = LogHub.from_config(config.load_config(cfg_path)).specs
+    assert (spec.success, spec.success_silence, spec.success_playbook) == (("done",), 120.0, "orders-stuck")
+    cfg_path.write_text('[[logs]]\nname = "proc"\npath = "p.log"\nsuccess_silence = "2m"\n')
+    with pytest.raises(config.ConfigError, match="success_silence without success markers"):
+        config.load_config(cfg_path)

@@ -118,8 +118,39 @@ def describe(reading: Any) -> str:
         val = f" {r.value}{r.unit}" if r.value is not None else ""
         return f"{r.name}:{val} {r.detail}".strip()
     if isinstance(r, m.LogSignalReading):
-        return f"log {r.name}: {r.errors[1]} errors, {r.warnings[1]} warnings in 5 min"
+        text = f"log {r.name}: {r.errors[1]} errors, {r.warnings[1]} warnings in 5 min"
+        if r.success_per_min is not None:
+            text += f", {r.success_per_min:.1f} successes/min"
+            quiet = getattr(r, "success_silent_for_s", None)
+            if getattr(r, "last_success_at", None) is None:
+                text += " (none since warroom started)"
+            elif quiet is not None and quiet >= 60:
+                text += f" (last {quiet / 60:.0f} min ago)"
+        return text
     return type(r).__name__
+
+
+def log_signals(readings: Sequence[Any]) -> list[dict]:
+    """The numbers of a log source's signals (the JSON's `logs`), one object per log source."""
+    from backends import model as m
+
+    out = []
+    for r in readings:
+        if not isinstance(r, m.LogSignalReading):
+            continue
+        last = getattr(r, "last_success_at", None)
+        quiet = getattr(r, "success_silent_for_s", None)
+        out.append({
+            "name": r.name,
+            "lines_5m": r.lines[1],
+            "errors_5m": r.errors[1],
+            "warnings_5m": r.warnings[1],
+            "silent_for_s": round(r.silent_for_s, 1) if r.silent_for_s is not None else None,
+            "success_per_min": round(r.success_per_min, 2) if r.success_per_min is not None else None,
+            "last_success": last.isoformat() if last else None,
+            "success_silent_for_s": round(quiet, 1) if quiet is not None else None,
+        })
+    return out
 
 
 def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dict:
@@ -133,10 +164,14 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
     findings = [f for f in snapshot.findings if f.source in names or not f.key.startswith("degraded:")]
     unreadable = {n for n in names if (st := snapshot.sources.get(n)) is None or st.state is not SourceState.OK}
 
+    def owner(f: Any) -> str:
+        # "logs:stalled" is a finding of the log hub's source "logs"
+        return f.source if f.source in names or ":" not in f.source else f.source.split(":", 1)[0]
+
     def status_of(f: Any) -> str:
         # a finding about a source that could not be read this run ("postgres unreachable")
         # says nothing measured: it is unknown, whatever its severity
-        if f.key.startswith("degraded:") or f.source in unreadable:
+        if f.key.startswith("degraded:") or owner(f) in unreadable:
             return "unknown"
         return severity_status(f.severity)
 
@@ -145,14 +180,15 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
         s = status_of(f)
         if s == "unknown":
             continue
-        if worst_by_source.get(f.source) != "critical":
-            worst_by_source[f.source] = s
+        src = owner(f)
+        if worst_by_source.get(src) != "critical":
+            worst_by_source[src] = s
     sources = []
     for n in names:
         st = snapshot.sources.get(n)
         state = st.state.value if st else "pending"
         status = "unknown" if state != SourceState.OK.value else worst_by_source.get(n, "ok")
-        sources.append({
+        entry = {
             "name": n,
             "kind": st.kind if st else "",
             "area": areas.get(n, ""),
@@ -162,7 +198,11 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
             "poll_ms": round(st.poll_ms, 1) if st and st.poll_ms is not None else None,
             "last_good": st.last_good.isoformat() if st and st.last_good else None,
             "detail": [describe(r) for r in snapshot.readings.get(n, ())][:50],
-        })
+        }
+        logs = log_signals(snapshot.readings.get(n, ()))
+        if logs:
+            entry["logs"] = logs[:50]
+        sources.append(entry)
     fl = [{
         "key": f.key,
         "severity": f.severity.label,
