@@ -837,3 +837,18 @@ async def test_postgres_row_from_a_real_source_carries_its_thresholds(pg):
     assert [(f.key, f.severity) for f in found] == [("postgres:thr.real:connections", Severity.P1)]
     relaxed = replace(r, pool_warn_ratio=0.99)
     assert infra_status(relaxed) is Status.OK
+
+
+async def test_sources_pane_shown_before_mount_keeps_the_snapshot():
+    """The kiosk may hand a view its snapshot before the pane's columns exist: no error, and
+    the rows appear once it is mounted."""
+    from backends.model import SourceStatus
+    from widgets.sources import SourcesPane
+
+    pane = SourcesPane()
+    sn = snap([SourceStatus(name="docker", state=SourceState.OK)], {})
+    pane.show(sn)  # not mounted: no columns yet
+    app = PaneApp(pane)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "docker" in [k.value for k in pane.rows]

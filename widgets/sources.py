@@ -54,6 +54,8 @@ class SourcesPane(DataTable):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
         self.app.theme_changed_signal.subscribe(self, self._on_theme)
+        if self._snapshot is not None:  # shown before it was mounted (kiosk views)
+            self.show(self._snapshot)
 
     def on_unmount(self) -> None:
         # Textual prunes a removed node's subscription only on the next theme change; the
@@ -70,6 +72,8 @@ class SourcesPane(DataTable):
 
     def show(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        if not self.columns:  # not mounted yet: on_mount shows it
+            return
         wanted = [s for s in snapshot.sources.values() if self._filter in s.name.lower()]
         names = [s.name for s in wanted]
         empty = "no sources match the filter" if snapshot.sources else "no sources configured"
