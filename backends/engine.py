@@ -191,7 +191,8 @@ class _Builder:
         self.interval = w.refresh
         self.timeout = w.timeout
         self.routers = {
-            verb: (ScaleRouter if verb == "scale" else RouterAction)(f"service.{verb}", title, actions)
+            verb: ScaleRouter(f"service.{verb}", title, actions) if verb == "scale"
+            else RouterAction(f"service.{verb}", title, actions)
             for verb, title in (("restart", "Restart"), ("stop", "Stop"), ("start", "Start"), ("scale", "Scale"))
         }
 
