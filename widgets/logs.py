@@ -217,6 +217,7 @@ class LogTail(ScrollView, can_focus=True):
         self._cache_base: Style | None = None
         self._status_at = 0.0
         self._status_timer: Timer | None = None
+        self._status_dirty = False
         self._bar_stale = False  # the scrollbar's range lags the buffer (see _set_virtual_height)
         self._time_cache: tuple[int, str] = (-1, "")
         self._tags: dict[str, str] = {}
@@ -647,14 +648,19 @@ class LogTail(ScrollView, can_focus=True):
 
     def _update_status(self, throttle: bool = False) -> None:
         """Show the status in the border. As lines arrive at most once a second (the
-        counts lag by a second at most): a border change repaints the whole pane, where a
-        flush repaints only the rows, and a paused pane should cost nothing. A change of
-        state (pause, follow, filter, search) shows at once."""
-        if throttle and time.monotonic() - self._status_at < 1.0:
+        counts lag by a second at most): a border change repaints the whole pane, and a
+        paused pane should cost nothing. While following, a due status goes with a flush
+        (one repaint); the timer only catches up once lines stop. A change of state
+        (pause, follow, filter, search) shows at once."""
+        now = time.monotonic()
+        if throttle and now - self._status_at < 1.0:
+            self._status_dirty = True
             if self._status_timer is None and self.is_attached:
-                self._status_timer = self.set_timer(1.0, self._status_due, name="logtail-status")
+                delay = self._status_at + 1.0 - now + (0.5 if self.following else 0.0)
+                self._status_timer = self.set_timer(max(0.05, delay), self._status_due, name="logtail-status")
             return
-        self._status_at = time.monotonic()
+        self._status_at = now
+        self._status_dirty = False
         self._sync_bar()
         text = self.status_text
         if text != self.border_subtitle:
@@ -662,7 +668,8 @@ class LogTail(ScrollView, can_focus=True):
 
     def _status_due(self) -> None:
         self._status_timer = None
-        self._update_status()
+        if self._status_dirty:
+            self._update_status(throttle=True)
 
     # ------------------------------------------------------------------ rendering
 
