@@ -31,6 +31,24 @@ NOT_AVAILABLE = 3
 THEMES = ("dark", "light", "high-contrast", "colorblind")
 
 
+def theme_name(value: str) -> str:
+    """`--theme`: a theme name or an alias (as `[warroom] theme` takes) -> the canonical name."""
+    import difflib
+
+    import themes  # light: no textual
+
+    try:
+        return themes.resolve_name(value)
+    except ValueError:
+        pass
+    names = [*themes.THEME_NAMES, *themes.ALIASES]
+    hint = difflib.get_close_matches(value.strip().lower(), names, n=1)
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {value!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; choose from {', '.join(themes.THEME_NAMES)} or an alias: "
+        + ", ".join(f"{a} = {n}" for a, n in themes.ALIASES.items()))
+
+
 def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument("--config", metavar="PATH", default=default,
@@ -48,8 +66,9 @@ def build_parser(chosen: str | None = None) -> tuple[argparse.ArgumentParser, di
     parser.add_argument("--kiosk", action="store_true", help="wall display: read-only, cannot be quit with q")
     parser.add_argument("--bell", action="store_true", help="kiosk: ring the terminal bell on a new P0/P1")
     parser.add_argument("--cycle", type=float, metavar="SECONDS", help="kiosk: detail view period (default 15)")
-    parser.add_argument("--theme", metavar="NAME", choices=THEMES,
-                        help="dark (default), light, high-contrast or colorblind")
+    parser.add_argument("--theme", metavar="NAME", type=theme_name,
+                        help="dark (default), light, high-contrast or colorblind "
+                        "(aliases as in the config: hc, cb, colourblind, ...)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     subparsers = {}
     for name, (_module, help_text) in SUBCOMMANDS.items():
@@ -123,8 +142,9 @@ def load_config(path: str | None):
     return None
 
 
-def build_engine(config, *, read_only: bool):
-    """The engine the app runs on: `backends.engine` when it exists, else a bare one."""
+def build_engine(config, *, read_only: bool, password_provider=None):
+    """The engine the app runs on: `backends.engine` when it exists, else a bare one.
+    `password_provider(keystore_path)` is asked for a keystore's password when a chain signs."""
     try:
         engine_mod = importlib.import_module("backends.engine")
     except ModuleNotFoundError:
@@ -133,7 +153,9 @@ def build_engine(config, *, read_only: bool):
         for name in ("build_engine", "from_config", "build"):
             fn = getattr(engine_mod, name, None)
             if callable(fn):
-                return fn(config, read_only=read_only)
+                if password_provider is None:
+                    return fn(config, read_only=read_only)
+                return fn(config, read_only=read_only, password_provider=password_provider)
     from backends.actions import ActionEngine
     from backends.audit import AuditLog
     from backends.monitor import Monitor
@@ -141,6 +163,22 @@ def build_engine(config, *, read_only: bool):
     audit_path = os.path.expanduser(_conf(config, "audit_path", "~/.local/state/warroom/audit.jsonl"))
     actions = ActionEngine(AuditLog(audit_path), read_only=read_only)
     return SimpleNamespace(monitor=Monitor([]), actions=actions, config=config, logs=None)
+
+
+def console_engine_factory(config, *, read_only: bool, get_app):
+    """`() -> engine` for the console. A chain signing with a keystore asks for its password
+    on the console `get_app()` returns when the key is used (the app may not exist yet when
+    the engine is built: the kiosk builds it first)."""
+
+    async def password_provider(keystore: str) -> str:
+        from tui.screens.password import console_password_provider
+
+        return await console_password_provider(get_app)(keystore)
+
+    def factory():
+        return build_engine(config, read_only=read_only, password_provider=password_provider)
+
+    return factory
 
 
 def _conf(config, key: str, default):
@@ -173,19 +211,23 @@ def _run_console(args: argparse.Namespace) -> int:
         print(f"warroom: {exc}", file=sys.stderr)
         return 2
     read_only = bool(args.read_only or args.kiosk or _conf(config, "read_only", False))
-    engine = factory = None
+    app = None
+    factory = console_engine_factory(config, read_only=read_only, get_app=lambda: app)
+    engine = None
     if args.kiosk:  # the wall display subscribes to the engine as it mounts: built first
         try:
-            engine = build_engine(config, read_only=read_only)
+            engine, factory = factory(), None
         except Exception as exc:
             return _cannot_start(exc)
-    else:  # built in a thread after the first frame (the shell) is on screen
-        def factory():
-            return build_engine(config, read_only=read_only)
+    # else: built in a thread after the first frame (the shell) is on screen
     from tui.app import WarroomApp
 
-    app = WarroomApp(engine, config=config, read_only=read_only, kiosk=args.kiosk, theme=args.theme,
-                     engine_factory=factory)
+    try:
+        app = WarroomApp(engine, config=config, read_only=read_only, kiosk=args.kiosk, theme=args.theme,
+                         engine_factory=factory)
+    except ValueError as exc:  # e.g. an unknown theme: said plainly, no traceback
+        print(f"warroom: {exc}", file=sys.stderr)
+        return 2
     app.kiosk_bell, app.kiosk_cycle = args.bell, args.cycle  # read by tui.screens.kiosk
     app.started_hooks.append(_resume_gc)
     app.run()
