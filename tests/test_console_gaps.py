@@ -7,7 +7,6 @@ cancelled action modal's dry-run audit entry."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +32,17 @@ def console_app(config, **kw):
     factory = cli.console_engine_factory(config, read_only=False, get_app=lambda: app)
     app = WarroomApp(None, config=config, engine_factory=factory, **kw)
     return app
+
+
+def help_text(screen) -> str:
+    """What the help screen shows, as text."""
+    from rich.console import Console
+
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    for group in screen.query(".help-group"):
+        console.print(group.content)
+    console.file.close()
+    return console.export_text()
 
 
 def audit_entries(config) -> list[dict]:
@@ -138,7 +148,7 @@ async def test_keystore_password_is_asked_on_the_console_and_pauses(anvil, escro
     assert [e["result"] for e in entries] == ["refused", "refused", "ok"]
     assert "wrong keystore password" in entries[0]["summary"]
     assert "no password given" in entries[1]["summary"]
-    text = Path(config.audit_path).read_text()
+    text = json.dumps(audit_entries(config))
     assert '"pw"' not in text and "wrong" not in text.replace("wrong keystore password", "")
     escrow.unpause()
 
@@ -178,3 +188,88 @@ def test_bad_theme_reaching_the_app_exits_2_without_traceback(monkeypatch, capsy
     assert cli.main([]) == 2
     err = capsys.readouterr().err
     assert "unknown theme 'neon'" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- pane keys
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp_path, body: str = ""):
+    from backends.config import load_config_text
+
+    text = f"""
+[warroom]
+operator = "alice"
+state_dir = "{tmp_path / 'state'}"
+{body}
+"""
+    return load_config_text(text, env={}, base_dir=tmp_path, path=tmp_path / "warroom.toml")
+
+
+async def test_one_digit_key_per_pane_and_help_says_so(tmp_path):
+    from tui.bindings import DASHBOARD_BINDINGS, PANE_COUNT
+    from tui.screens.dashboard import PANE_IDS
+    from tui.screens.help import HelpScreen, help_groups
+
+    assert PANE_COUNT == len(PANE_IDS) == 8
+    digits = sorted(b.key for b in DASHBOARD_BINDINGS if (b.id or "").startswith("pane_"))
+    assert digits == [str(n) for n in range(1, 9)]
+    app = console_app(_config(tmp_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None, what="engine")
+        await pilot.press("8")
+        await until(pilot, lambda: app.dashboard.current == PANE_IDS[7], what="pane 8")
+        await pilot.press("9")  # no ninth pane: nothing happens
+        await pilot.pause()
+        assert app.dashboard.current == PANE_IDS[7] and app.screen is app.dashboard
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        dash = dict(help_groups(app))["Dashboard"]
+        assert ("1-8", "Go to pane 1-8", "pane_N") in dash
+        assert "pane_9" not in app.dashboard.binding_ids()
+        text = help_text(app.screen)
+        assert "1-8" in text and "1-9" not in text
+
+
+# --------------------------------------------------------------------------- configured playbooks
+
+
+async def test_findings_hint_follows_a_configured_playbook(tmp_path):
+    port = _free_port()  # nothing listens: the health check fails, playbook api-down
+    config = _config(tmp_path, f"""
+[[services]]
+name = "api"
+kind = "http"
+health_url = "http://127.0.0.1:{port}/health"
+
+[[playbooks]]
+id = "api-down"
+title = "API down (our procedure)"
+severity = "P1"
+symptoms = ["health check refused"]
+diagnosis = [{{ text = "Call the hosting vendor (runbook 12)", check = "services" }}]
+""")
+    app = console_app(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None, what="engine")
+        pane = app.dashboard.pane("findings")
+        await until(pilot, lambda: app.snapshot is not None and any(
+            f.playbook == "api-down" for f in app.snapshot.findings), what="the api-down finding")
+        finding = next(f for f in app.snapshot.findings if f.playbook == "api-down")
+        step, _key = pane.hint(finding)
+        assert step.text == "Call the hosting vendor (runbook 12)"
+        app.dashboard.show_pane("findings")
+        await until(pilot, lambda: "Call the hosting vendor" in " ".join(
+            str(c) for r in range(pane.table.row_count) for c in pane.table.get_row_at(r)),
+            what="the configured step in the findings pane")
+        # enter opens the same (configured) playbook
+        app.open_playbook(finding)
+        await pilot.pause()
+        assert app.screen.book.get("api-down").title == "API down (our procedure)"

@@ -54,6 +54,9 @@ APP_BINDINGS: list[Binding] = [
     Binding("y", "copy", "Copy", id="copy", show=False),
 ]
 
+# One digit key per dashboard pane (tui.screens.dashboard.PANES; a test checks they agree).
+PANE_COUNT = 8
+
 DASHBOARD_BINDINGS: list[Binding] = [
     Binding("tab", "next_pane(1)", "Next pane", id="focus_next", show=False),
     Binding("shift+tab", "next_pane(-1)", "Previous pane", id="focus_previous", show=False),
@@ -62,7 +65,7 @@ DASHBOARD_BINDINGS: list[Binding] = [
     Binding("enter", "detail", "Detail", id="detail", show=False),
     *[
         Binding(str(n), f"go_to_pane({n - 1})", f"Pane {n}", id=f"pane_{n}", show=False)
-        for n in range(1, 10)
+        for n in range(1, PANE_COUNT + 1)
     ],
 ]
 

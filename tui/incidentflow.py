@@ -19,6 +19,18 @@ class IncidentFlow:
     def _incidents(self) -> Any:
         return getattr(self.engine, "incidents", None)
 
+    def playbook_book(self) -> Any:
+        """The built-in playbooks plus the engine config's `[[playbooks]]` (built once per engine)."""
+        engine = self.engine
+        cached = getattr(self, "_playbook_book", None)
+        if cached is not None and cached[0] is engine:
+            return cached[1]
+        from backends.playbooks import book_for
+
+        book = book_for(getattr(engine, "config", None))
+        self._playbook_book = (engine, book)
+        return book
+
     def wire_playbook_hints(self) -> None:
         """The findings pane's "next step" column: from the audit trail and the configured actions."""
         engine = self.engine
@@ -26,7 +38,8 @@ class IncidentFlow:
             return
         from backends.playbooks import PlaybookHints
 
-        hints = PlaybookHints(audit=engine.audit, actions=getattr(engine, "actions", None))
+        hints = PlaybookHints(book=self.playbook_book(), audit=engine.audit,
+                              actions=getattr(engine, "actions", None))
         for pane in self.dashboard.query("FindingsPane"):
             if getattr(pane, "playbook_hint", "missing") is None:
                 pane.playbook_hint = hints
@@ -52,7 +65,7 @@ class IncidentFlow:
     def open_playbook(self, finding: Finding) -> None:
         from tui.screens.playbook import PlaybookScreen
 
-        self.push_screen(PlaybookScreen(finding, self.engine))
+        self.push_screen(PlaybookScreen(finding, self.engine, book=self.playbook_book()))
 
     def open_incident_flow(self, action_id: str, finding: Finding | None = None) -> None:
         """`incident.*`: the incident screen (declare from the finding when none is open);

@@ -13,7 +13,13 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.bindings import APP_BINDINGS, DASHBOARD_BINDINGS, MODAL_BINDINGS, binding_key_display
+from tui.bindings import (
+    APP_BINDINGS,
+    DASHBOARD_BINDINGS,
+    MODAL_BINDINGS,
+    PANE_COUNT,
+    binding_key_display,
+)
 
 
 def help_groups(app) -> list[tuple[str, list[tuple[str, str, str]]]]:
@@ -44,9 +50,12 @@ def help_groups(app) -> list[tuple[str, list[tuple[str, str, str]]]]:
         return out
 
     groups = [("Global", rows(APP_BINDINGS, app))]
+    custom = rows(list(getattr(app, "custom_bindings", None) or []), app)
+    if custom:  # `[[actions]] key`
+        groups.append(("Custom actions", custom))
     dash = [b for b in DASHBOARD_BINDINGS if not (b.id or "").startswith("pane_")]
     dash_rows = rows(dash)
-    dash_rows.append(("1-9", "Go to pane 1-9", "pane_N"))
+    dash_rows.append((f"1-{PANE_COUNT}", f"Go to pane 1-{PANE_COUNT}", "pane_N"))
     groups.append(("Dashboard", dash_rows))
     board = getattr(app, "dashboard", None)
     if board is not None:
