@@ -74,13 +74,50 @@ class _RowStylesCache(StylesCache):
         super().__init__()
         self._tail = tail
         self._chrome: tuple | bool | None = None  # per paint; False: not plain, Textual's path
+        self._filters: tuple = ((), None)  # per paint: the app's line filters and the background
+        self._noop: dict[tuple, bool] = {}  # (filter, background, style) -> leaves it as it is
 
-    def render(self, *args, **kwargs) -> list[Strip]:
+    def render(self, styles, size, base_background, background, render_content_line, filters, *args,
+               **kwargs) -> list[Strip]:
         self._chrome = None
+        self._filters = (tuple(filters), background)
         try:
-            return super().render(*args, **kwargs)
+            return super().render(styles, size, base_background, background, render_content_line, filters,
+                                  *args, **kwargs)
         finally:
             self._chrome = None
+            self._filters = ((), None)
+
+    def seed_filters(self, row: Strip) -> None:
+        """Tell a new row's filter cache that the app's line filters leave it as it is.
+
+        Textual runs every line filter (ANSI colours to truecolor, ...) on every new row
+        and keeps an equal copy. The tail's styles are truecolor: for Textual's own
+        filters (style-only) the verdict per style is computed once, and a row the
+        filters would not change is its own filtered row.
+        """
+        filters, background = self._filters
+        if not filters or len(filters) > 4:
+            return
+        noop = self._noop
+        for f in filters:
+            if type(f).__module__ != "textual.filter":
+                return
+            for seg in row:
+                key = (f, background, seg.style)
+                ok = noop.get(key)
+                if ok is None:
+                    out = f.apply([seg], background)
+                    ok = len(out) == 1 and out[0] == seg
+                    if len(noop) > 512:
+                        noop.clear()
+                    noop[key] = ok
+                if not ok:
+                    return
+        cache = getattr(row, "_filter_cache", None)
+        if cache is not None:
+            for f in filters:
+                cache[(f, background)] = row
 
     def _make_chrome(self, styles, size: Size, content_size: Size, padding, base_background: Color,
                      background: Color, opacity: float) -> tuple | bool:
@@ -805,6 +842,7 @@ class LogTail(ScrollView, can_focus=True):
             segments.append(right)
         row = entry[3] = Strip(segments, outer_width)
         entry[2] = key
+        self._styles_cache.seed_filters(row)
         return row
 
     def _style_table(self, base: Style, cursor: bool) -> dict[str, Style]:
