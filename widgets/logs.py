@@ -32,6 +32,7 @@ from rich.style import Style
 from textual._border import get_box
 from textual._styles_cache import StylesCache
 from textual.binding import Binding
+from textual.cache import FIFOCache
 from textual.color import Color
 from textual.geometry import Size
 from textual.message import Message
@@ -55,6 +56,43 @@ _LABELS = {
     Level.UNKNOWN: "     ",
 }
 _LEVEL_CYCLE: tuple[Level | None, ...] = (None, Level.WARN, Level.ERROR)
+
+
+class _NoCache:
+    """A per-Strip memo that keeps nothing (see `_Row`)."""
+
+    __slots__ = ()
+
+    def get(self, _key, default=None):
+        return default
+
+    def __setitem__(self, _key, _value) -> None:
+        pass
+
+
+_NO_CACHE = _NoCache()
+
+
+class _Row(Strip):
+    """A log row as Textual's compositor gets it: a Strip without its per-strip memos.
+
+    A Strip carries seven small caches (crop, divide, style, ...): eight objects for
+    the garbage collector per row, for a row that is shown once or twice and then
+    scrolls off. A row only needs the filter memo (see `seed_filters`); the other
+    look-ups find nothing and compute, as for a new Strip.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, segments: list[Segment], cell_length: int) -> None:
+        self._segments = segments
+        self._cell_length = cell_length
+        self._divide_cache = self._crop_cache = self._style_cache = _NO_CACHE
+        self._line_length_cache = self._crop_extend_cache = self._offsets_cache = _NO_CACHE
+        self._filter_cache = FIFOCache(4)
+        self._render_cache = None
+        self._link_ids = None
+        self._cell_count = None
 
 
 class _RowStylesCache(StylesCache):
@@ -840,7 +878,7 @@ class LogTail(ScrollView, can_focus=True):
             segments.insert(0, left)
         if right is not None:
             segments.append(right)
-        row = entry[3] = Strip(segments, outer_width)
+        row = entry[3] = _Row(segments, outer_width)
         entry[2] = key
         self._styles_cache.seed_filters(row)
         return row
