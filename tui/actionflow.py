@@ -9,6 +9,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from textual.binding import Binding
 from textual.command import SimpleCommand
 
 from backends.errors import ActionRefused, describe_exception
@@ -50,6 +51,97 @@ class ActionFlow:
             return dict(ctx(verb) or {}) if callable(ctx) else {}
         except Exception:
             return {}
+
+    # ------------------------------------------------------------------ [[actions]] keys
+
+    def bind_custom_actions(self) -> list[Binding]:
+        """Bind each `[[actions]] key` (app level: shown in the footer and in `?`, id
+        `command_<name>`, remappable in [keys]) to its `command.<name>` action. A key the
+        console already uses everywhere (global or dashboard keys, another custom action)
+        is not bound; a key a pane uses is bound but the pane's key wins there. Both warn,
+        like the [keys] check. Returns the bindings made."""
+        engine = getattr(self.engine, "actions", None)
+        made: list[Binding] = list(getattr(self, "custom_bindings", []) or [])
+        if engine is None or made:
+            return made
+        keymap = getattr(self, "_keymap", {}) or {}
+        everywhere, in_panes = self._keys_in_use(keymap)
+        problems: list[str] = []
+        for entry in _config_actions(self.config if self.config is not None else
+                                     getattr(self.engine, "config", None)):
+            name, key = _entry(entry, "name"), _entry(entry, "key")
+            if not name or not key:
+                continue
+            action_id = f"command.{name}"
+            try:
+                engine.get(action_id)
+            except ActionRefused:
+                continue
+            bid = f"command_{name}"
+            keys = [k for k in self._normalize_keymap({bid: keymap.get(bid) or str(key)})[bid].split(",") if k]
+            taken = [k for k in keys if k in everywhere]
+            if taken:
+                problems.append(f"{name}: key {_shown(taken[0])} is already {everywhere[taken[0]]} (not bound)")
+                continue
+            for k in keys:
+                if k in in_panes:
+                    problems.append(f"{name}: key {_shown(k)} is {in_panes[k]}; the pane's key wins there")
+            run = f"custom_action({action_id!r})"
+            for k in keys:  # one binding per key, as Textual makes them from BINDINGS
+                self._bindings.key_to_bindings.setdefault(k, []).append(Binding(k, run, str(name), id=bid))
+                everywhere[k] = f"{name} ([[actions]])"
+            made.append(Binding(",".join(keys), run, str(name), id=bid))  # for `?` and [keys]
+        self.custom_bindings = made
+        if problems:
+            self.notify("[[actions]] key: " + "; ".join(problems), title="config", severity="warning",
+                        timeout=10)
+        return made
+
+    def _keys_in_use(self, keymap: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(key -> what uses it everywhere, key -> what uses it in one pane), keymap applied."""
+        def keys_of(node) -> dict[str, str]:
+            bindings = node._bindings.copy()
+            if keymap:
+                bindings.apply_keymap(dict(keymap))
+            out = {}
+            for key, found in bindings.key_to_bindings.items():
+                b = found[0]
+                out[key] = f"{b.description or b.action}" + (f" ({b.id})" if b.id else "")
+            return out
+
+        everywhere = keys_of(self)
+        board = self.dashboard
+        in_panes: dict[str, str] = {}
+        if board is not None:
+            everywhere.update(keys_of(board))
+            from tui.screens.dashboard import PANES
+
+            for spec in PANES:
+                try:
+                    pane = board.pane(spec.id)
+                except Exception:
+                    continue
+                if pane is None:
+                    continue
+                for node in (pane, *pane.walk_children()):
+                    for key, what in keys_of(node).items():
+                        in_panes.setdefault(key, f"{what} in the {spec.title} pane")
+        return everywhere, in_panes
+
+    def action_custom_action(self, action_id: str) -> None:
+        """A `[[actions]] key`: the action with the focused pane's context (its declared fields)."""
+        engine = getattr(self.engine, "actions", None)
+        try:
+            action = engine.get(action_id)
+        except (ActionRefused, AttributeError):
+            return
+        self.request_action(action_id, _fit(action, self._pane_context(action_id)))
+
+    def custom_action_allowed(self, action_id: str) -> bool:
+        engine = getattr(self.engine, "actions", None)
+        if engine is None:
+            return False
+        return any(a.id == action_id and self.may_run(a) for a in engine.available())
 
     def on_action_requested(self, message) -> None:
         """`widgets.messages.ActionRequested(action_id, params)` from a pane."""
@@ -114,7 +206,12 @@ class ActionFlow:
 
 
 def _fit(action, params: dict) -> dict:
-    """Only the focused pane's context that the action's plan() accepts."""
+    """Only the focused pane's context that the action's plan() accepts: its declared fields
+    (`param_fields()`, plus reason/confirmation) when it declares them, else the keyword
+    parameters of plan()."""
+    declared = _declared_names(action)
+    if declared is not None:
+        return {k: v for k, v in params.items() if k in declared or k in PASS_THROUGH}
     try:
         sig = inspect.signature(action.plan)
     except (TypeError, ValueError):
@@ -122,3 +219,50 @@ def _fit(action, params: dict) -> dict:
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return params
     return {k: v for k, v in params.items() if k in sig.parameters}
+
+
+PASS_THROUGH = frozenset({"reason", "confirmation"})
+
+
+def _declared_names(action) -> set[str] | None:
+    """The names of the fields `action` declares (`param_fields()`), None when it declares none."""
+    fn = getattr(action, "param_fields", None)
+    if not callable(fn):
+        return None
+    try:
+        fields = fn()
+    except Exception:
+        return None
+    if fields is None:
+        return None
+    names = set()
+    for f in fields:
+        name = getattr(f, "name", None)
+        if name is None and isinstance(f, Mapping):
+            name = f.get("name")
+        if name is None and isinstance(f, tuple | list) and f:
+            name = f[0]
+        if name:
+            names.add(str(name))
+    return names
+
+
+def _config_actions(config: Any) -> list:
+    if config is None:
+        return []
+    found = config.get("actions") if isinstance(config, Mapping) else getattr(config, "actions", None)
+    return list(found or ())
+
+
+def _entry(entry: Any, key: str) -> Any:
+    return entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
+
+
+def _shown(key: str) -> str:
+    """How a key is written by people ("?" not "question_mark")."""
+    from textual.keys import format_key
+
+    try:
+        return format_key(key)
+    except Exception:
+        return key

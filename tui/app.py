@@ -79,6 +79,7 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         keys.update(keymap or {})
         self.user_keymap: dict[str, str] = keys
         self.snapshot: Snapshot | None = None
+        self.custom_bindings: list = []  # `[[actions]] key`, bound once the engine is there
         self._unsubscribe: list[Callable[[], Any]] = []
         self.dashboard: DashboardScreen | None = None
         for t in themes.all_themes():  # registered and chosen before the first style pass
@@ -100,7 +101,7 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         await self.push_screen(self.dashboard)
         if deferred:
             return
-        self._check_keymap()
+        self._bind_engine_keys()
         if self.kiosk:  # the wall display goes on top; the dashboard never redraws under it
             await self._push_kiosk()
         self._wire_engine()
@@ -149,17 +150,26 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
             if (header.operator, header.read_only) != (operator, self.read_only):
                 header.operator = operator
                 header.set_read_only(self.read_only)
-        self._check_keymap()
+        self._bind_engine_keys()
         if self.kiosk:
             await self._push_kiosk()
         self._wire_engine()
         self.refresh_bindings()  # the verbs the engine's actions offer appear in the footer
         await self._start_engine()
 
+    def _bind_engine_keys(self) -> None:
+        """Keys that exist once the engine does: `[[actions]] key`; then the [keys] check."""
+        if not self.kiosk:
+            self.bind_custom_actions()
+        self._check_keymap()
+        if self.custom_bindings:
+            self.refresh_bindings()
+
     def _check_keymap(self) -> None:
         if self.dashboard is None:
             return
-        unknown = sorted(set(self.user_keymap) - self.dashboard.binding_ids())
+        known = self.dashboard.binding_ids() | {b.id for b in self.custom_bindings if b.id}
+        unknown = sorted(set(self.user_keymap) - known)
         if unknown:
             self.notify(f"[keys]: no binding with id {', '.join(unknown)} (see ? for the ids)",
                         title="config", severity="warning", timeout=10)
@@ -301,6 +311,8 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
             return True  # the incident screen; read-only may look, the engine refuses changes
         if action == "verb":
             return bool(parameters) and bool(self.actions_for_verb(str(parameters[0])))
+        if action == "custom_action":  # `[[actions]] key`: hidden when the action may not run
+            return bool(parameters) and self.custom_action_allowed(str(parameters[0]))
         return True
 
     # ------------------------------------------------------------------ simple keys
