@@ -7,6 +7,7 @@ cancelled action modal's dry-run audit entry."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -273,3 +274,187 @@ diagnosis = [{{ text = "Call the hosting vendor (runbook 12)", check = "services
         app.open_playbook(finding)
         await pilot.pause()
         assert app.screen.book.get("api-down").title == "API down (our procedure)"
+
+
+# --------------------------------------------------------------------------- [[actions]] key
+
+
+BACKUP_SCRIPT = """\
+import sys
+from pathlib import Path
+
+Path(sys.argv[1]).write_text(f"backup by {sys.argv[2]}\\n")
+"""
+
+
+async def test_custom_action_key_opens_the_form_then_the_modal_and_runs_the_command(tmp_path):
+    from tui.commands import WarroomCommands
+    from tui.screens.action import ActionScreen
+    from tui.screens.help import help_groups
+    from tui.screens.params import ParamsScreen
+
+    script = tmp_path / "backup.py"
+    script.write_text(BACKUP_SCRIPT)
+    target = tmp_path / "out" / "dump.txt"
+    target.parent.mkdir()
+    port = _free_port()
+    config = _config(tmp_path, f"""
+[[services]]
+name = "api"
+kind = "http"
+health_url = "http://127.0.0.1:{port}/health"
+
+[[actions]]
+name = "backup"
+description = "Back up to FILE"
+argv = ["{sys.executable}", "{script}", "{{file}}", "{{operator}}"]
+params = {{ file = "path" }}
+key = "B"
+
+[[actions]]
+name = "clash"
+argv = ["/bin/true"]
+key = "h"
+""")
+    app = console_app(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None and app.custom_bindings, what="keys bound")
+        # bound: footer, help, palette; "h" (history) is taken everywhere: not bound, warned
+        assert [b.id for b in app.custom_bindings] == ["command_backup"]
+        notes = " ".join(str(n.message) for n in app._notifications)
+        assert "clash: key h is already History (history) (not bound)" in notes
+        assert "backup: key B is Reset all breakers (reset_all_breakers) in the Breakers pane" in notes
+        footer = {b.binding.id: key for key, b in app.screen.active_bindings.items()}
+        assert footer.get("command_backup") == "B"
+        assert ("B", "backup", "command_backup") in dict(help_groups(app))["Custom actions"]
+        palette = {t: h for t, h, _c in WarroomCommands(app.screen)._commands()}
+        assert "command.backup, key B" in palette["Action: Back up to FILE"]
+        # the findings pane is focused on the api's finding: its context (service) is not a
+        # field of backup, so it is not passed (no "unknown parameter" refusal)
+        findings = app.dashboard.pane("findings")
+        await until(pilot, lambda: findings.row_keys(), what="the api finding")
+        app.dashboard.show_pane("findings")
+        findings.table.focus()
+        await pilot.pause()
+        assert app._pane_context("command.backup") == {"service": "api"}
+        await pilot.press("B")
+        await until(pilot, lambda: isinstance(app.screen, ParamsScreen), what="the form")
+        form = app.screen
+        assert [f.name for f in form.fields] == ["file"]
+        assert "unknown parameter" not in form.problem and "file" in form.problem
+        form.query_one("#param-file").value = str(target)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="the modal")
+        modal = app.screen
+        assert modal.plan.action == "command.backup" and str(target) in modal.plan.params["argv"]
+        await pilot.press("enter")
+        await until(pilot, lambda: modal.state == "done", what="executed")
+        assert "OK" in str(modal.query_one("#action-status").render())
+        await pilot.press("enter")
+    assert target.read_text() == "backup by alice\n"
+    assert [e["result"] for e in audit_entries(config) if e["action"] == "command.backup"] == ["ok"]
+
+
+async def test_custom_action_key_is_not_offered_read_only(tmp_path):
+    from tui.app import WarroomApp
+    from tui.screens.help import help_groups
+
+    config = _config(tmp_path, """
+[[actions]]
+name = "backup"
+argv = ["/bin/true"]
+key = "B"
+""")
+    factory = cli.console_engine_factory(config, read_only=True, get_app=lambda: None)
+    app = WarroomApp(None, config=config, read_only=True, engine_factory=factory)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None and app.custom_bindings, what="keys bound")
+        assert app.check_action("custom_action", ("command.backup",)) is False
+        assert "Custom actions" not in dict(help_groups(app))
+        footer = {b.binding.id for b in app.screen.active_bindings.values() if b.enabled}
+        assert "command_backup" not in footer
+        await pilot.press("B")
+        await pilot.pause()
+        assert app.screen is app.dashboard
+
+
+# --------------------------------------------------------------------------- unpin, cancelled modal
+
+
+async def _palette(pilot, app, query: str) -> list[str]:
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+    await pilot.press(*query)
+    clist = app.screen.query_one(CommandList)
+    await until(pilot, lambda: clist.option_count > 0, what=f"palette hits for {query!r}")
+    return [str(clist.get_option_at_index(i).prompt) for i in range(clist.option_count)]
+
+
+@pytest.mark.evm
+async def test_unpin_from_the_palette_and_a_cancelled_modal_is_a_dry_run_entry(anvil, tmp_path):
+    from tui.screens.action import ActionScreen
+
+    config = _config(tmp_path, f"""
+[chain.local]
+chain_id = 31337
+endpoints = ["{anvil.url}", "http://127.0.0.1:{_free_port()}"]
+max_head_age = "1d"
+""")
+    app = console_app(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None, what="engine")
+        pin = app.engine.actions.get("chain.pin")
+        es = pin._set("local")
+        # pin from the palette, cancel once (a dry-run entry), then run it
+        for run in (False, True):
+            prompts = await _palette(pilot, app, "Pin the active")
+            assert any("Pin the active RPC endpoint" in p for p in prompts), prompts
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="pin modal")
+            modal = app.screen
+            await pilot.press("enter" if run else "escape")
+            if run:
+                await until(pilot, lambda m=modal: m.state == "done", what="pinned")
+                await pilot.press("enter")
+            await until(pilot, lambda: app.screen is app.dashboard, what="modal closed")
+        assert es.pinned is True
+        prompts = await _palette(pilot, app, "Unpin")
+        assert prompts[0].startswith("Action: Unpin RPC endpoint (automatic failover)"), prompts
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="unpin modal")
+        modal = app.screen
+        assert modal.plan.params == {"chain": "local", "unpin": True}
+        await pilot.press("enter")
+        await until(pilot, lambda: modal.state == "done", what="unpinned")
+        assert es.pinned is False
+    entries = [e for e in audit_entries(config) if e["action"] == "chain.pin"]
+    assert [(e["result"], e["dry_run"]) for e in entries] == [("cancelled", True), ("ok", False), ("ok", False)]
+    assert entries[0]["summary"] == "cancelled in the console: 1 change(s) not applied"
+    assert entries[0]["target"] == "chain:local" and entries[0]["operator"] == "alice"
+
+
+async def test_a_refused_attempt_then_escape_writes_no_second_entry(tmp_path):
+    from tui.screens.action import ActionScreen
+
+    config = _config(tmp_path, """
+[[actions]]
+name = "flush"
+argv = ["/bin/true"]
+danger = "typed"
+key = "X"
+""")
+    app = console_app(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None and app.custom_bindings, what="keys bound")
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        modal = app.screen
+        await pilot.press(*"nope", "enter")
+        await until(pilot, lambda: "REFUSED" in str(modal.query_one("#action-status").render()),
+                    what="refused")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, what="closed")
+    assert [(e["action"], e["result"], e["dry_run"]) for e in audit_entries(config)] == [
+        ("command.flush", "refused", False)]

@@ -9,6 +9,7 @@ the danger needs (enter; or type the target/count). The engine decides: a refusa
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 from rich.text import Text
@@ -28,6 +29,7 @@ DANGER_TEXT = {
     Danger.TYPED: ("✖", "DANGEROUS - TYPED CONFIRMATION", "status-crit"),
 }
 MAX_ROWS = 200
+log = logging.getLogger(__name__)
 
 
 def _short(value) -> str:
@@ -35,6 +37,31 @@ def _short(value) -> str:
         return "-"
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def record_cancelled(actions: ActionEngine, plan: ActionPlan) -> dict | None:
+    """The audit entry of a plan shown in the modal and cancelled: a dry-run (nothing was
+    changed) with result "cancelled", the same fields as `ActionEngine.record_dry_run`."""
+    audit = getattr(actions, "audit", None)
+    if audit is None:
+        return None
+    try:
+        return audit.append(
+            action=plan.action,
+            target=plan.target,
+            operator=getattr(actions, "operator", None),
+            params=plan.params,
+            reason=plan.reason,
+            dry_run=True,
+            before=[c.before for c in plan.changes],
+            after=[c.after for c in plan.changes],
+            result="cancelled",
+            summary=f"cancelled in the console: {len(plan.changes)} change(s) not applied",
+        )
+    except Exception:  # the audit trail being unwritable must not keep the dialog open
+        log.warning("could not write the cancelled plan of %s to the audit trail", plan.action,
+                    exc_info=True)
+        return None
 
 
 class ActionScreen(ModalScreen[tuple[ActionPlan, ActionResult] | None]):
@@ -115,7 +142,17 @@ class ActionScreen(ModalScreen[tuple[ActionPlan, ActionResult] | None]):
         if self.state == "running":
             self.notify("the action is running; it cannot be cancelled from here", severity="warning")
             return
+        if self.result is None and self.attempts == 0:
+            # shown, never tried: a dry-run entry, as `warroom orders` writes for its previews
+            # (a refused or failed attempt is already in the audit trail: no second entry)
+            record_cancelled(self.actions, self._plan_with_reason())
         self.dismiss((self.plan, self.result) if self.result is not None else None)
+
+    def _plan_with_reason(self) -> ActionPlan:
+        if not self.plan.reason_required or not self.query("#action-reason"):
+            return self.plan
+        reason = self.query_one("#action-reason", Input).value.strip()
+        return replace(self.plan, reason=reason or self.plan.reason)
 
     def action_confirm(self) -> None:
         if self.state == "running":
