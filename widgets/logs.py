@@ -210,10 +210,6 @@ class LogTail(ScrollView, can_focus=True):
         overflow-y: auto;
         scrollbar-size-vertical: 1;
     }
-    /* following: the scrollbar would be repainted on every flush for nothing */
-    LogTail.-following {
-        scrollbar-visibility: hidden;
-    }
     """
 
     BINDINGS = [
@@ -334,7 +330,7 @@ class LogTail(ScrollView, can_focus=True):
         return self.min_interval
 
     def on_mount(self) -> None:
-        self.set_class(self.following, "-following")
+        self._show_bar(not self.following)
         self.watch(self.app, "theme", lambda *_: self._reset_styles(), init=False)
         if self._pending:
             self._schedule()
@@ -538,7 +534,7 @@ class LogTail(ScrollView, can_focus=True):
         if following == self.following:
             return
         self.following = following
-        self.set_class(following, "-following")
+        self._show_bar(not following)
         if following:
             self.new_while_paused = 0
             self.cursor = None
@@ -548,6 +544,13 @@ class LogTail(ScrollView, can_focus=True):
             self.refresh()
         self._update_status()
         self.post_message(self.FollowChanged(self, following))
+
+    def _show_bar(self, show: bool) -> None:
+        # Following, the scrollbar would be repainted on every flush for nothing: it is
+        # hidden (its column stays reserved, so rows keep their width). An inline style,
+        # not a CSS class: a class change re-applies the stylesheet to the pane and its
+        # scrollbars on every pause / follow.
+        self.styles.scrollbar_visibility = "visible" if show else "hidden"
 
     def pause(self) -> None:
         self._set_follow(False)
