@@ -108,9 +108,10 @@ class _RowStylesCache(StylesCache):
     row in one Strip. Anything else takes Textual's own path, with the same result.
     """
 
-    def __init__(self, tail: LogTail) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._tail = tail
+        # No reference to the tail: Textual's lru_cache on get_inner_outer keeps up to 1024
+        # StylesCaches alive, and a removed tail (with its lines) must not stay with them.
         self._chrome: tuple | bool | None = None  # per paint; False: not plain, Textual's path
         self._filters: tuple = ((), None)  # per paint: the app's line filters and the background
         self._noop: dict[tuple, bool] = {}  # (filter, background, style) -> leaves it as it is
@@ -192,7 +193,8 @@ class _RowStylesCache(StylesCache):
         if chrome:
             top, height, _content_width, _width, _left, _right, _key = chrome
             if 0 <= y - top < height:
-                row = self._tail._composed_line(y - top, chrome)
+                tail = getattr(render_content_line, "__self__", None)  # the tail's render_line
+                row = tail._composed_line(y - top, chrome) if isinstance(tail, LogTail) else None
                 if row is not None:
                     return row
         return super().render_line(styles, y, size, content_size, padding, base_background, background,
@@ -254,7 +256,7 @@ class LogTail(ScrollView, can_focus=True):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._styles_cache = _RowStylesCache(self)
+        self._styles_cache = _RowStylesCache()
         self.max_lines = max(1, max_lines)
         self.show_time = show_time
         self.tag_width = tag_width
@@ -821,8 +823,8 @@ class LogTail(ScrollView, can_focus=True):
 
         A row that scrolled off is not shown again while following, and a paused view
         repaints only when it scrolls. Rows kept longer would survive into Python's
-        oldest GC generation (a Strip is 16 objects) and make full collections both more
-        frequent and slower: at 200 lines/s that was most of the tail's GC time.
+        oldest GC generation and make full collections more frequent: at 200 lines/s
+        that was most of the tail's GC time.
         """
         cache = self._row_cache
         height = max(1, self.size.height)
