@@ -8,8 +8,11 @@ file at a fixed rate. For each rate (default 200 and 10,000 lines/s, 60 s each):
 - widget: a tiny Textual app with just a LogTail fed by a LogHub runs inside tmux,
   wrapped by `script` so every byte it writes to the terminal is counted; prints
   lines/s shown, CPU %, peak RSS, bytes to the terminal per second (and against the
-  log's own bytes), the delay until the newest line is on screen, and the latency of
-  a key (`p`, sent with `tmux send-keys`) until the app has handled and repainted.
+  log's own bytes), the delay until the newest line is on screen, the latency of a
+  key (`p`, sent with `tmux send-keys`) until the app has handled and repainted, and
+  the share of the time spent collecting garbage (runs and ms per GC generation).
+  The keys (pause, then resume 0.3 s later, every `--key-every` s, default 2) count
+  in the CPU figure: `--key-every 0` measures the tail alone.
 
 Targets: 200 lines/s <= 3 % of a core, <= 2x the log's bytes to the terminal, newest
 line on screen within 0.25 s; 10,000 lines/s: a key answered within 100 ms, RSS < 150 MB.
@@ -17,6 +20,8 @@ line on screen within 0.25 s; 10,000 lines/s: a key answered within 100 ms, RSS 
     .venv/bin/python benchmarks/logs.py                 # full run (about 5 minutes)
     .venv/bin/python benchmarks/logs.py --seconds 10    # quick run
     .venv/bin/python benchmarks/logs.py --only pipeline --rates 200
+    .venv/bin/python benchmarks/logs.py --only widget --rates 200 --key-every 0
+    WARROOM_BENCH_PROFILE=/tmp/tail.prof .venv/bin/python benchmarks/logs.py --only widget --rates 200
 """
 
 from __future__ import annotations
