@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from rich.text import Text
+from textual.widgets.data_table import RowKey
 
 from backends.model import (
     Finding,
@@ -320,8 +321,10 @@ async def test_findings_sorted_worst_first_and_cursor_follows_its_row():
         keys = pane.row_keys()
         sevs = [pane._items[k].item.severity for k in keys]
         assert sevs == sorted(sevs) == [Severity.P0, Severity.P1, Severity.P2, Severity.P3]
-        assert cell(pane, keys[0], "next").plain == "[r] Restart the service"
-        assert cell(pane, keys[3], "next").plain == ""  # no hint for that playbook
+        assert pane.next_step_text(keys[0]) == "[r] Restart the service"
+        assert pane.table.rows[RowKey(keys[0])].height == 2  # the step under its finding
+        assert pane.next_step_text(keys[3]) == ""  # no hint for that playbook
+        assert pane.table.rows[RowKey(keys[3])].height == 1
         pane.table.move_cursor(row=2)
         on = pane.cursor_key()
         new = Finding(key="chain:paused", severity=Severity.P0, source="chain", summary="escrow paused",

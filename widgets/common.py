@@ -29,6 +29,7 @@ from textual.containers import Horizontal, Vertical
 from textual.coordinate import Coordinate
 from textual.timer import Timer
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import RowKey
 
 from backends.model import Reading, Snapshot, SourceState, SourceStatus, Status
 
@@ -244,6 +245,7 @@ class Row:
     fingerprint: tuple | None = None
     make: Callable[[], tuple[Text, ...]] | None = None
     kind: str = ""  # detail kind when it differs from the pane's DETAIL_KIND
+    height: int = 1  # lines the row takes (a finding with its next step under it: 2)
 
     def ensure_cells(self) -> Row:
         if not self.cells and self.make is not None:
@@ -586,7 +588,8 @@ class TablePane(Vertical):
         stale = self._styles.stale
         cells = tuple(self._styles.stale_cell() if i == self.STATUS_INDEX else Text(c.plain, style=stale)
                       for i, c in enumerate(row.cells))
-        return Row(row.key, cells, row.item, row.source, True, row.search, row.fingerprint, row.make, row.kind)
+        return Row(row.key, cells, row.item, row.source, True, row.search, row.fingerprint, row.make, row.kind,
+                   row.height)
 
     def _sync_rows(self, rows: list[Row]) -> None:
         table = self.table
@@ -624,8 +627,11 @@ class TablePane(Vertical):
                     continue
                 sig = tuple(_sig(c) for c in row.cells)
                 old = self._rows.get(row.key)
+                if old is not None and table.rows[RowKey(row.key)].height != row.height:
+                    table.remove_row(row.key)  # a row's height is fixed when it is added
+                    old = None
                 if old is None:
-                    table.add_row(*row.cells, key=row.key)
+                    table.add_row(*row.cells, key=row.key, height=row.height)
                 elif old != sig:
                     for col, cell, before, after in zip(columns, row.cells, old, sig, strict=True):
                         if before != after:

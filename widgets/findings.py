@@ -46,7 +46,8 @@ def target_params(target: str | None) -> dict:
 class FindingsPane(TablePane):
     """Findings, worst first."""
 
-    COLUMNS = (("sev", "Sev"), ("summary", "Finding"), ("since", "For"), ("next", "Next step"),
+    # The next step sits under its finding (second line), so it shows however narrow the pane.
+    COLUMNS = (("sev", "Sev"), ("summary", "Finding  → [key] next step"), ("since", "For"),
                ("playbook", "Playbook"))
     DETAIL_KIND = "finding"
     NOUN = "findings"
@@ -149,21 +150,28 @@ class FindingsPane(TablePane):
         st = self.styles_
         status = SEVERITY_STATUS[f.severity]
         badge = Text(f" {status.symbol} {f.severity.label} ", style=f"bold reverse {st.of(status)}".strip())
-        nxt = Text()
+        summary = Text(f.summary, style="bold" if f.severity <= Severity.P1 else "")
         hint = self.hint(f)
-        if hint:
+        if hint and step_text(hint[0]):
             step, key = hint
-            if key:
-                nxt.append(f"[{key}] ", style="bold")
-            nxt.append(step_text(step))
+            summary.append("\n  → ", style="dim")
+            if key:  # the key first: a long step is cut at the right, the key never
+                summary.append(f"[{key}] ", style=f"bold {st.ok}".strip())
+            summary.append(step_text(step))
         cells = (
             badge,
-            Text(f.summary, style="bold" if f.severity <= Severity.P1 else ""),
+            summary,
             Text(fmt_coarse(age_s(f.since, now))),
-            nxt,
             Text(f.playbook or "-", style="dim"),
         )
-        return Row(f.key, cells, f, f.source, search=f"{f.severity.label} {f.summary} {f.source} {f.playbook or ''}")
+        return Row(f.key, cells, f, f.source, search=f"{f.severity.label} {f.summary} {f.source} {f.playbook or ''}",
+                   height=2 if "\n" in summary.plain else 1)
+
+    def next_step_text(self, key: str) -> str:
+        """The next step shown under a finding ("" when it has none)."""
+        cell = self.table.get_cell(key, "summary")
+        plain = getattr(cell, "plain", str(cell))
+        return plain.split("\n  → ", 1)[1] if "\n  → " in plain else ""
 
     # ------------------------------------------------------------------ actions
 
