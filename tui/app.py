@@ -216,6 +216,11 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         self.workers.cancel_group(self, "boot")
         with contextlib.suppress(Exception):
             await self.stop_engine()
+        for screen in list(self.screen_stack):  # e.g. the kiosk: stop cycling views first
+            quiesce = getattr(screen, "quiesce", None)
+            if callable(quiesce):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(quiesce(), 2.0)
         await super()._shutdown()
 
     async def on_unmount(self) -> None:

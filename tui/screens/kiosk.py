@@ -13,6 +13,7 @@ carries `.engine` (and `.clock` for tests). Nothing here does I/O.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -331,6 +332,8 @@ class KioskScreen(Screen):
         self.cycle_s = DEFAULT_CYCLE_S if cycle_s is None else float(cycle_s)
         self.bell = bool(bell)
         self._cycle_timer = None
+        self._swap_lock = asyncio.Lock()
+        self._swaps: set[asyncio.Task] = set()
         self._pane: Widget | None = None
         self._log_unsubscribe: Callable[[], Any] | None = None
         self._refresh_s = refresh_s
@@ -529,8 +532,29 @@ class KioskScreen(Screen):
         """Show one detail view. The pane is built fresh each time and the previous one
         removed: one live pane at a time, and nothing a pane caches or accumulates can
         grow over days of cycling."""
-        if view not in self.view_ids:
+        if view not in self.view_ids or not self.is_attached or getattr(self.app, "_quitting", False):
             return
+        # The swap runs in its own task, shielded: it is usually awaited by the cycle timer's
+        # task, and stopping that timer (set_cycle, quitting) cancels it; a cancelled
+        # remove_children would cancel the old pane's own task halfway through its prune,
+        # and Textual's shutdown then fails on it (CancelledError).
+        task = asyncio.get_running_loop().create_task(self._locked_swap(view))
+        self._swaps.add(task)
+        task.add_done_callback(self._swaps.discard)
+        await asyncio.shield(task)
+
+    async def _locked_swap(self, view: str) -> None:
+        async with self._swap_lock:  # one swap at a time
+            if not getattr(self.app, "_quitting", False) and self.is_attached:
+                await self._swap_view(view)
+
+    async def quiesce(self) -> None:
+        """Before the app closes its screens: stop cycling and let a view swap in flight finish."""
+        self.set_cycle(0)
+        if self._swaps:
+            await asyncio.gather(*list(self._swaps), return_exceptions=True)
+
+    async def _swap_view(self, view: str) -> None:
         box = self.query_one("#kiosk-views", Vertical)
         old = list(box.children)
         pane = self._build_view(view)
