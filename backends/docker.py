@@ -1554,7 +1554,7 @@ def docker_service_rule(r: ServiceReading, ctx: RuleContext):
 @snapshot_rule
 def everything_down_rule(snap: Snapshot, ctx: RuleContext):
     """Seed 003 P0 "system down": every service (at least two) is down."""
-    services = [r for r in snap.of_type(ServiceReading) if r.kind in ("docker", "process")]
+    services = [r for r in snap.of_type(ServiceReading) if r.kind in ("docker", "process", "command")]
     if len(services) < 2:
         return []
     down = [r for r in services if r.status is Status.CRIT]

@@ -458,3 +458,19 @@ key = "X"
         await until(pilot, lambda: app.screen is app.dashboard, what="closed")
     assert [(e["action"], e["result"], e["dry_run"]) for e in audit_entries(config)] == [
         ("command.flush", "refused", False)]
+
+
+async def test_log_buffer_setting_reaches_the_logs_pane(tmp_path, monkeypatch):
+    """[warroom] log_buffer bounds the Logs pane too (it is built before the engine exists)."""
+    from backends.config import load_config_text
+    from tui.app import WarroomApp
+    from tui.cli import console_engine_factory
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    config = load_config_text(f'[warroom]\nstate_dir = "{tmp_path / "st"}"\nlog_buffer = 500\n',
+                              env={}, base_dir=tmp_path)
+    app = WarroomApp(None, config=config,
+                     engine_factory=console_engine_factory(config, read_only=False, get_app=lambda: app))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None, what="engine")
+        await until(pilot, lambda: app.dashboard.pane("logs").max_lines == 500, what="buffer")

@@ -1054,3 +1054,17 @@ async def test_shutdown_confirmation_falls_back_to_the_containers_project(stack)
     assert src.project_of() is None  # nothing configured, no containers given
     two = DockerSource("docker", [DockerServiceSpec(name="a", project="p1"), DockerServiceSpec(name="b", project="p2")])
     assert two.project_of() is None
+
+
+def test_system_down_counts_command_services_too():
+    from backends.docker import everything_down_rule
+    from backends.rules import RuleContext
+
+    def svc(name, kind, status):
+        return ServiceReading(source=kind, name=name, kind=kind, state="down" if status is Status.CRIT else "running",
+                              status=status)
+
+    down = Snapshot(readings={"x": (svc("api", "docker", Status.CRIT), svc("tee", "command", Status.CRIT))})
+    assert [f.key for f in everything_down_rule(down, RuleContext())] == ["system-down"]
+    one_up = Snapshot(readings={"x": (svc("api", "docker", Status.CRIT), svc("tee", "command", Status.OK))})
+    assert everything_down_rule(one_up, RuleContext()) == []

@@ -188,6 +188,10 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         logs = getattr(self.engine, "logs", None)
         if logs is not None and callable(getattr(logs, "subscribe", None)):
             self._unsubscribe.append(logs.subscribe(self._on_log_lines))
+        buffer = getattr(self.engine, "log_buffer", None)
+        pane = self.dashboard.pane("logs") if self.dashboard is not None else None
+        if isinstance(buffer, int) and buffer > 0 and hasattr(pane, "max_lines"):
+            pane.max_lines = buffer  # [warroom] log_buffer (the pane is built before the engine)
         incidents = getattr(self.engine, "incidents", None)
         if incidents is not None and callable(getattr(incidents, "subscribe", None)):
             self._unsubscribe.append(incidents.subscribe(self._on_incident))

@@ -36,7 +36,7 @@ HOST_MEM_CRIT = 95.0  # the host rule's memory P1
 HEALTH_STATUS = {"healthy": Status.OK, "starting": Status.WARN, "unhealthy": Status.CRIT}
 STATE_STATUS = {"running": Status.OK, "restarting": Status.WARN, "paused": Status.WARN,
                 "created": Status.WARN, "exited": Status.CRIT, "dead": Status.CRIT,
-                "missing": Status.CRIT}
+                "missing": Status.CRIT, "down": Status.CRIT, "unknown": Status.UNKNOWN}
 
 
 fmt_uptime = fmt_coarse
