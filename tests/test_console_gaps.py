@@ -474,3 +474,35 @@ async def test_log_buffer_setting_reaches_the_logs_pane(tmp_path, monkeypatch):
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.engine is not None, what="engine")
         await until(pilot, lambda: app.dashboard.pane("logs").max_lines == 500, what="buffer")
+
+
+async def test_logs_search_from_the_console(tmp_path, monkeypatch):
+    """`s` on the Logs pane asks for a regex; enter jumps to the first match, `]` to the next;
+    a bad regex is refused and the bar stays open."""
+    from backends.engine import build_engine
+    from backends.model import Level, LogLine
+    from tui.app import WarroomApp
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    app = WarroomApp(build_engine(None, operator="alice", with_logs=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        lines = [LogLine(source="api", text=f"line {i}" + (" boom" if i in (5, 9) else ""), level=Level.INFO, seq=i)
+                 for i in range(12)]
+        app.dashboard.add_log_lines(lines)
+        logs = app.dashboard.pane("logs")
+        await until(pilot, lambda: len(logs.rows) == 12, what="lines shown")
+        logs.focus()
+        await pilot.press("s")
+        bar = app.dashboard.query_one("#filter-bar")
+        await until(pilot, lambda: bar.display and app.focused is bar, what="search bar")
+        await pilot.press(*"boom[", "enter")  # not a valid regex
+        await pilot.pause()
+        assert bar.display and any("invalid regex" in n.message for n in app._notifications)
+        bar.value = ""
+        await pilot.press(*"b..m", "enter")
+        await until(pilot, lambda: not bar.display, what="bar closed")
+        assert logs.rows[logs.cursor].text == "line 5 boom"
+        logs.focus()
+        await pilot.press("right_square_bracket")
+        assert logs.rows[logs.cursor].text == "line 9 boom"
+        assert len(logs.rows) == 12  # a search, not a filter

@@ -221,6 +221,7 @@ class LogTail(ScrollView, can_focus=True):
         Binding("p", "toggle_follow", "Pause/follow", id="pause_follow"),
         Binding("n", "next_error", "Next error", id="next_error"),
         Binding("N", "prev_error", "Prev error", id="prev_error"),
+        Binding("s", "search_prompt", "Search", id="log_search"),
         Binding("right_square_bracket", "next_match", "Next match", id="next_match", show=False),
         Binding("left_square_bracket", "prev_match", "Prev match", id="prev_match", show=False),
         Binding("l", "cycle_level", "Level filter", id="level_filter"),
@@ -651,6 +652,12 @@ class LogTail(ScrollView, can_focus=True):
 
     def action_prev_error(self) -> bool:
         return self._jump(lambda ln: ln.level >= Level.ERROR, forward=False)
+
+    def action_search_prompt(self) -> None:
+        """`s`: ask the screen for a search pattern (the dashboard's bar); `]` / `[` then jump."""
+        opener = getattr(self.screen, "open_search", None)
+        if callable(opener):
+            self.call_later(opener, self)
 
     def action_next_match(self) -> bool:
         if self._search is None:

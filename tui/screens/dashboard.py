@@ -324,20 +324,39 @@ class DashboardScreen(Screen):
         if pane is None or not hasattr(pane, "set_filter"):
             self.notify("This pane has no filter.", severity="warning", timeout=3)
             return
+        await self._open_bar(pane, "filter", getattr(pane, "filter_text", "") or "",
+                             "filter the focused pane (enter: apply, escape: close)")
+
+    async def open_search(self, pane: Widget) -> None:
+        """The Logs pane's `s`: a regex to highlight and jump to (`]` / `[` next / previous)."""
+        current = getattr(getattr(pane, "_search", None), "pattern", "") or ""
+        await self._open_bar(pane, "search", current,
+                             "search the logs: regex (enter: find; ] / [: next / previous match; empty: clear)")
+
+    async def _open_bar(self, pane: Widget, mode: str, value: str, placeholder: str) -> None:
         bar = self._filter_bar()
         if bar is None:  # built on first use
-            bar = Input(placeholder="filter the focused pane (enter: apply, escape: close)",
-                        id="filter-bar")
+            bar = Input(id="filter-bar")
             await self.mount(bar, before=self.query_one(Footer))
+        bar.placeholder = placeholder
         bar.display = True
-        bar.value = getattr(pane, "filter_text", "") or ""
+        bar.value = value
         self._filter_target = pane
+        self._bar_mode = mode
         bar.focus()
 
     @on(Input.Submitted, "#filter-bar")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         pane = getattr(self, "_filter_target", None)
-        if pane is not None:
+        if pane is not None and getattr(self, "_bar_mode", "filter") == "search":
+            try:
+                found = pane.search(event.value or None)
+            except ValueError as exc:  # a bad regex: say so, keep the bar open
+                self.notify(str(exc), severity="error", timeout=4)
+                return
+            if event.value and not found:
+                self.notify(f"no line matches {event.value!r}", severity="warning", timeout=3)
+        elif pane is not None:
             pane.set_filter(event.value)
         self._close_filter(pane)
 
