@@ -337,3 +337,46 @@ async def test_kiosk_shows_open_incident_with_sla_clock(tmp_path):
         clock.advance(11 * 60)
         screen.render_status()
         assert "SLA overdue 1m00s" in str(box.render())
+
+
+async def test_kiosk_cycling_frees_removed_panes(tmp_path):
+    """Days of cycling: a removed pane (the log tail with its rows and rendered lines) must not
+    stay alive. The tail watches the app's theme; Textual drops that watcher only when the
+    theme changes, so the kiosk forgets it when it removes the pane."""
+    import gc
+    import weakref
+
+    from backends.logs import LogHub, LogSpec
+    from widgets.logs import LogTail
+
+    log_file = tmp_path / "listener.log"
+    log_file.write_text("")
+    hub = LogHub([LogSpec(name="listener", path=str(log_file))])
+    hub.feed("listener", [f"INFO listener line {i}" for i in range(50)])
+    engine = make_engine(World(), tmp_path)
+    engine.logs = hub
+    app = WarroomApp(engine, kiosk=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await kiosk_of(app, pilot)
+        screen.set_cycle(0)
+        assert "logs" in screen.view_ids
+        tails: list[weakref.ref] = []
+        for _ in range(3 * len(screen.view_ids)):
+            await screen.next_view()
+            if screen.current_view == "logs":
+                tail = screen._view("logs")
+                assert isinstance(tail, LogTail)
+                tails.append(weakref.ref(tail))
+                del tail
+                hub.feed("listener", ["ERROR event missed for order 42"])
+                await pilot.pause(0.1)
+        await screen.show_view(screen.current_view)  # the same view again: still one pane
+        assert len(screen.query(".kiosk-view")) == 1
+        await screen.next_view()
+        await pilot.pause()
+        gc.collect()
+        assert len(tails) == 3
+        alive = [t for t in tails if t() is not None]
+        assert not alive, f"{len(alive)} removed log tails still alive"
+        watchers = getattr(app, "__watchers", {})
+        assert all(node.is_attached for entries in watchers.values() for node, _ in entries)

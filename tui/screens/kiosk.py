@@ -555,6 +555,9 @@ class KioskScreen(Screen):
             await asyncio.gather(*list(self._swaps), return_exceptions=True)
 
     async def _swap_view(self, view: str) -> None:
+        if view == self.current_view and self._pane is not None and self._pane.is_attached:
+            self._show_view_data(view)  # already shown: a second pane would repeat its id
+            return
         box = self.query_one("#kiosk-views", Vertical)
         old = list(box.children)
         pane = self._build_view(view)
@@ -571,6 +574,11 @@ class KioskScreen(Screen):
             for node in nodes:
                 self.app.theme_changed_signal.unsubscribe(node)
             await box.remove_children(old)
+            # A pane that watches an app reactive (`self.watch(self.app, "theme", ...)`, as the
+            # log tail does) leaves (node, callback) in the app's watcher list, which Textual
+            # prunes only when that reactive next changes: on a wall display, never. Each
+            # removed pane (a log tail with its rows and rendered lines) would stay alive.
+            _drop_watchers((self.app, self), nodes)
             for node in nodes:
                 # Textual 8.2.8 memoises StylesCache.get_inner_outer with a class-level
                 # lru_cache(1024) whose keys hold each widget's StylesCache, and with it every
@@ -739,6 +747,21 @@ def _unfocusable(root: Widget) -> None:
             node.show_cursor = False
         if isinstance(node, Widget):
             node.can_focus = False
+
+
+def _drop_watchers(owners: Iterable[Any], nodes: Iterable[Any]) -> None:
+    """Forget the reactive watchers that removed `nodes` registered on `owners`.
+
+    Textual keeps them in the watched object's `__watchers` ({attribute: [(node, callback)]})
+    and drops a detached node's entries only when that attribute changes again."""
+    gone = {id(n) for n in nodes}
+    for owner in owners:
+        watchers = getattr(owner, "__watchers", None)
+        if not isinstance(watchers, dict):
+            continue
+        for entries in watchers.values():
+            if any(id(node) in gone for node, _ in entries):
+                entries[:] = [(node, cb) for node, cb in entries if id(node) not in gone]
 
 
 def open_incident(engine: Any) -> Any:
