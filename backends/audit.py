@@ -32,6 +32,16 @@ SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "private_key", "pri
                     "apikey", "routing_key", "authorization", "keystore_password", "credential")
 
 
+def resolve_operator(override: Any = None, configured: Any = None) -> str:
+    """Who acts: an explicit non-empty name, else the configured one (a name or a function
+    returning one), else `operator_identity()`."""
+    if isinstance(override, str) and override.strip():
+        return override.strip()
+    if callable(configured):
+        return configured()
+    return configured or operator_identity()
+
+
 def operator_identity(env: Mapping[str, str] | None = None) -> str:
     """Who is acting: $WARROOM_OPERATOR, else the login user plus the SSH client address."""
     env = os.environ if env is None else env

@@ -694,14 +694,9 @@ class CommandAction(Action):
         return out
 
     def operator(self, override: Any = None) -> str:
-        if isinstance(override, str) and override.strip():
-            return override.strip()
-        op = self._operator
-        if callable(op):
-            return op()
-        from .audit import operator_identity
+        from .audit import resolve_operator
 
-        return op or operator_identity()
+        return resolve_operator(override, self._operator)
 
     # ------------------------------------------------------------------ flow
 

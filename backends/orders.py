@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .actions import Action, ActionPlan, ActionResult, Change, Danger, Guard, Progress, ProgressFn
-from .audit import operator_identity
+from .audit import resolve_operator
 from .errors import ActionRefused, BackendError, describe_exception
 from .model import (
     CursorReading,
@@ -864,12 +864,7 @@ class _OrdersAction(Action):
         self._operator = operator
 
     def operator(self, override: Any = None) -> str:
-        if isinstance(override, str) and override.strip():
-            return override.strip()
-        op = self._operator
-        if callable(op):
-            return op()
-        return op or operator_identity()
+        return resolve_operator(override, self._operator)
 
 
 class OrdersVerifyAction(_OrdersAction):

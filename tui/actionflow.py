@@ -226,25 +226,10 @@ PASS_THROUGH = frozenset({"reason", "confirmation"})
 
 def _declared_names(action) -> set[str] | None:
     """The names of the fields `action` declares (`param_fields()`), None when it declares none."""
-    fn = getattr(action, "param_fields", None)
-    if not callable(fn):
-        return None
-    try:
-        fields = fn()
-    except Exception:
-        return None
-    if fields is None:
-        return None
-    names = set()
-    for f in fields:
-        name = getattr(f, "name", None)
-        if name is None and isinstance(f, Mapping):
-            name = f.get("name")
-        if name is None and isinstance(f, tuple | list) and f:
-            name = f[0]
-        if name:
-            names.add(str(name))
-    return names
+    from tui.screens.params import declared_fields
+
+    fields = declared_fields(action)
+    return None if fields is None else {str(f.name) for f in fields if f.name}
 
 
 def _config_actions(config: Any) -> list:

@@ -35,7 +35,7 @@ def fillable(action) -> list[ParamField]:
     """The fields a person can fill for `action`: its `param_fields()` if it declares them,
     else the typeable keyword parameters of its plan(). Each field also unpacks as
     `(name, default, type)`."""
-    declared = _declared(action)
+    declared = declared_fields(action)
     if declared is not None:
         return declared
     try:
@@ -57,7 +57,8 @@ def fillable(action) -> list[ParamField]:
     return out
 
 
-def _declared(action) -> list[ParamField] | None:
+def declared_fields(action) -> list[ParamField] | None:
+    """The fields `action` declares (`param_fields()`, normalised), None when it declares none."""
     fn = getattr(action, "param_fields", None)
     if not callable(fn):
         return None
@@ -138,7 +139,7 @@ class ParamsScreen(ModalScreen[dict | None]):
         self.params = dict(params)
         self.problem = problem
         self.fields = fillable(action)
-        self.declared = _declared(action) is not None
+        self.declared = declared_fields(action) is not None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="params-dialog") as box:
