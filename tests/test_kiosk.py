@@ -380,3 +380,7 @@ async def test_kiosk_cycling_frees_removed_panes(tmp_path):
         assert not alive, f"{len(alive)} removed log tails still alive"
         watchers = getattr(app, "__watchers", {})
         assert all(node.is_attached for entries in watchers.values() for node, _ in entries)
+        # Textual's class-level lru_cache on get_inner_outer holds live widgets' entries only
+        from textual._styles_cache import StylesCache
+
+        assert StylesCache.get_inner_outer.cache_info().currsize <= 2 * len(app.screen.query("*"))

@@ -586,6 +586,10 @@ class KioskScreen(Screen):
                 cache = getattr(node, "_styles_cache", None)
                 if cache is not None and callable(getattr(cache, "clear", None)):
                     cache.clear()
+            # ...and that lru_cache itself: up to 1024 entries (two styles and a removed
+            # widget's StylesCache each) fill up over ~20 min of cycling; live widgets
+            # recompute theirs once on their next render.
+            _clear_inner_outer()
         self._show_view_data(view)
         logs = getattr(self.engine, "logs", None)
         recent = getattr(logs, "recent", None)
@@ -747,6 +751,17 @@ def _unfocusable(root: Widget) -> None:
             node.show_cursor = False
         if isinstance(node, Widget):
             node.can_focus = False
+
+
+def _clear_inner_outer() -> None:
+    try:
+        from textual._styles_cache import StylesCache
+
+        clear = getattr(StylesCache.get_inner_outer, "cache_clear", None)
+        if callable(clear):
+            clear()
+    except Exception:  # a Textual without it: nothing to clear
+        log.debug("StylesCache.get_inner_outer not cleared", exc_info=True)
 
 
 def _drop_watchers(owners: Iterable[Any], nodes: Iterable[Any]) -> None:
