@@ -47,7 +47,7 @@ class FindingsPane(TablePane):
     """Findings, worst first."""
 
     # The next step sits under its finding (second line), so it shows however narrow the pane.
-    COLUMNS = (("sev", "Sev"), ("summary", "Finding  → [key] next step"), ("since", "For"),
+    COLUMNS = (("sev", "Sev"), ("summary", "Finding  → next step"), ("since", "For"),
                ("playbook", "Playbook"))
     DETAIL_KIND = "finding"
     NOUN = "findings"
