@@ -38,6 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from .model import Finding, Level, LogLine, LogSignalReading, Severity
@@ -272,6 +273,9 @@ def _json_object(text: str) -> tuple[str, dict] | None:
     return s[:start].strip().rstrip(":").strip(), obj
 
 
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
 def _logfmt(text: str) -> dict[str, str] | None:
     if "level=" not in text and "lvl=" not in text and "msg=" not in text:
         return None
@@ -304,7 +308,7 @@ def parse_line(
     level = Level.UNKNOWN
     message = ""
     at: datetime | None = None
-    fields: Mapping[str, Any] = {}
+    fields: Mapping[str, Any] = _NO_FIELDS  # shared: most lines have none (10,000 kept)
     try:
         found = _json_object(text) if "{" in text else None
         if found is not None:

@@ -337,9 +337,14 @@ class LogTail(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         self._show_bar(not self.following)
-        self.watch(self.app, "theme", lambda *_: self._reset_styles(), init=False)
+        # the theme signal, not a watch on app.theme: Textual keeps a watcher (and this pane
+        # with all its lines) until the theme next changes, i.e. for good on a wall display
+        self.app.theme_changed_signal.subscribe(self, lambda _t: self._reset_styles())
         if self._pending:
             self._schedule()
+
+    def on_unmount(self) -> None:
+        self.app.theme_changed_signal.unsubscribe(self)
 
     def _reset_styles(self) -> None:
         self._styles = None
