@@ -201,6 +201,22 @@ class ProcessSource:
             if s.role:
                 _ROLE_REGISTRY[s.name] = s.role
         self._procs: dict[int, Any] = {}  # pid -> psutil.Process (keeps CPU counters between polls)
+        self._cpu_at: dict[int, tuple[float, float]] = {}  # pid -> (when sampled, CPU % then)
+
+    # Polls closer together than this reuse the last CPU figure: over a few ms the kernel's
+    # 10 ms tick makes psutil's ratio meaningless (a busy process read 206 % on 2 cores).
+    CPU_MIN_INTERVAL = 0.5
+
+    def _cpu_of(self, proc: Any) -> float:
+        import psutil
+
+        now = time.monotonic()
+        last = self._cpu_at.get(proc.pid)
+        if last is not None and now - last[0] < self.CPU_MIN_INTERVAL:
+            return last[1]
+        cpu = min(proc.cpu_percent(None), 100.0 * (psutil.cpu_count() or 1))
+        self._cpu_at[proc.pid] = (now, cpu)
+        return cpu
 
     def spec_for(self, service: str) -> ProcessSpec | None:
         return next((s for s in self.specs if s.name == service), None)
@@ -233,10 +249,11 @@ class ProcessSource:
                         proc = psutil.Process(p.pid)
                         self._procs[p.pid] = proc
                         proc.cpu_percent(None)
+                        self._cpu_at[p.pid] = (time.monotonic(), 0.0)
                         first_sample = True
                         cpu = 0.0
                     else:
-                        cpu = proc.cpu_percent(None)
+                        cpu = self._cpu_of(proc)
                     rss_total += proc.memory_info().rss
                     cpu_total = (cpu_total or 0.0) + cpu
                 except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -260,6 +277,7 @@ class ProcessSource:
         for pid in list(self._procs):
             if pid not in alive:
                 del self._procs[pid]
+                self._cpu_at.pop(pid, None)
         return out
 
     @staticmethod
