@@ -226,8 +226,9 @@ class ActionEngine:
             plan = replace(plan, reason=params["reason"])
         return plan
 
-    def record_dry_run(self, plan: ActionPlan) -> dict:
-        """Write the audit entry of a preview that was shown and not executed."""
+    def record_dry_run(self, plan: ActionPlan, *, result: str = "previewed", summary: str | None = None) -> dict:
+        """Write the audit entry of a preview that was shown and not executed (`result`:
+        "previewed", or "cancelled" when the operator closed the modal)."""
         return self.audit.append(
             action=plan.action,
             target=plan.target,
@@ -237,8 +238,8 @@ class ActionEngine:
             dry_run=True,
             before=[c.before for c in plan.changes],
             after=[c.after for c in plan.changes],
-            result="previewed",
-            summary=f"dry-run: {len(plan.changes)} change(s)",
+            result=result,
+            summary=summary or f"dry-run: {len(plan.changes)} change(s)",
         )
 
     async def execute(

@@ -42,22 +42,12 @@ def _short(value) -> str:
 def record_cancelled(actions: ActionEngine, plan: ActionPlan) -> dict | None:
     """The audit entry of a plan shown in the modal and cancelled: a dry-run (nothing was
     changed) with result "cancelled", the same fields as `ActionEngine.record_dry_run`."""
-    audit = getattr(actions, "audit", None)
-    if audit is None:
+    if getattr(actions, "audit", None) is None:
         return None
     try:
-        return audit.append(
-            action=plan.action,
-            target=plan.target,
-            operator=getattr(actions, "operator", None),
-            params=plan.params,
-            reason=plan.reason,
-            dry_run=True,
-            before=[c.before for c in plan.changes],
-            after=[c.after for c in plan.changes],
-            result="cancelled",
-            summary=f"cancelled in the console: {len(plan.changes)} change(s) not applied",
-        )
+        return actions.record_dry_run(
+            plan, result="cancelled",
+            summary=f"cancelled in the console: {len(plan.changes)} change(s) not applied")
     except Exception:  # the audit trail being unwritable must not keep the dialog open
         log.warning("could not write the cancelled plan of %s to the audit trail", plan.action,
                     exc_info=True)
