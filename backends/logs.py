@@ -292,23 +292,12 @@ def _logfmt(text: str) -> dict[str, str] | None:
     return out
 
 
-def parse_line(
-    source: str,
-    raw: bytes | str,
-    *,
-    seq: int = 0,
-    max_chars: int = MAX_LINE_CHARS,
-    now: datetime | None = None,
-) -> LogLine:
-    """One raw line -> LogLine. Never raises."""
-    try:
-        text = sanitize(raw, max_chars)
-    except Exception:  # pragma: no cover - defensive: a line must never stop a follower
-        text = repr(raw)[:max_chars]
+def _parse(text: str) -> tuple[Level, str, datetime | None, Mapping[str, Any]]:
+    """Level, message, time and structured fields of a sanitized line."""
     level = Level.UNKNOWN
     message = ""
     at: datetime | None = None
-    fields: Mapping[str, Any] = _NO_FIELDS  # shared: most lines have none (10,000 kept)
+    fields: Mapping[str, Any] = _NO_FIELDS
     try:
         found = _json_object(text) if "{" in text else None
         if found is not None:
@@ -340,13 +329,35 @@ def parse_line(
                 at = parse_time(m.group(1))
     except Exception:  # pragma: no cover - defensive
         log.debug("log line parse failed", exc_info=True)
+    return level, message, at, fields
+
+
+def line_fields(text: str) -> Mapping[str, Any]:
+    """The structured fields of a line's text (`LogLine.fields` asks this on demand)."""
+    return _parse(text)[3]
+
+
+def parse_line(
+    source: str,
+    raw: bytes | str,
+    *,
+    seq: int = 0,
+    max_chars: int = MAX_LINE_CHARS,
+    now: datetime | None = None,
+) -> LogLine:
+    """One raw line -> LogLine. Never raises. The parsed fields are not kept (the hub
+    holds 10,000 lines): `LogLine.fields` parses them again when something reads them."""
+    try:
+        text = sanitize(raw, max_chars)
+    except Exception:  # pragma: no cover - defensive: a line must never stop a follower
+        text = repr(raw)[:max_chars]
+    level, message, at, _fields = _parse(text)
     return LogLine(
         source=source,
         text=text,
         level=level,
         at=at or now or datetime.now(UTC),
         message=message or text,
-        fields=fields,
         seq=seq,
     )
 
@@ -1476,7 +1487,7 @@ class LogHub:
         """A line from warroom itself about the source (rotation, restart): shown, not counted."""
         self._seq += 1
         line = LogLine(source=st.spec.name, text=f"[warroom] {text}", level=Level.UNKNOWN,
-                       message=text, fields={"warroom": "notice"}, seq=self._seq,
+                       message=text, notice=True, seq=self._seq,
                        at=datetime.fromtimestamp(self.clock(), UTC))
         self.buffer.append(line)
         self._publish([line])

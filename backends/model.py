@@ -14,6 +14,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 
@@ -371,6 +372,9 @@ class Level(enum.IntEnum):
     UNKNOWN = 0
 
 
+_NOTICE_FIELDS: Mapping[str, Any] = MappingProxyType({"warroom": "notice"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogLine:
     source: str
@@ -378,8 +382,19 @@ class LogLine:
     level: Level = Level.UNKNOWN
     at: datetime = field(default_factory=utcnow)
     message: str = ""
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    notice: bool = False  # warroom's own line about the source ("[warroom] reconnecting")
     seq: int = 0
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """The line's structured fields (JSON, `PREFIX: {json}` or logfmt), parsed from
+        `text` when asked: the hub keeps 10,000 lines, and a dict per line was most of
+        their memory while almost nothing reads them. A notice is {"warroom": "notice"}."""
+        if self.notice:
+            return _NOTICE_FIELDS
+        from backends.logs import line_fields  # model must not import logs at load
+
+        return line_fields(self.text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -133,6 +133,26 @@ def test_json_after_prefix_event_log():
     assert bad.level is Level.ERROR and bad.fields["error"] == "nonce too low"
 
 
+def test_kept_lines_are_small_and_fields_still_read():
+    """The hub keeps 10,000 lines for days (issue 10): a JSON line must not keep its
+    parsed dict next to its text, yet `fields` still answers from the text."""
+    import tracemalloc
+
+    raw = ('EVENT_LOG: {"timestamp":"2024-05-01T10:00:%02dZ","event":"EscrowReleased",'
+           '"orderId":"ord-%05d","blockNumber":123,"status":"processed","tx":"0x%064x"}')
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [parse_line("listener", raw % (i % 60, i, i), seq=i) for i in range(10_000)]
+        per_line = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    # text (~190 chars) ~240 B + the line ~110 B + its datetime/message; the dict was ~+600 B
+    assert per_line < 520, per_line
+    assert kept[42].fields["orderId"] == "ord-00042" and kept[42].fields["prefix"] == "EVENT_LOG"
+    assert parse_line("x", b"plain text").fields == {}
+
+
 def test_level_values():
     assert level_from(50) is Level.ERROR
     assert level_from("Warning") is Level.WARN

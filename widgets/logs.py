@@ -938,7 +938,7 @@ class LogTail(ScrollView, can_focus=True):
             lname, tname = "muted", "muted"
         else:
             lname, tname = "base", "base"
-            if line.fields and line.fields.get("warroom") == "notice":
+            if line.notice:
                 tname = "notice"
         room = max(0, width - len(prefix) - len(label))
         text = line.text
