@@ -228,8 +228,23 @@ class ActionEngine:
 
     def record_dry_run(self, plan: ActionPlan, *, result: str = "previewed", summary: str | None = None) -> dict:
         """Write the audit entry of a preview that was shown and not executed (`result`:
-        "previewed", or "cancelled" when the operator closed the modal)."""
-        return self.audit.append(
+        "previewed", or "cancelled" when the operator closed the modal). Blocking: on the
+        console's event loop use `record_dry_run_async`."""
+        return self.audit.append(**self._dry_run_fields(plan, result, summary))
+
+    async def record_dry_run_async(self, plan: ActionPlan, *, result: str = "previewed",
+                                   summary: str | None = None) -> dict:
+        """`record_dry_run` with the disk write off the event loop."""
+        return await self.audit.append_async(**self._dry_run_fields(plan, result, summary))
+
+    def record_dry_run_soon(self, plan: ActionPlan, *, result: str = "previewed",
+                            summary: str | None = None) -> asyncio.Future:
+        """From a key handler (sync code on the loop): written in the background
+        (`AuditLog.append_soon`); the engine's stop waits for it."""
+        return self.audit.append_soon(**self._dry_run_fields(plan, result, summary))
+
+    def _dry_run_fields(self, plan: ActionPlan, result: str, summary: str | None) -> dict[str, Any]:
+        return dict(
             action=plan.action,
             target=plan.target,
             operator=self.operator,
@@ -255,12 +270,12 @@ class ActionEngine:
             self._check_allowed(action, plan, confirmation)
         except ActionRefused as exc:
             result = ActionResult(status="refused", summary=exc.reason)
-            self._audit(plan, result)
+            await self._audit(plan, result)
             raise
         lock_key = plan.lock_key or plan.target
         if lock_key in self._running:
             result = ActionResult(status="refused", summary=f"an action on {lock_key} is already running")
-            self._audit(plan, result)
+            await self._audit(plan, result)
             raise ActionRefused(plan.action, result.summary)
         self._running.add(lock_key)
         try:
@@ -276,7 +291,8 @@ class ActionEngine:
                         result = await action.execute(plan, progress)
                     except asyncio.CancelledError:
                         result = ActionResult(status="failed", summary="cancelled while running")
-                        self._audit(plan, result)
+                        # written inline: a cancelled task (quit, shutdown) may not get to await
+                        self.audit.append(**self._audit_fields(plan, result))
                         raise
                     except ActionRefused as exc:
                         result = ActionResult(status="refused", summary=exc.reason)
@@ -284,11 +300,11 @@ class ActionEngine:
                         result = ActionResult(status="failed", summary=describe_exception(exc))
         except LockHeld as exc:
             result = ActionResult(status="refused", summary=f"{exc.target} is locked by {exc.holder}")
-            self._audit(plan, result)
+            await self._audit(plan, result)
             raise ActionRefused(plan.action, result.summary) from None
         finally:
             self._running.discard(lock_key)
-        self._audit(plan, result)
+        await self._audit(plan, result)
         self.history.append((plan, result))
         for fn in list(self._listeners):
             with contextlib.suppress(Exception):
@@ -317,8 +333,12 @@ class ActionEngine:
         async with self.locks.hold(key, f"{self.operator} ({plan.action})"):
             yield
 
-    def _audit(self, plan: ActionPlan, result: ActionResult) -> None:
-        self.audit.append(
+    async def _audit(self, plan: ActionPlan, result: ActionResult) -> None:
+        """The entry of an executed (or refused) action; the disk write runs off the loop."""
+        await self.audit.append_async(**self._audit_fields(plan, result))
+
+    def _audit_fields(self, plan: ActionPlan, result: ActionResult) -> dict[str, Any]:
+        return dict(
             action=plan.action,
             target=plan.target,
             operator=self.operator,

@@ -12,20 +12,25 @@ written locally; a failing mirror never loses the local entry.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import MASK, redact
+from .errors import MASK, describe_exception, redact
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 SECRET_KEY_WORDS = ("password", "passwd", "secret", "token", "private_key", "privatekey", "api_key",
@@ -114,13 +119,64 @@ class VerifyResult:
     reason: str = ""
 
 
+def _log_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("could not write an audit entry: %s", describe_exception(fut.exception()))
+
+
 class AuditLog:
     def __init__(self, path: str | os.PathLike, *, mirrors: list[Callable[[dict], None]] | None = None):
         self.path = Path(path).expanduser()
         self.mirrors = list(mirrors or [])
+        self._writer: ThreadPoolExecutor | None = None  # one thread: this process's entries in order
+        self._pending: set[asyncio.Future] = set()
 
-    def append(
-        self,
+    def append(self, **fields: Any) -> dict:
+        """Write one entry (locked, hash-chained, fsynced), then hand it to the mirrors.
+        Blocking: on an event loop use `append_async`. Fields: see `_body`."""
+        entry = self._write(self._body(**fields))
+        self._mirror(entry)
+        return entry
+
+    async def append_async(self, **fields: Any) -> dict:
+        """`append` with the file work (lock, read of the last hash, write, fsync: a few ms,
+        longer on a busy disk) in a worker thread, so the event loop (the console) never
+        waits on the disk. The write goes on if the caller is cancelled; `flush()` waits."""
+        return await asyncio.shield(self._submit(fields))
+
+    def append_soon(self, **fields: Any) -> asyncio.Future:
+        """From sync code on the event loop (a key handler, a poll callback): the write is
+        submitted now and runs in the background; a failure is logged. `flush()` (the
+        engine's stop) waits for it, so quitting right after does not lose the entry."""
+        fut = self._submit(fields)
+        fut.add_done_callback(_log_failure)
+        return fut
+
+    async def flush(self, wait_s: float = 5.0) -> bool:
+        """Wait (at most `wait_s`) for the entries still being written; True if none is left."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=wait_s)
+        return not self._pending
+
+    def _submit(self, fields: Mapping[str, Any]) -> asyncio.Future:
+        # The entry is built here, at the call: the masked values are the caller's now.
+        # One thread of its own writes this process's entries in call order, never queued
+        # behind other blocking work.
+        body = self._body(**fields)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warroom-audit")
+        fut = asyncio.get_running_loop().run_in_executor(self._writer, self._write, body)
+        self._pending.add(fut)
+        fut.add_done_callback(self._written)
+        return fut
+
+    def _written(self, fut: asyncio.Future) -> None:
+        self._pending.discard(fut)
+        if not fut.cancelled() and fut.exception() is None:
+            self._mirror(fut.result())  # mirrors run on the loop, like after `append`
+
+    @staticmethod
+    def _body(
         *,
         action: str,
         target: str = "",
@@ -134,7 +190,7 @@ class AuditLog:
         summary: str = "",
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "ts": datetime.now(UTC).isoformat(),
             "operator": operator or operator_identity(),
@@ -152,6 +208,9 @@ class AuditLog:
         }
         if extra:
             body["extra"] = _jsonable(mask_params(dict(extra)))
+        return body
+
+    def _write(self, body: dict[str, Any]) -> dict:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -166,12 +225,14 @@ class AuditLog:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+        return entry
+
+    def _mirror(self, entry: dict) -> None:
         for mirror in self.mirrors:
             try:
                 mirror(entry)
             except Exception:  # the local entry is the record; a mirror failure is not fatal
                 pass
-        return entry
 
     @staticmethod
     def _last_hash_and_seq(fd: int) -> tuple[str, int]:

@@ -98,6 +98,8 @@ class Engine:
         """Stop polling and release every pool, client and session (idempotent)."""
         import sys
 
+        with contextlib.suppress(Exception):
+            await self.audit.flush()  # audit entries still being written
         await self.monitor.stop()
         if self.logs is not None:
             with contextlib.suppress(Exception):

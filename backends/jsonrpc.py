@@ -597,12 +597,13 @@ class EndpointSet:
 
 
 def audit_switches(audit: Any, operator: str = "warroom (automatic failover)") -> Callable[[Switch], None]:
-    """An `on_switch` callback that writes automatic switches to the audit trail."""
+    """An `on_switch` callback that writes automatic switches to the audit trail (from a
+    poll on the event loop: in the background, the disk write off the loop)."""
 
     def write(sw: Switch) -> None:
         if not sw.automatic or audit is None:
             return
-        audit.append(
+        fields = dict(
             action="chain.failover",
             target=f"chain:{sw.chain}",
             operator=operator,
@@ -613,6 +614,12 @@ def audit_switches(audit: Any, operator: str = "warroom (automatic failover)") -
             result="ok",
             summary=f"active endpoint {sw.before} -> {sw.after}",
         )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            audit.append(**fields)  # no loop (a script): inline
+        else:
+            audit.append_soon(**fields)
 
     return write
 

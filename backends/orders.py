@@ -1137,13 +1137,13 @@ class OrdersBulkFixAction(_OrdersAction):
         # half-way still leaves a trail of what was changed. The engine's entry follows at the end.
         self.batch_audit = batch_audit
 
-    def _audit_batch(self, plan: ActionPlan, n: int, of: int, fixed: list[str], skipped: list[str],
+    async def _audit_batch(self, plan: ActionPlan, n: int, of: int, fixed: list[str], skipped: list[str],
                      failed: list[str], error: str = "") -> None:
         if self.batch_audit is None:
             return
         p = plan.params
         try:
-            self.batch_audit.append(
+            await self.batch_audit.append_async(
                 action=f"{self.id}.batch", target=plan.target, operator=p["operator"],
                 params={"batch": n, "of": of, "state": p["state"]}, reason=plan.reason,
                 before={"state": list(self.spec.pending_states)},
@@ -1269,13 +1269,13 @@ class OrdersBulkFixAction(_OrdersAction):
                 failed += chunk
                 not_done += [i for c in batches[n:] for i in c]
                 stop_reason = f"batch {n} failed (rolled back): {exc.reason}"
-                self._audit_batch(plan, n, len(batches), [], [], chunk, exc.reason)
+                await self._audit_batch(plan, n, len(batches), [], [], chunk, exc.reason)
                 progress(Progress(done, total, stop_reason))
                 break
             cs = set(changed)
             fixed += [i for i in chunk if i in cs]
             skipped += [i for i in chunk if i not in cs]
-            self._audit_batch(plan, n, len(batches), [i for i in chunk if i in cs],
+            await self._audit_batch(plan, n, len(batches), [i for i in chunk if i in cs],
                               [i for i in chunk if i not in cs], [])
             done += len(chunk)
             progress(Progress(done, total, f"batch {n}/{len(batches)}: {len(cs)} fixed, {len(chunk) - len(cs)} skipped"))

@@ -239,6 +239,50 @@ def test_hash_chain_survives_concurrent_writers_and_detects_tampering(tmp_path):
     assert not res.ok and res.first_bad_line == 11
 
 
+async def test_audit_writes_never_block_the_event_loop(tmp_path):
+    """The console awaits audit writes in a thread of their own: while another process
+    holds the audit file's lock (or the disk is slow) the loop keeps drawing; a write
+    whose caller was cancelled still lands; entries keep the order of the calls."""
+    import fcntl
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append(action="first")
+    engine = ActionEngine(log, operator="alice")
+    engine.register(Counter({"a": 1}))
+    plan = await engine.plan("test.set", key="a", value=2, reason="r")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    holder = os.open(log.path, os.O_RDWR)  # "another warroom" holds the lock
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    tick_task = asyncio.create_task(ticker())
+    try:
+        run = asyncio.create_task(engine.execute(plan, confirmation=True))
+        await asyncio.sleep(0.05)  # it executes and waits on its audit entry
+        soon = [log.append_soon(action=f"bg{i}") for i in range(5)]
+        cancelled = asyncio.create_task(log.append_async(action="caller-cancelled"))
+        await asyncio.sleep(0.3)
+        assert ticks >= 10, ticks  # the loop ran while the writes waited on the lock
+        assert not run.done() and [e["action"] for e in log.entries()] == ["first"]
+        cancelled.cancel()
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+    result = await asyncio.wait_for(run, 10)
+    assert result.status == "ok"
+    assert await log.flush()
+    tick_task.cancel()
+    assert all(f.done() and f.exception() is None for f in soon)
+    assert [e["action"] for e in log.entries()] == [
+        "first", "test.set", "bg0", "bg1", "bg2", "bg3", "bg4", "caller-cancelled"]
+    assert log.verify().ok
+
+
 def test_audit_file_is_private_and_fsynced(tmp_path):
     log = AuditLog(tmp_path / "a" / "audit.jsonl")
     log.append(action="x")

@@ -183,6 +183,7 @@ async def test_failover_when_active_node_stops(tmp_path):
         assert not e1.ok and "connection refused" in e1.error
         assert e2.active and e2.ok and r.active_url == display_url(n2.url)
         assert await ch.head() >= 0  # requests now go to the backup
+        assert await audit.flush()  # automatic switches are written in the background
         entry = audit.tail(1)[0]
         assert entry["action"] == "chain.failover" and entry["params"]["automatic"] is True
         assert entry["before"] == display_url(n1.url) and entry["after"] == display_url(n2.url)

@@ -142,6 +142,7 @@ async def test_neo_failover_when_active_stops_and_all_down(tmp_path):
         await a.stop()
         (r,) = await ch.poll()
         assert not r.endpoints[0].ok and r.endpoints[1].active and r.endpoints[1].ok
+        assert await audit.flush()  # automatic switches are written in the background
         entry = audit.tail(1)[0]
         assert entry["action"] == "chain.failover" and entry["target"] == "chain:neo"
         await b.stop()
@@ -240,6 +241,7 @@ async def test_neo_head_age_is_observed_and_a_stalled_node_is_stale(tmp_path):
         assert eb.ok and eb.active  # failed over to the advancing node
         f = findings(stale)["rpc-stale:neo:rpc1"]
         assert f.playbook == "rpc-failure" and "old" in f.summary
+        assert await audit.flush()  # automatic switches are written in the background
         assert audit.tail(1)[0]["action"] == "chain.failover"
         # a advances again: fresh at once
         a.count = b.count

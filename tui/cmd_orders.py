@@ -287,7 +287,7 @@ async def change(engine: Any, args: argparse.Namespace, action: str, params: dic
         raise
     print_plan(plan)
     if not args.execute:
-        entry = engine.actions.record_dry_run(plan)
+        entry = await engine.actions.record_dry_run_async(plan)
         print(f"dry-run: nothing was changed (audit entry #{entry.get('seq')}); add --execute to apply")
         return EXIT_OK
     if engine.actions.read_only:

@@ -39,19 +39,19 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def record_cancelled(actions: ActionEngine, plan: ActionPlan) -> dict | None:
+def record_cancelled(actions: ActionEngine, plan: ActionPlan) -> None:
     """The audit entry of a plan shown in the modal and cancelled: a dry-run (nothing was
-    changed) with result "cancelled", the same fields as `ActionEngine.record_dry_run`."""
+    changed) with result "cancelled", the same fields as `ActionEngine.record_dry_run`.
+    Written in the background (the dialog closes at once; the engine's stop waits for it)."""
     if getattr(actions, "audit", None) is None:
-        return None
+        return
     try:
-        return actions.record_dry_run(
+        actions.record_dry_run_soon(
             plan, result="cancelled",
             summary=f"cancelled in the console: {len(plan.changes)} change(s) not applied")
     except Exception:  # the audit trail being unwritable must not keep the dialog open
         log.warning("could not write the cancelled plan of %s to the audit trail", plan.action,
                     exc_info=True)
-        return None
 
 
 class ActionScreen(ModalScreen[tuple[ActionPlan, ActionResult] | None]):
