@@ -26,6 +26,7 @@ from textual.app import App
 
 import themes
 from backends.model import Finding, Snapshot
+from tui import heap
 from tui.actionflow import ActionFlow
 from tui.bindings import APP_BINDINGS
 from tui.commands import WarroomCommands
@@ -65,6 +66,8 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
         self._engine_factory = engine_factory if engine is None else None
         self.startup_error: BaseException | None = None  # the factory's error; the app exits with 2
         self._quitting = False  # set on shutdown: queued snapshots/logs/incidents are dropped
+        self.heap_trim_s = heap.TRIM_EVERY_S
+        self.heap_trims = 0  # trims done (tests, the soak benchmark)
         self.started_hooks: list[Callable[[], Any]] = []  # called once the engine is wired, before it starts
         self.config = config if config is not None else getattr(engine, "config", None)
         actions = getattr(engine, "actions", None)
@@ -212,6 +215,14 @@ class WarroomApp(IncidentFlow, ActionFlow, App[int]):
             await start()
         elif monitor is not None and not getattr(monitor, "running", False):
             await monitor.start()
+        if heap.available() and self.heap_trim_s > 0:  # a console left running for days
+            self.set_interval(self.heap_trim_s, self._trim_heap, name="heap-trim")
+
+    async def _trim_heap(self) -> None:
+        """Give the C heap's free pages back to the OS (see tui/heap.py), off the loop."""
+        if not self._quitting:
+            await asyncio.to_thread(heap.trim)
+            self.heap_trims += 1
 
     async def _shutdown(self) -> None:
         """Textual's shutdown closes the screens, then unmounts the app. The engine stops
