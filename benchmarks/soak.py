@@ -413,6 +413,10 @@ async def soak(args: argparse.Namespace, config_path: str, sandbox: Sandbox) -> 
         if tracer is not None:
             print(tracer.report(), flush=True)
         polls = sum(engine.monitor.poll_counts.values())
+        hub = getattr(engine, "logs", None)
+        kept = (f"log lines kept {len(hub.buffer)}/{hub.buffer.maxlen}"
+                if hub is not None and hasattr(hub, "buffer") else "no log hub")
+        trims = getattr(app, "heap_trims", 0)
         per_source = polls / max(1, len(engine.monitor.poll_counts))
         watchdog = _watchdog(asyncio.get_running_loop(), 60.0)
         await app.stop_engine()  # no snapshot or log batch may arrive while the screens close
@@ -428,7 +432,7 @@ async def soak(args: argparse.Namespace, config_path: str, sandbox: Sandbox) -> 
     print(f"duration {args.minutes:g} min; {drills} drills injected and undone; "
           f"{shown['snapshots']} snapshots; {polls} polls ({per_source:.0f} per source = "
           f"{per_source * 2 / 3600:.1f} h at a 2 s refresh); alarms {screen.alarms}; "
-          f"views shown {len(shown['views'])}")
+          f"views shown {len(shown['views'])}; {kept}; heap trims {trims}")
     print(f"RSS start {start['rss_mb']:.1f} MB -> end {end['rss_mb']:.1f} MB: growth {growth:+.1f} MB "
           f"(first half {first_half:+.1f}, second half {second_half:+.1f}); limit {LIMIT_MB:g} MB")
     print(f"fds {start['fds']} -> {end['fds']}; threads {start['threads']} -> {end['threads']}; "
