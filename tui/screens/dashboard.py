@@ -144,8 +144,10 @@ class DashboardScreen(Screen):
             return
         self.panes_ready = True
         with self.app.batch_update():
-            for slot in self.query(PaneSlot):
+            slots = list(self.query(PaneSlot))
+            for slot in slots:  # all at once: a pane that is mounted never sits next to "connecting…"
                 slot.border_subtitle = ""
+            for slot in slots:
                 await slot.mount(self._make_pane(slot.spec))
         if self.is_current:
             self._update_auto_focus()  # as when the screen was composed with its panes
