@@ -1,11 +1,12 @@
 """Give freed heap memory back to the OS in a console that runs for days.
 
-CPython's small objects live in its own arenas, but anything over 512 bytes (log
-texts, strips, JSON) comes from the C allocator. glibc keeps freed chunks in the
+CPython's small objects live in its own arenas, but anything over 512 bytes (long
+lines, lists and dict tables, buffers) comes from the C allocator. glibc keeps freed chunks in the
 middle of its heap (fragmentation) and only returns the top: RSS of a long-running
 wall display creeps up by the free space it holds. `malloc_trim(0)` releases every
-free page of every arena (`madvise`); it takes a few ms and is run in a thread, every
-`TRIM_EVERY_S` seconds, by the app. Elsewhere (musl, macOS) it does nothing.
+free page of every arena (`madvise`); it takes 2-6 ms here and is run in a thread,
+every `TRIM_EVERY_S` seconds, by the app (every 5 min let the soak's RSS swing by
+~2 MB between trims). Elsewhere (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ctypes
 import sys
 from collections.abc import Callable
 
-TRIM_EVERY_S = 300.0
+TRIM_EVERY_S = 60.0
 
 _trim_fn: Callable[[int], int] | None | bool = False  # False: not looked up yet
 
