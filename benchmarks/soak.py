@@ -481,14 +481,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sandbox = Sandbox()
 
-    def terminated(*_) -> None:
-        # killed by `timeout` or a CI step: an exception raised here may be swallowed by
-        # whatever the loop runs, so stop the sandbox (its own process group) and leave now
-        print("soak: terminated; stopping the sandbox", flush=True)
+    def terminated(signum, _frame) -> None:
+        # killed by `timeout` or a CI step, or Ctrl-C (the headless app swallows the
+        # KeyboardInterrupt): an exception raised here may be swallowed by whatever the
+        # loop runs, so stop the sandbox (its own process group) and leave now
+        print("soak: interrupted; stopping the sandbox", flush=True)
         sandbox.stop()
-        os._exit(143)
+        os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGINT, terminated)
     t = time.monotonic()
     try:
         config_path = sandbox.start()
