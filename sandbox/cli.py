@@ -1,7 +1,7 @@
 """`warroom demo`: start the sandbox stack and open the console on it.
 
 `warroom demo --stack-only` starts the stack alone, prints the path of its generated
-config and keeps running until interrupted (Ctrl-C / SIGTERM): for `warroom drill`,
+config and keeps running until interrupted (Ctrl-C / SIGTERM / SIGHUP): for `warroom drill`,
 headless commands, a second console (`warroom --config PATH`) and benchmarks.
 Quitting stops everything the sandbox started.
 """
@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
     use_anvil = {"auto": None, "anvil": True, "py-evm": False}[args.chain]
     stack = Stack(ports=args.ports, order_every=args.order_every, use_anvil=use_anvil)
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGHUP: the terminal went away (ssh dropped, tmux window killed); without a handler
+    # Python dies at once and redis-server outlived the demo, holding its port
+    old = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM, signal.SIGHUP)}
     if not args.stack_only:  # import the console while the stack starts (a second or two saved)
         threading.Thread(target=_preload, daemon=True).start()
     try:
@@ -67,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sandbox ready in {ready:.1f}s ({stack.chain_kind} chain; run dir {stack.run_dir})", flush=True)
         if args.stack_only:
             return _stack_only(stack, ready)
-        return _console(stack, t_cmd)
+        return _console(stack, t_cmd, args)
     except (KeyboardInterrupt, _Interrupted):
         return 130
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         stack.stop()
         print("sandbox stopped: processes ended, ports freed, run dir removed", flush=True)
 
@@ -99,9 +102,12 @@ def _stack_only(stack, ready: float) -> int:
         time.sleep(3600)
 
 
-def make_console(stack, t_cmd: float | None = None):
+def make_console(stack, t_cmd: float | None = None, *, read_only: bool = False, kiosk: bool = False,
+                 theme: str | None = None, bell: bool = False, cycle: float | None = None):
     """(app, engine, populated): the console on a running stack. `populated` gets the
-    seconds from `t_cmd` to the first snapshot in which every source has been read."""
+    seconds from `t_cmd` to the first snapshot in which every source has been read.
+    The console's own options (`warroom --kiosk demo`, `--read-only`, `--theme`...)
+    apply as they do on a real config."""
     from backends.config import load_config
     from backends.engine import build_engine
     from backends.model import SourceState
@@ -112,8 +118,9 @@ def make_console(stack, t_cmd: float | None = None):
     t_cmd = time.monotonic() if t_cmd is None else t_cmd
     os.environ.setdefault(OWNER_KEY_ENV, DEV_KEYS[0])  # anvil's public dev key: pause drills sign with it
     config = load_config(stack.config_path)
-    engine = build_engine(config)
-    app = WarroomApp(engine, config=config)
+    engine = build_engine(config, read_only=True if (read_only or kiosk) else None)
+    app = WarroomApp(engine, config=config, read_only=bool(read_only or kiosk), kiosk=kiosk, theme=theme)
+    app.kiosk_bell, app.kiosk_cycle = bell, cycle
     populated: list[float] = []
 
     def on_snapshot(snap) -> None:
@@ -130,10 +137,12 @@ def make_console(stack, t_cmd: float | None = None):
     return app, engine, populated
 
 
-def _console(stack, t_cmd: float) -> int:
+def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
     import asyncio
 
-    app, engine, populated = make_console(stack, t_cmd)
+    app, engine, populated = make_console(
+        stack, t_cmd, read_only=bool(getattr(args, "read_only", False)), kiosk=bool(getattr(args, "kiosk", False)),
+        theme=getattr(args, "theme", None), bell=bool(getattr(args, "bell", False)), cycle=getattr(args, "cycle", None))
 
     async def main() -> None:
         await engine.start()

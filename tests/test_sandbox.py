@@ -191,6 +191,27 @@ async def test_console_populates(sandbox):
     assert populated[0] < 15
 
 
+async def test_demo_takes_the_console_options(sandbox):
+    """`warroom --kiosk demo` is the wall display on the sandbox (read-only in the engine);
+    `--read-only` and `--theme` apply too."""
+    from sandbox.cli import make_console
+    from tui.screens.kiosk import KioskScreen
+
+    app, engine, _populated = make_console(sandbox, kiosk=True, cycle=3.0, theme="light")
+    assert engine.actions.read_only and app.read_only and app.kiosk_cycle == 3.0
+    assert app.theme_name == "light"
+    await engine.start()
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await _until(lambda: isinstance(app.screen, KioskScreen), 10, "the kiosk")
+            await pilot.pause()
+    finally:
+        await engine.stop()
+    assert not [a.id for a in engine.actions.available() if a.mutating]
+    app, engine, _ = make_console(sandbox, read_only=True)
+    assert engine.actions.read_only and not app.kiosk
+
+
 def test_py_evm_fallback_chain_serves_the_escrow():
     """Without anvil the sandbox serves a py-evm chain: the Escrow deploys, releases emit
     EscrowReleased, eth_getLogs filters by topic, pause works, values are JSON-RPC wire values."""
@@ -226,9 +247,11 @@ def test_py_evm_fallback_chain_serves_the_escrow():
     assert int(chain.call("eth_getBalance", [ARBITER, "latest"]), 16) > 9_000 * 10**18
 
 
-def test_demo_stack_only_command(sandbox, tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_demo_stack_only_command(sandbox, tmp_path, signame):
     """`warroom demo --stack-only` as a user runs it: prints its config and state file, is
-    found by `warroom drill`, and SIGTERM stops everything it started."""
+    found by `warroom drill`, and SIGTERM stops everything it started. So does SIGHUP (the
+    ssh session or tmux window closed): redis-server used to outlive the demo."""
     import re
     import signal
     import subprocess
@@ -257,7 +280,7 @@ def test_demo_stack_only_command(sandbox, tmp_path):
                                 capture_output=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]))
         assert status.returncode == 0 and "no drill injected" in status.stdout, status
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         rest, _ = proc.communicate(timeout=60)
     assert "sandbox stopped" in rest, rest
     assert proc.returncode == 130
