@@ -171,6 +171,9 @@ async def test_kiosk_shows_tiles_findings_and_stale(tmp_path):
         screen = await kiosk_of(app, pilot)
         await wait_for(pilot, lambda: all(n in engine.monitor.snapshot.readings for n in
                                           ("svc", "redis", "breakers", "orders", "chain")))
+        # nothing wrong is said, not left blank (a blank list reads as a broken display)
+        await wait_for(pilot, lambda: "NO FINDINGS" in str(screen.query_one("#kiosk-findings").render()))
+        assert screen.query_one("#kiosk-findings").border_title == "Findings (0)"
         clock.at = datetime.now(UTC)  # the readings were just taken
         world.findings = [Finding(key="q", severity=Severity.P2, source="redis", summary="queue backed up")]
         engine.monitor.refresh()

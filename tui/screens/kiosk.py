@@ -349,7 +349,7 @@ class KioskScreen(Screen):
         self._alarm_keys: set[str] = set()
         self._flash_until: datetime | None = None
         self._unsubscribe: Callable[[], Any] | None = None
-        self._shown_findings: tuple = ()
+        self._shown_findings: tuple | None = None  # None: never drawn ("NO FINDINGS" is a drawing too)
 
     # ------------------------------------------------------------------ context
 
