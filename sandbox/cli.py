@@ -43,12 +43,18 @@ class _Interrupted(Exception):
     pass
 
 
+_ON_A_TERMINAL: list[bool] = []  # stdout/stderr were a terminal when run() started
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - signal handler
+    if signum == signal.SIGHUP and any(_ON_A_TERMINAL):
+        _detach_terminal()  # a pipe or file (`... > log &`) still gets "sandbox stopped"
     raise _Interrupted()
 
 
 def run(args: argparse.Namespace) -> int:
     t_cmd = time.monotonic() - _process_age()
+    _ON_A_TERMINAL[:] = [os.isatty(1) or os.isatty(2)]
     from sandbox.stack import SandboxError, Stack
 
     use_anvil = {"auto": None, "anvil": True, "py-evm": False}[args.chain]
@@ -77,6 +83,22 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         stack.stop()
         print("sandbox stopped: processes ended, ports freed, run dir removed", flush=True)
+
+
+def _detach_terminal() -> None:
+    """After a hang-up: stdout and stderr to /dev/null (writes to a hung-up terminal fail
+    with EIO, which turned a clean stop into a traceback and exit status 1)."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+
+
+def _hard_stop(stack, sig: int) -> None:
+    with contextlib.suppress(Exception):
+        stack.stop()
+    os._exit(128 + sig)
 
 
 def _preload() -> None:
@@ -144,7 +166,28 @@ def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
         stack, t_cmd, read_only=bool(getattr(args, "read_only", False)), kiosk=bool(getattr(args, "kiosk", False)),
         theme=getattr(args, "theme", None), bell=bool(getattr(args, "bell", False)), cycle=getattr(args, "cycle", None))
 
+    ended_by: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        # SIGTERM / SIGHUP while the console runs: an exception raised from a plain
+        # handler lands in whatever callback the loop runs and may be swallowed (the demo
+        # then kept running with its whole stack after its terminal was closed). Ask the
+        # app to exit; the stack stops in run()'s `finally`. If the app cannot finish
+        # (a hung-up terminal), stop the stack and leave after 10 s anyway.
+        if ended_by:
+            return
+        ended_by.append(sig)
+        if sig == signal.SIGHUP:
+            _detach_terminal()  # what the app and the shutdown still write goes nowhere
+        app.exit(return_code=128 + sig)
+        timer = threading.Timer(10.0, _hard_stop, args=(stack, sig))
+        timer.daemon = True
+        timer.start()
+
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, on_signal, sig)
         await engine.start()
         try:
             await app.run_async()
@@ -152,6 +195,8 @@ def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
             await engine.stop()
 
     asyncio.run(main())
+    if ended_by:
+        return 128 + ended_by[0]
     if populated:
         print(f"console populated {populated[0]:.1f}s after the command "
               f"(stack ready in {stack.timings.get('ready', 0):.1f}s)")

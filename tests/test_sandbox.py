@@ -191,6 +191,63 @@ async def test_console_populates(sandbox):
     assert populated[0] < 15
 
 
+def test_demo_console_stops_the_stack_when_its_terminal_hangs_up(sandbox, tmp_path):
+    """`warroom --kiosk demo` on a terminal (a pty) that goes away (ssh dropped, tmux
+    window killed): SIGHUP must end the console and stop the whole stack. The exception
+    a plain handler raised was swallowed by the running app, which then kept postgres,
+    redis, anvil and the services alive."""
+    import contextlib
+    import pty
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), TERM="xterm-256color",
+               COLUMNS="120", LINES="40")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--kiosk", "demo", "--ports", "auto"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    os.close(slave)
+    out = b""
+    run_dir = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and b"KIOSK" not in out:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    break
+            if proc.poll() is not None:
+                break
+        m = re.search(rb"run dir (\S+?)\)", out)
+        assert m and b"KIOSK" in out, out[-2000:]
+        run_dir = m.group(1).decode()
+        assert Path(run_dir).exists()
+        proc.send_signal(signal.SIGHUP)
+        os.close(master)  # the terminal is gone, as after a hang-up
+        master = -1
+        assert proc.wait(timeout=30) == 128 + signal.SIGHUP
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:  # failed: leave nothing behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        if run_dir and Path(run_dir).exists():
+            for p in os.listdir("/proc"):
+                if p.isdigit() and run_dir in _cmdline(int(p)):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(p), signal.SIGKILL)
+    assert not Path(run_dir).exists()
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and run_dir in _cmdline(int(p))]
+
+
 async def test_demo_takes_the_console_options(sandbox):
     """`warroom --kiosk demo` is the wall display on the sandbox (read-only in the engine);
     `--read-only` and `--theme` apply too."""
