@@ -140,8 +140,9 @@ def make_console(stack, t_cmd: float | None = None, *, read_only: bool = False, 
     t_cmd = time.monotonic() if t_cmd is None else t_cmd
     os.environ.setdefault(OWNER_KEY_ENV, DEV_KEYS[0])  # anvil's public dev key: pause drills sign with it
     config = load_config(stack.config_path)
-    engine = build_engine(config, read_only=True if (read_only or kiosk) else None)
-    app = WarroomApp(engine, config=config, read_only=bool(read_only or kiosk), kiosk=kiosk, theme=theme)
+    read_only = bool(read_only or kiosk)  # the wall display never acts
+    engine = build_engine(config, read_only=True if read_only else None)
+    app = WarroomApp(engine, config=config, read_only=read_only, kiosk=kiosk, theme=theme)
     app.kiosk_bell, app.kiosk_cycle = bell, cycle
     populated: list[float] = []
 
@@ -167,6 +168,7 @@ def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
         theme=getattr(args, "theme", None), bell=bool(getattr(args, "bell", False)), cycle=getattr(args, "cycle", None))
 
     ended_by: list[int] = []
+    hard_stop: list[threading.Timer] = []
 
     def on_signal(sig: int) -> None:
         # SIGTERM / SIGHUP while the console runs: an exception raised from a plain
@@ -183,6 +185,7 @@ def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
         timer = threading.Timer(10.0, _hard_stop, args=(stack, sig))
         timer.daemon = True
         timer.start()
+        hard_stop.append(timer)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -195,6 +198,8 @@ def _console(stack, t_cmd: float, args: argparse.Namespace) -> int:
             await engine.stop()
 
     asyncio.run(main())
+    for timer in hard_stop:  # the app finished: run()'s `finally` stops the stack, not a second thread
+        timer.cancel()
     if ended_by:
         return 128 + ended_by[0]
     if populated:

@@ -245,6 +245,8 @@ async def test_audit_writes_never_block_the_event_loop(tmp_path):
     whose caller was cancelled still lands; entries keep the order of the calls."""
     import fcntl
 
+    from tests.test_shared import until
+
     log = AuditLog(tmp_path / "audit.jsonl")
     log.append(action="first")
     engine = ActionEngine(log, operator="alice")
@@ -263,11 +265,12 @@ async def test_audit_writes_never_block_the_event_loop(tmp_path):
     tick_task = asyncio.create_task(ticker())
     try:
         run = asyncio.create_task(engine.execute(plan, confirmation=True))
-        await asyncio.sleep(0.05)  # it executes and waits on its audit entry
+        assert await until(lambda: len(log._pending) == 1)  # it executed and waits on its audit entry
         soon = [log.append_soon(action=f"bg{i}") for i in range(5)]
         cancelled = asyncio.create_task(log.append_async(action="caller-cancelled"))
-        await asyncio.sleep(0.3)
-        assert ticks >= 10, ticks  # the loop ran while the writes waited on the lock
+        assert await until(lambda: len(log._pending) == 7)
+        first = ticks
+        assert await until(lambda: ticks >= first + 10)  # the loop runs while the writes wait on the lock
         assert not run.done() and [e["action"] for e in log.entries()] == ["first"]
         cancelled.cancel()
     finally:
