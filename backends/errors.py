@@ -9,9 +9,14 @@ password, a token in a URL) never reaches the screen, logs or the audit trail.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-# user:password@host in URLs / DSNs, and key=value pairs that look secret.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# user:password@host in URLs / DSNs, and key=value pairs that look secret. The parts are bounded:
+# an unbounded scheme made redact() quadratic on a long run of letters (1 MB of command output
+# took minutes: each offset scanned to the end looking for "://").
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^:/@\s]{0,256}):(?P<pw>[^@/\s]{1,512})@"
+)
 _SECRET_PAIRS = re.compile(
     r"(?i)\b(?P<k>password|passwd|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|routing[_-]?key|authorization)"
     r"(?P<sep>\s*[=:]\s*)(?P<v>\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
@@ -95,9 +100,15 @@ class ConfigError(WarroomError):
 class ActionRefused(WarroomError):
     """An action was refused before anything was touched (read-only, bad input, guard)."""
 
-    def __init__(self, action: str, reason: str) -> None:
+    def __init__(self, action: str, reason: str, *, ask: bool = False,
+                 suggest: dict[str, Any] | None = None, focus: str | None = None,
+                 nothing: bool = False) -> None:
         self.action = action
         self.reason = redact(reason)
+        self.nothing = nothing  # the state does not call for it (nothing to do): no form can change that
+        self.ask = ask  # only input is missing: the console asks for it (a question, not an error)
+        self.suggest = dict(suggest or {})  # values the form opens with
+        self.focus = focus  # the field the question is about (the form's cursor starts there)
         super().__init__(f"{action}: refused: {self.reason}")
 
 

@@ -14,8 +14,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 
 def utcnow() -> datetime:
@@ -194,7 +193,7 @@ class PostgresReading(Reading):
 class QueueReading(Reading):
     name: str
     key: str
-    type: str = "list"  # list | stream | zset
+    type: str = "list"  # list | stream | zset | rq | bullmq | sidekiq | celery
     depth: int = 0
     pending: int | None = None  # streams: pending entries across groups
     oldest_age_s: float | None = None
@@ -205,6 +204,12 @@ class QueueReading(Reading):
     time_to_drain_s: float | None = None
     dead_letter_key: str | None = None
     dead_letter_depth: int | None = None
+    # framework presets (rq, bullmq, sidekiq, celery); None where the framework keeps no such set
+    failed: int | None = None  # rq failed registry, bullmq :failed, sidekiq retry set
+    delayed: int | None = None  # rq scheduled registry, bullmq :delayed, sidekiq schedule set
+    active: int | None = None  # rq started registry (wip), bullmq :active
+    paused: bool | None = None  # bullmq: meta `paused`
+    max_age_s: float | None = None  # a finding when oldest_age_s is older
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +266,10 @@ class OrderVerdict:
     checked_to_block: int | None = None
     reason: str = ""
     amount: int | None = None
+    # a release seen earlier (provisional, not final) that is gone from the chain: its block and
+    # the confirmations it had when last seen (the reorg was at least that deep)
+    reorged_block: int | None = None
+    reorg_depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,6 +329,11 @@ class EndpointReading(Reading):
     error_rate: float = 0.0
     block_hash: str | None = None
     error: str = ""
+    # finality (backends/sources/signers.py): the node's "safe" / "finalized" heads where it has those
+    # block tags; else None and `confirmations` (the configured depth) stands for them
+    safe: int | None = None
+    finalized: int | None = None
+    confirmations: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,6 +371,40 @@ class ChainReading(Reading):
     contracts: tuple[ContractReading, ...] = ()
     balances: tuple[BalanceReading, ...] = ()
     disagreement: str = ""  # endpoints with different block hashes at a common height
+    signers: tuple[SignerReading, ...] = ()  # [[chain.X.signers]] (backends/sources/signers.py)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignerReading(Reading):
+    """One signing key of a chain: balance and runway, nonces, its pending transactions."""
+
+    chain: str
+    label: str
+    address: str
+    balance: int | None = None  # wei
+    display: str = ""  # "12.5 ETH"
+    min_balance: int | None = None
+    spend_per_hour: int | None = None  # wei per hour over the recent window; None: not known yet
+    runway_s: float | None = None  # time until min_balance (0 when below it) at that rate; None: no spend
+    runway_min_s: float | None = None
+    latest_nonce: int | None = None
+    pending_nonce: int | None = None
+    pending_count: int = 0  # transactions sent but not mined (pending - latest, or the node's pool)
+    queued_count: int = 0  # transactions in the pool behind a missing nonce
+    gap_nonce: int | None = None  # the first missing nonce when transactions are queued behind it
+    gap_blocks: int | None = None  # blocks since pending > latest was first seen (this stretch)
+    gap_after_blocks: int = 10
+    oldest_pending_age_s: float | None = None
+    oldest_pending_blocks: int | None = None  # blocks the oldest pending transaction is unconfirmed
+    stuck_after_blocks: int = 3
+    stuck_tx: str | None = None  # hash of the transaction at the next nonce (from the node's pool)
+    stuck_nonce: int | None = None
+    stuck_fee: str = ""  # its fees, as shown ("maxFee 2 gwei, tip 1 gwei")
+    last_confirmed_age_s: float | None = None  # since warroom saw the latest nonce increase
+    last_confirmed_nonce: int | None = None
+    can_sign: bool = False  # a key is configured (speed up / cancel offered)
+    status: Status = Status.UNKNOWN
+    problem: str = ""
 
 
 # --------------------------------------------------------------------------- logs
@@ -372,8 +420,6 @@ class Level(enum.IntEnum):
     UNKNOWN = 0
 
 
-_NOTICE_FIELDS: Mapping[str, Any] = MappingProxyType({"warroom": "notice"})
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogLine:
@@ -384,17 +430,9 @@ class LogLine:
     message: str = ""
     notice: bool = False  # warroom's own line about the source ("[warroom] reconnecting")
     seq: int = 0
-
-    @property
-    def fields(self) -> Mapping[str, Any]:
-        """The line's structured fields (JSON, `PREFIX: {json}` or logfmt), parsed from
-        `text` when asked: the hub keeps 10,000 lines, and a dict per line was most of
-        their memory while almost nothing reads them. A notice is {"warroom": "notice"}."""
-        if self.notice:
-            return _NOTICE_FIELDS
-        from backends.logs import line_fields  # model must not import logs at load
-
-        return line_fields(self.text)
+    # Its structured fields (JSON, `PREFIX: {json}`, logfmt) are not kept: the hub holds 10,000
+    # lines and a dict per line was most of their memory. `backends.sources.logs.line_fields(text)`
+    # parses them when something needs them.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,6 +471,9 @@ class Finding:
         return (int(self.severity), self.since, self.key)
 
 
+_R = TypeVar("_R", bound="Reading")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     """Everything the monitor knows at one moment. Widgets render from this alone."""
@@ -442,9 +483,9 @@ class Snapshot:
     readings: Mapping[str, tuple[Reading, ...]] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
 
-    def of_type(self, cls: type) -> list:
+    def of_type(self, cls: type[_R]) -> list[_R]:
         """All readings of one type, across sources, in source order."""
-        out = []
+        out: list[_R] = []
         for readings in self.readings.values():
             out.extend(r for r in readings if isinstance(r, cls))
         return out

@@ -95,7 +95,7 @@ def start_writer(path: str, rate: float, seconds: float) -> subprocess.Popen:
 
 
 async def pipeline(rate: float, seconds: float) -> dict:
-    from backends.logs import LogHub, LogSpec
+    from backends.sources.logs import LogHub, LogSpec
 
     tmp = tempfile.mkdtemp(prefix="wr-bench-")
     path = os.path.join(tmp, "app.log")
@@ -147,7 +147,7 @@ def app_main(path: str, seconds: float, stats_path: str) -> None:
 
     from textual.app import App, ComposeResult
 
-    from backends.logs import LogHub, LogSpec
+    from backends.sources.logs import LogHub, LogSpec
     from widgets.logs import LogTail
 
     screen_delays: list[float] = []

@@ -51,7 +51,7 @@ CREATE TABLE orders (
 async def bench_stuck_query(dsn: str, rows: int, stuck: int) -> list[str]:
     import asyncpg
 
-    from backends.orders import OrdersSource, OrdersSpec, OrdersStore
+    from backends.sources.orders import OrdersSource, OrdersSpec, OrdersStore
 
     con = await asyncpg.connect(dsn)
     t0 = time.perf_counter()
@@ -113,10 +113,10 @@ async def bench_stuck_query(dsn: str, rows: int, stuck: int) -> list[str]:
 async def bench_verify(anvil, escrow, dsn: str, count: int) -> list[str]:
     import asyncpg
 
-    from backends.evm import EvmChain, find_event, keccak
-    from backends.jsonrpc import ChainSpec, HttpRpc
     from backends.model import Verdict
-    from backends.orders import OrdersSpec, OrdersStore, ReleaseVerifier, encode_order_id
+    from backends.sources.evm import EvmChain, find_event, keccak
+    from backends.sources.jsonrpc import ChainSpec, HttpRpc
+    from backends.sources.orders import OrdersSpec, OrdersStore, ReleaseVerifier, encode_order_id
 
     ids = [f"v-{i:05d}" for i in range(count)]
     released = ids[::2]
@@ -168,9 +168,9 @@ async def bench_verify(anvil, escrow, dsn: str, count: int) -> list[str]:
 async def bench_bulk(dsn: str, count: int, tmp: Path) -> list[str]:
     import asyncpg
 
-    from backends.actions import ActionEngine
-    from backends.audit import AuditLog
-    from backends.orders import OrdersBulkFixAction, OrdersSpec, OrdersStore
+    from backends.actions.base import ActionEngine
+    from backends.engine.audit import AuditLog
+    from backends.sources.orders import OrdersBulkFixAction, OrdersSpec, OrdersStore
 
     con = await asyncpg.connect(dsn)
     await con.execute(SCHEMA.replace("orders", "borders"))
@@ -201,7 +201,7 @@ async def bench_bulk(dsn: str, count: int, tmp: Path) -> list[str]:
 
 
 async def main_async(args) -> None:
-    from backends.postgres import close_pools
+    from backends.sources.postgres import close_pools
     from tests.harness.evm import EscrowDeployment, start_anvil
     from tests.harness.postgres import PostgresServer
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 
 def fill(redis_server, pg, dbname: str) -> list:
-    from backends.redis import QueueSpec
+    from backends.sources.redis import QueueSpec
 
     c = redis_server.client()
     c.flushall()
@@ -83,11 +83,11 @@ async def measure(label: str, fn, rounds: int) -> tuple[str, float, float]:
 
 
 async def run(redis_url: str, dsn: str, specs: list, rounds: int) -> list[tuple[str, float, float]]:
-    from backends.breakers import PostgresBreakers
+    from backends.engine.rules import evaluate, load_rule_modules
     from backends.model import Snapshot
-    from backends.postgres import PostgresSource, close_pools
-    from backends.redis import QueueSource, RedisSource, close_clients
-    from backends.rules import evaluate, load_rule_modules
+    from backends.sources.breakers import PostgresBreakers
+    from backends.sources.postgres import PostgresSource, close_pools
+    from backends.sources.redis import QueueSource, RedisSource, close_clients
 
     load_rule_modules()
     queues = QueueSource("queues", redis_url, specs, timeout=5.0)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.docker import DockerSource  # noqa: E402
-from backends.monitor import to_thread  # noqa: E402
+from backends.engine.monitor import to_thread  # noqa: E402
+from backends.sources.docker import DockerSource  # noqa: E402
 from tests.harness.docker import DockerEngine, compose_labels, healthcheck  # noqa: E402
 
 
@@ -117,7 +117,7 @@ async def run(n: int, rounds: int) -> None:
               f"wall {wall:.1f} ms, CPU {cpu:.1f} ms (thread {tcpu:.1f} ms)")
         await src.engine.close()
         # the other service sources of a poll cycle, for the record
-        from backends.process import HostSource, ProcessSource, ProcessSpec
+        from backends.sources.process import HostSource, ProcessSource, ProcessSpec
 
         procs = ProcessSource("processes", [ProcessSpec("listener", match=r"node .*listener"),
                                             ProcessSpec("worker", match=r"python .*worker")])

@@ -332,7 +332,7 @@ def fmt(t0: float, s: dict, extra: str = "") -> str:
 
 async def soak(args: argparse.Namespace, config_path: str, sandbox: Sandbox) -> int:
     from backends.config import load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from sandbox.stack import DEV_KEYS, OWNER_KEY_ENV
     from tui.app import WarroomApp
     from tui.screens.kiosk import KioskScreen

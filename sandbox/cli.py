@@ -104,8 +104,8 @@ def _hard_stop(stack, sig: int) -> None:
 def _preload() -> None:
     import importlib
 
-    for name in ("tui.app", "backends.engine", "backends.config", "asyncpg", "redis.asyncio", "aiohttp",
-                 "backends.logs", "backends.orders", "backends.evm", "psutil"):
+    for name in ("tui.app", "backends.engine.core", "backends.config", "asyncpg", "redis.asyncio", "aiohttp",
+                 "backends.sources.logs", "backends.sources.orders", "backends.sources.evm", "psutil"):
         with contextlib.suppress(Exception):
             importlib.import_module(name)
 
@@ -131,7 +131,7 @@ def make_console(stack, t_cmd: float | None = None, *, read_only: bool = False, 
     The console's own options (`warroom --kiosk demo`, `--read-only`, `--theme`...)
     apply as they do on a real config."""
     from backends.config import load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from backends.model import SourceState
     from sandbox.drills import DrillObserver
     from sandbox.stack import DEV_KEYS, OWNER_KEY_ENV

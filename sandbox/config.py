@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sandbox.stack import ARTIFACT, OWNER_KEY_ENV, REPO, SERVICES
+from sandbox.stack import ARTIFACT, OWNER, OWNER_KEY_ENV, REPO, SERVICES
 
 
 def _q(text: str) -> str:
@@ -61,7 +61,7 @@ pool_max = 3
 timeout = "3s"
 interval = "2s"
 long_query_after = "5s"
-terminate_after = "10s"
+terminate_after = "3s"             # the pool drill's queries are seconds old when it is found
 warn_connections = 40
 
 [redis.main]
@@ -93,6 +93,12 @@ pausable = true
 name = "arbiter"                  # pays the gas of every release: the sandbox's gas bank
 address = {_q(s["arbiter"])}
 minimum = "50 ether"
+
+[[chain.sandbox.signers]]
+label = "owner"                   # the escrow owner's key (the stuck-signer drill blocks it with a low-fee tx)
+address = {_q(s.get("owner", OWNER))}
+key_env = "{OWNER_KEY_ENV}"
+stuck_after_blocks = 3
 
 [[services]]
 name = "api-gateway"
@@ -174,7 +180,7 @@ state_column = "state"
 failures_column = "failure_count"
 last_failure_column = "last_failure_at"
 opened_at_column = "opened_at"
-reset_timeout = "60s"
+reset_timeout = "{s.get("breaker_reset_timeout", 60):g}s"   # the action workers' (stack.json)
 interval = "2s"
 
 [orders]
@@ -220,7 +226,7 @@ pattern = '"amount": "\\d{{22,}}".*"status": "received"'
 severity = "P0"
 playbook = "contract-exploit"
 sources = ["event-listener"]
-window = "60s"
+window = "{s.get("exploit_window", 60):g}s"
 min_count = 3
 
 [[log_patterns]]
@@ -256,6 +262,32 @@ argv = {argv("refill")}
 danger = "confirm"
 scope = "chain.sandbox"
 timeout = "30s"
+
+[[actions]]
+name = "heal-webhook"
+description = "Restart the webhook receiver (the external service the action workers call)"
+argv = {argv("heal-webhook")}
+danger = "confirm"
+scope = "webhook"
+timeout = "30s"
+
+# seed 003 incident 5, with this stack's external service: its fix is an action here
+[[playbooks]]
+id = "all-breakers-open"
+title = "All circuit breakers open"
+severity = "P1"
+budget = "30 min"
+symptoms = ["No actions executed", "'Circuit breaker OPEN' in logs"]
+seed = "003 incident 5"
+diagnosis = [
+  {{ text = "Open breakers: failures, last failure", check = "breakers" }},
+  {{ text = "'Action execution failed' in worker logs", check = "logs" }},
+]
+resolution = [
+  {{ text = "Fix the external service first: restart the webhook", action = "command.heal-webhook", key = "w" }},
+  {{ text = "Wait for half-open: each breaker closes on its first good call", wait = "{{reset_timeout}}" }},
+  {{ text = "reset all open breakers now (typed confirmation)", action = "breaker.reset_all", key = "B" }},
+]
 
 [escalation]
 ack_timeout = "30m"

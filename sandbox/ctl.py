@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name).add_argument("service")
     sub.add_parser("scale-workers").add_argument("count", type=int)
     sub.add_parser("refill")
+    sub.add_parser("heal-webhook")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     try:
@@ -82,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"action workers: {len(names)} process(es) running")
         elif args.cmd == "refill":
             print(refill(run_dir))
+        elif args.cmd == "heal-webhook":  # the external service's own fix (its operator's restart)
+            flag = run_dir / "flags" / "webhook-down"
+            existed = flag.exists()
+            flag.unlink(missing_ok=True)
+            print("webhook answers 200 again" if existed else "webhook was healthy")
     except SandboxError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1

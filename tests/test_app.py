@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.actions import (
+from backends.actions.base import (
     Action,
     ActionEngine,
     ActionPlan,
@@ -24,7 +24,8 @@ from backends.actions import (
     Guard,
     Progress,
 )
-from backends.audit import AuditLog
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import FunctionSource, Monitor
 from backends.errors import ActionRefused, BackendError
 from backends.model import (
     Finding,
@@ -35,7 +36,7 @@ from backends.model import (
     SourceStatus,
     Status,
 )
-from backends.monitor import FunctionSource, Monitor
+from tests.engines import engine_of
 from tui.app import WarroomApp
 from tui.screens.action import ActionScreen
 from tui.screens.dashboard import PANE_IDS, PaneSlot
@@ -110,7 +111,7 @@ def make_engine(tmp_path, *, read_only: bool = False, actions: list[Action] = ()
     engine = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), read_only=read_only, operator="alice")
     for a in actions:
         engine.register(a)
-    return SimpleNamespace(monitor=monitor, actions=engine, config=None, logs=None)
+    return engine_of(monitor, engine)
 
 
 async def until(pilot, cond, limit: float = 5.0, what: str = "condition"):
@@ -178,6 +179,8 @@ async def test_keymap_from_config_remaps_a_binding(tmp_path):
         groups = dict(help_groups(app))
         assert ("R", "Restart", "restart") in groups["Global"]
         assert any("no_such_binding" in n for n in notes)
+        services = app.dashboard.pane("services")  # R in the Services pane restarts its row: wait for it
+        await until(pilot, lambda: services.cursor_key() is not None, what="a service row")
         await pilot.press("r")
         await pilot.pause()
         assert not isinstance(app.screen, ActionScreen)
@@ -281,8 +284,11 @@ async def test_action_modal_plan_confirm_execute_writes_audit(tmp_path):
         # the sources are polled again at once, so the panes show the world after the change
         await until(pilot, lambda: app.engine.monitor.poll_counts["docker"] > polls,
                     what="poll right after the action (the interval is 60 s)")
-        entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        entries = [e for e in records if e.get("phase") != "intent"]
         assert [e["result"] for e in entries] == ["refused", "ok"]
+        intents = [e for e in records if e.get("phase") == "intent"]
+        assert len(intents) == 1 and entries[1]["intent"] == intents[0]["seq"]  # written ahead
         assert entries[-1]["reason"] == "listener stuck" and entries[-1]["operator"] == "alice"
         assert entries[-1]["target"] == "service:api-gateway"
         # history screen lists it
@@ -360,7 +366,9 @@ async def test_tabs_are_built_when_a_wide_terminal_shrinks(tmp_path):
         assert [s.spec.id for s in board.query(PaneSlot) if s.display] == ["queues"]
 
 
-async def test_hidden_panes_and_modal_skip_redraws(tmp_path):
+async def test_hidden_panes_skip_redraws_and_panes_update_under_dialogs(tmp_path):
+    """Hidden panes are redrawn only when shown; under a dialog the dashboard keeps
+    updating (it is drawn behind the dialog: it never reads "just now" while old)."""
     app = WarroomApp(make_engine(tmp_path), clock=lambda: FROZEN)
     async with app.run_test(size=(80, 24)) as pilot:
         board = app.dashboard
@@ -378,9 +386,9 @@ async def test_hidden_panes_and_modal_skip_redraws(tmp_path):
         calls.clear()  # a snapshot queued before the key press may still have been applied
         n = app.engine.monitor.poll_counts["docker"]
         await until(pilot, lambda: app.engine.monitor.poll_counts["docker"] >= n + 2, what="polls")
-        assert calls == []  # nothing redrawn under the modal
+        await until(pilot, lambda: len(calls) >= 1, what="applied under the dialog")
         await pilot.press("escape")
-        await until(pilot, lambda: len(calls) >= 1, what="applied on return")
+        await until(pilot, lambda: app.screen is board, what="dialog closed")
 
 
 async def test_copy_uses_osc52_clipboard(tmp_path):
@@ -401,6 +409,7 @@ class FixedMonitor:
     """Holds one snapshot; never polls (deterministic pictures)."""
 
     running = False
+    sources: dict = {}
 
     def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
@@ -436,7 +445,7 @@ def fixed_app(tmp_path, theme: str = "dark", read_only: bool = False) -> Warroom
     actions = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice@10.0.0.5",
                            read_only=read_only)
     actions.register(SetValue({"api-gateway": "running"}))
-    engine = SimpleNamespace(monitor=FixedMonitor(snapshot), actions=actions, config=None, logs=None)
+    engine = engine_of(FixedMonitor(snapshot), actions)
     config = {"warroom": {"name": "meta-aggregator", "environment": "production"}}
     return WarroomApp(engine, config=config, theme=theme, read_only=read_only, clock=lambda: FROZEN)
 
@@ -480,7 +489,7 @@ def test_snapshot_action_modal(snap_compare, tmp_path):
 
 
 async def test_log_hub_lines_reach_the_log_tail(tmp_path):
-    from backends.logs import LogHub, LogSpec
+    from backends.sources.logs import LogHub, LogSpec
 
     log_file = tmp_path / "listener.log"
     log_file.write_text("")
@@ -616,7 +625,7 @@ async def test_real_engine_declare_incident_from_the_palette_shows_it_in_the_hea
     """The real engine (build_engine, incidents attached, local store in tmp_path)."""
     from textual.command import CommandList, CommandPalette
 
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     engine = build_engine(None, operator="alice", sources=[
@@ -646,7 +655,7 @@ async def test_real_engine_declare_incident_from_the_palette_shows_it_in_the_hea
 
 async def test_a_plan_that_needs_more_asks_for_its_parameters(tmp_path, monkeypatch):
     """`i` with nothing selected: declare needs a title, so a form asks for the plan's fields."""
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from tui.screens.params import ParamsScreen
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
@@ -659,6 +668,7 @@ async def test_a_plan_that_needs_more_asks_for_its_parameters(tmp_path, monkeypa
         assert "title" in str(form.query_one("#params-problem").render())
         names = [name for name, _d, _a in form.fields]
         assert "title" in names and "severity" in names and "roles" not in names
+        await until(pilot, lambda: form.query_one("#param-title").has_focus, what="the first field focused")
         await pilot.press(*"listener down")
         await pilot.press("enter")  # next field
         form.query_one("#param-severity").value = "P2"
@@ -672,3 +682,45 @@ async def test_a_plan_that_needs_more_asks_for_its_parameters(tmp_path, monkeypa
         assert "listener down" in app.screen.plan.title or "listener down" in str(
             app.screen.plan.params.get("title"))
         assert app.screen.plan.params["severity"] == "P2"
+
+
+class ManyChanges(SetValue):
+    """A typed, reason-required action with 60 changes and a long preview (the pause of the
+    contract-exploit drill and the 45 terminations of pool-exhaustion look like this)."""
+
+    async def plan(self, **kw) -> ActionPlan:
+        from dataclasses import replace
+
+        plan = await super().plan(**kw)
+        changes = tuple(Change(target=f"pid {i}", description=f"terminate pid {i}", before="active",
+                               after="terminated") for i in range(60))
+        return replace(plan, changes=changes, preview="\n".join(f"eth_call line {i}" for i in range(30)))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_the_reason_confirmation_and_result_stay_on_screen(tmp_path, size):
+    """At 80x24 the reason field and the typed confirmation of a long plan sat below the
+    screen's edge (and enter said nothing): the changes scroll, the fields and the result
+    stay visible."""
+    store = {"api-gateway": "running"}
+    action = ManyChanges(store, danger=Danger.TYPED, reason_required=True)
+    app = WarroomApp(make_engine(tmp_path, actions=[action]), clock=lambda: FROZEN)
+    async with app.run_test(size=size) as pilot:
+        app.request_action("service.restart", {"service": "api-gateway"})
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        modal = app.screen
+        await pilot.pause()
+        height = size[1]
+        for wid in ("#action-reason", "#action-confirm", "#action-status"):
+            region = modal.query_one(wid).region
+            assert region.height and 0 <= region.y and region.bottom <= height, (wid, region, height)
+        await pilot.press("enter")  # no reason yet: the refusal is shown where it can be read
+        await until(pilot, lambda: "REFUSED" in str(modal.query_one("#action-status").render()), what="refusal")
+        assert modal.query_one("#action-status").region.bottom <= height
+        await pilot.press(*"drill", "enter")
+        await pilot.press(*"api-gateway", "enter")
+        await until(pilot, lambda: modal.state == "done", what="executed")
+        await pilot.pause()
+        status = modal.query_one("#action-status")
+        assert "OK" in str(status.render()) and status.region.bottom <= height
+        assert store["api-gateway"] == "restarted"

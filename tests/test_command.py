@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from backends.actions import ActionEngine, Danger
-from backends.audit import AuditLog
-from backends.command import (
+from backends.actions.base import ActionEngine, Danger
+from backends.actions.command import (
     CommandAction,
     CommandCheck,
     CommandTemplate,
@@ -23,9 +22,10 @@ from backends.command import (
     read_path,
     validate_value,
 )
+from backends.engine.audit import AuditLog
+from backends.engine.rules import evaluate
 from backends.errors import ActionRefused, BackendError, register_secret
 from backends.model import Snapshot, Status
-from backends.rules import evaluate
 
 PY = sys.executable
 
@@ -378,7 +378,7 @@ def _command_services_config(tmp_path, services: str, commands: str) -> object:
 async def test_command_services_are_polled_through_the_engine(tmp_path):
     """Real scripts: exit 0 -> running, exit 1 -> down with its last line, JSON status read,
     `{service}` filled; findings through the service rules with role and playbook."""
-    from backends.engine import build_engine, sources_by_area
+    from backends.engine.core import build_engine, sources_by_area
     from backends.model import ServiceReading, Severity, SourceState
 
     ok = _script(tmp_path / "ok.sh", 'echo "checking $1"; echo "deployment \\"$1\\" successfully rolled out"')
@@ -440,7 +440,7 @@ async def test_command_services_are_polled_through_the_engine(tmp_path):
 async def test_a_hanging_status_command_is_bounded_by_its_timeout(tmp_path):
     """A status command that never ends: killed at its timeout, the service is unknown with
     the reason (a finding), the others are still read, and the poll ends in time."""
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from backends.model import ServiceReading, SourceState
 
     pidfile = tmp_path / "pid"

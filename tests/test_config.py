@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import backends.config as config_mod
 from backends.config import (
     Amount,
     ConfigError,
@@ -252,7 +253,7 @@ def test_wrong_types():
                                      "postgres.main.timeout"]
     assert_error(errs[0], line=2, key="warroom.name", expected="a string", message="got an integer")
     assert_error(errs[1], line=3, key="warroom.read_only", expected="true or false")
-    assert_error(errs[2], line=7, key="postgres.main.pool_max", expected="an integer >= 1")
+    assert_error(errs[2], line=7, key="postgres.main.pool_max", expected="an integer between 1 and 100")
     assert_error(errs[3], line=8, key="postgres.main.timeout", expected="a duration", message="got a boolean")
 
 
@@ -781,7 +782,7 @@ def test_line_locator_multiline_arrays_of_inline_tables():
 
 def _write(path: Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'[warroom]\nname = "{name}"\n')
+    path.write_text(f'[warroom]\nname = "{name}"\n[host]\n')  # [host]: something to watch
     return path
 
 
@@ -898,7 +899,8 @@ def test_check_imports_nothing_heavy():
         "import json, sys\n"
         "from tui import cmd_check\n"
         f"rc = cmd_check.main(['--config', {str(ROOT / 'examples' / 'reference.toml')!r}])\n"
-        "heavy = ['asyncpg', 'redis', 'web3', 'docker', 'textual', 'psutil', 'apprise', 'eth_account',\n"
+        # apprise is not in the list: check parses the channel URLs with it (backends.engine.semantic)
+        "heavy = ['asyncpg', 'redis', 'web3', 'docker', 'textual', 'psutil', 'eth_account',\n"
         "         'prometheus_client', 'widgets']\n"
         "print(json.dumps({'rc': rc, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
@@ -1100,7 +1102,7 @@ playbook = "api-down"
 
 
 def test_playbooks_custom_and_override_load():
-    from backends.playbooks import Playbook, Step
+    from backends.engine.playbooks import Playbook, Step
 
     cfg = load(PLAYBOOKS)
     assert [p.id for p in cfg.playbooks] == ["bridge-stalled", "gas-low"]
@@ -1147,7 +1149,7 @@ def test_playbook_steps_unknown_keys_inline_and_sub_table():
      "one of: services, logs", "invalid value 'service'"),
     ('key = "r"', 'key = "c r"', '"c r"', "playbooks[0].resolution[0].key", 'a key like "r"', "invalid value"),
     ('playbook = "bridge-stalled"\n\n[[log', 'playbook = "bridge-stall"\n\n[[log', '"bridge-stall"',
-     "services[0].playbook", "one of: all-breakers-open, api-down, bridge-stalled,",
+     "services[0].playbook", "one of: alertmanager-alert, all-breakers-open, api-down, bridge-stalled,",
      "'bridge-stall' does not name a playbook (did you mean 'bridge-stalled'?)"),
     ('playbook = "bridge-stalled"\n\n[[checks', 'playbook = "nope"\n\n[[checks', '"nope"',
      "log_patterns[0].playbook", "(built-in or [[playbooks]] id)", "'nope' does not name a playbook"),
@@ -1236,3 +1238,248 @@ def test_logs_success_silence_and_playbook():
     assert err.key == "logs[0].success_playbook" and "did you mean 'events-not-processed'" in str(err)
     err = one_error('[[logs]]\nname = "p"\npath = "p.log"\nsuccess_silence = "1m"\n')
     assert err.line == 4 and err.key == "logs[0].success_silence" and "without success markers" in str(err)
+
+
+# ---------------------------------------------------------------------------
+# Limits: every duration, count, size and port has a minimum and a maximum (issue 22)
+# ---------------------------------------------------------------------------
+
+_DSN = 'dsn = "postgresql://u:limpass-7777@127.0.0.1:5432/db"\n'
+_REDIS = '[redis.main]\nurl = "redis://127.0.0.1:6379/0"\n'
+# section of a limit key -> (a valid config around `{kv}`, the error key's prefix)
+SECTIONS = {
+    "warroom": ("[warroom]\n{kv}\n[host]\n", "warroom"),
+    "postgres": ("[postgres.main]\n" + _DSN + "{kv}\n", "postgres.main"),
+    "redis": ("[redis.main]\nurl = \"redis://127.0.0.1:6379/0\"\n{kv}\n", "redis.main"),
+    "chain": ('[chain.c]\nendpoints = ["http://127.0.0.1:8545"]\n{kv}\n', "chain.c"),
+    "chain.balances": ('[chain.c]\nendpoints = ["http://127.0.0.1:8545"]\n[[chain.c.balances]]\nname = "b"\n'
+                       'address = "0x0000000000000000000000000000000000000001"\n{kv}\n', "chain.c.balances[0]"),
+    "services": ('[[services]]\nname = "s"\nkind = "http"\nhealth_url = "http://127.0.0.1:8080/h"\n{kv}\n',
+                 "services[0]"),
+    "docker": ("[docker]\n{kv}\n[host]\n", "docker"),
+    "host": ("[host]\n{kv}\n", "host"),
+    "queues": (_REDIS + '[[queues]]\nname = "q"\nredis = "main"\nkey = "k"\n{kv}\n', "queues[0]"),
+    "breakers": ("[postgres.main]\n" + _DSN + '[breakers]\npostgres = "main"\n{kv}\n', "breakers"),
+    "orders": ("[postgres.main]\n" + _DSN + '[orders]\npostgres = "main"\n{kv}\n', "orders"),
+    "logs": ('[[logs]]\nname = "l"\npath = "l.log"\nsuccess = ["ok"]\n{kv}\n', "logs[0]"),
+    "log_patterns": ('[[logs]]\nname = "l"\npath = "l.log"\n[[log_patterns]]\npattern = "x"\n{kv}\n',
+                     "log_patterns[0]"),
+    "checks": ('[[checks]]\nname = "c"\nkind = "http"\nurl = "http://127.0.0.1:8080/"\n{kv}\n', "checks[0]"),
+    "commands": ('[[commands]]\nname = "c"\nargv = ["true"]\n{kv}\n[host]\n', "commands[0]"),
+    "actions": ('[[actions]]\nname = "a"\nargv = ["true"]\n{kv}\n[host]\n', "actions[0]"),
+    "escalation": ("[escalation]\n{kv}\n[host]\n", "escalation"),
+    "escalation.levels": ('[[escalation.levels]]\nname = "l"\n{kv}\n[host]\n', "escalation.levels[0]"),
+    "incident": ("[incident.response]\n{kv}\n[host]\n", "incident"),
+    "alertmanager": ('[alertmanager.am]\nurl = "http://127.0.0.1:9093"\n{kv}\n', "alertmanager.am"),
+}
+
+
+def _limit_case(key: str, value: str) -> tuple[str, str, int]:
+    """(config text, error key, line) with `key` set to the TOML `value`."""
+    section, name = key.rsplit(".", 1)
+    if key == "incident.response":
+        section, name = "incident", "response.P0"
+    template, prefix = SECTIONS[section]
+    kv = f"{name.split('.')[-1]} = {value}"
+    text = template.format(kv=kv)
+    err_key = f"{prefix}.{name}"
+    return text, err_key, line_no(text, kv)
+
+
+def _toml_number(x: float) -> str:
+    return repr(float(x)) if x != int(x) else str(int(x))
+
+
+DURATION_KEYS = sorted(config_mod.DURATION_LIMITS)
+COUNT_KEYS = sorted(set(config_mod.COUNT_LIMITS) - {"queues.thresholds"})
+
+
+@pytest.mark.parametrize("key", DURATION_KEYS)
+def test_every_duration_has_a_minimum_and_a_maximum(key):
+    lo, hi = config_mod.DURATION_LIMITS[key]
+    want = f"a duration between {format_duration(lo)} and {format_duration(hi)}"
+    for at in (lo, hi):  # the bounds themselves are fine
+        text, _, _ = _limit_case(key, _toml_number(at))
+        assert load(text) is not None
+    refused = ['"100000d"', _toml_number(hi * 2), "inf", "nan"]
+    if lo > 0:
+        refused += ['"0s"', "0", _toml_number(lo / 2)]
+    for value in refused:
+        text, err_key, line = _limit_case(key, value)
+        err = one_error(text)
+        assert err.key == err_key and err.line == line, str(err)
+        if value != "nan" and value != "inf":
+            assert err.expected == want and f"(expected {want})" in str(err), str(err)
+
+
+def test_duration_refusals_read_well():
+    err = one_error('[warroom]\nrefresh = 1\n[host]\ninterval = "0s"\n')
+    assert str(err) == (f"{FILE}:4: key 'host.interval': '0s' is too short "
+                        "(expected a duration between 500ms and 1h)")
+    err = one_error('[warroom]\ntimeout = "100000d"\n')
+    assert str(err) == (f"{FILE}:2: key 'warroom.timeout': '100000d' is too long "
+                        "(expected a duration between 100ms and 10m)")
+
+
+@pytest.mark.parametrize("key", COUNT_KEYS)
+def test_every_count_has_a_minimum_and_a_maximum(key):
+    lo, hi = config_mod.COUNT_LIMITS[key]
+    want = f"an integer between {lo:_} and {hi:_}"
+    for at in (lo, hi):
+        text, _, _ = _limit_case(key, str(at))
+        assert load(text) is not None
+    for value in (lo - 1, hi + 1):
+        text, err_key, line = _limit_case(key, str(value))
+        err = one_error(text)
+        assert err.key == err_key and err.line == line and err.expected == want, str(err)
+        assert f"{value} is out of range" in str(err)
+
+
+def test_queue_thresholds_and_sizes_have_limits():
+    base = _REDIS + '[[queues]]\nname = "q"\nredis = "main"\nkey = "k"\n'
+    assert load(base + "thresholds = [1, 2, 1000000000]\n").queues[0].thresholds == (1, 2, 1_000_000_000)
+    err = one_error(base + "thresholds = [1, 2, 1000000001]\n")
+    assert err.key == "queues[0].thresholds" and "between 1 and 1_000_000_000" in err.expected
+    lo, hi = config_mod.SIZE_LIMITS["redis.max_memory"]
+    assert load(_REDIS + 'max_memory = "1MB"\n').redis["main"].max_memory == lo
+    assert load(_REDIS + 'max_memory = "16TB"\n').redis["main"].max_memory == hi
+    for bad in ('"0"', "0", '"1KB"', '"17TB"'):
+        err = one_error(_REDIS + f"max_memory = {bad}\n")
+        assert err.key == "redis.main.max_memory" and err.line == 3, str(err)
+        assert err.expected == "a size between 1MB and 16TB", str(err)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_refuse_nan_and_infinity(value):
+    err = one_error(f"[host]\ncpu_warn = {value}\n")
+    assert err.key == "host.cpu_warn" and err.line == 2 and "finite" in err.message, str(err)
+    err = one_error(f'[[checks]]\nname = "m"\nkind = "metrics"\nurl = "http://127.0.0.1:9/m"\nmetric = "x"\n'
+                    f"warn_above = {value}\n")
+    assert err.key == "checks[0].warn_above", str(err)
+
+
+# key -> (config text around {url}, error key)
+PORT_KEYS = {
+    "postgres dsn": ('[postgres.main]\ndsn = "postgresql://u:portpass-3131@{host}/db"\n', "postgres.main.dsn"),
+    "postgres dsn, 2nd host": ('[postgres.main]\ndsn = "postgresql://u:portpass-3131@127.0.0.1:5432,{host}/db"\n',
+                               "postgres.main.dsn"),
+    "redis url": ('[redis.main]\nurl = "redis://:portpass-3131@{host}/0"\n', "redis.main.url"),
+    "chain endpoint": ('[chain.c]\nendpoints = ["http://127.0.0.1:8545", "https://{host}/v2/k"]\n',
+                       "chain.c.endpoints[1]"),
+    "health_url": ('[[services]]\nname = "s"\nkind = "http"\nhealth_url = "http://{host}/h"\n',
+                   "services[0].health_url"),
+    "check url": ('[[checks]]\nname = "c"\nkind = "http"\nurl = "https://{host}/"\n', "checks[0].url"),
+    "pagerduty url": ('[escalation.pagerduty]\nrouting_key = "rk-portpass-3131"\nurl = "https://{host}/v2"\n'
+                      "[host]\n", "escalation.pagerduty.url"),
+    "docker host": ('[docker]\nhost = "tcp://{host}"\n[host]\n', "docker.host"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(PORT_KEYS))
+def test_every_url_port_is_1_to_65535(where):
+    template, key = PORT_KEYS[where]
+    for ok in ("127.0.0.1:1", "127.0.0.1:65535", "127.0.0.1", "[::1]:8080"):
+        assert load(template.format(host=ok)) is not None
+    for port in (0, 65536, 99999):
+        text = template.format(host=f"127.0.0.1:{port}")
+        err = one_error(text)
+        assert err.key == key and err.line == line_no(text, f":{port}"), str(err)
+        assert f"port {port} is out of range" in err.message and err.expected == "a port between 1 and 65535"
+        assert "portpass-3131" not in str(err)
+    err = one_error(template.format(host="[::1]:70000"))
+    assert "port 70000" in err.message
+
+
+def test_limits_are_stated_in_the_reference_config():
+    ref = (ROOT / "examples" / "reference.toml").read_text()
+    assert config_mod.limits_comment() in ref, "paste backends.config.limits_comment() into reference.toml"
+    for key in [*config_mod.DURATION_LIMITS, *config_mod.COUNT_LIMITS, *config_mod.SIZE_LIMITS]:
+        assert key in config_mod.limits_comment()
+
+
+# ---------------------------------------------------------------------------
+# Nothing to watch; a byte order mark (issue 22)
+# ---------------------------------------------------------------------------
+
+NOTHING = [
+    ("empty", ""),
+    ("only comments", "# nothing here\n"),
+    ("only [warroom]", '[warroom]\nname = "x"\n'),
+    ("only actions and playbooks", '[[actions]]\nname = "a"\nargv = ["true"]\n[escalation]\nack_timeout = "30m"\n'),
+    ("only commands and docker", '[[commands]]\nname = "c"\nargv = ["true"]\n[docker]\nstats = true\n'),
+]
+
+
+@pytest.mark.parametrize("name,text", NOTHING, ids=[n for n, _ in NOTHING])
+def test_a_config_that_watches_nothing_is_refused(tmp_path, capsys, name, text):
+    path = tmp_path / "warroom.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert not isinstance(err, ConfigErrors) and err.file == str(path)
+    assert str(err).startswith(f"{path}: nothing to watch: add a section, see examples/"), str(err)
+    assert "[[services]]" in err.expected
+    assert load_config(path, allow_empty=True).watches == ()  # the lower level still loads it
+    assert cmd_check.run(argparse.Namespace(config=str(path))) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "nothing to watch: add a section, see examples/" in out.err
+
+
+def test_dev_null_is_nothing_to_watch():
+    with pytest.raises(ConfigError, match="nothing to watch"):
+        load_config(os.devnull)
+
+
+@pytest.mark.parametrize("text,watches", [
+    ("[host]\n", ("host",)),
+    (BASE, ("postgres", "redis")),
+    ('[[logs]]\nname = "l"\npath = "l.log"\n', ("logs",)),
+    ('[[checks]]\nname = "c"\nkind = "http"\nurl = "http://127.0.0.1:1/"\n', ("checks",)),
+])
+def test_one_watching_section_is_enough(tmp_path, text, watches):
+    path = tmp_path / "warroom.toml"
+    path.write_text(text)
+    assert load_config(path).watches == watches
+
+
+def test_the_console_refuses_a_config_that_watches_nothing(tmp_path):
+    """`warroom --config EMPTY` exits 2 with the reason before any screen is drawn (no false
+    "no findings" all-clear); /dev/null likewise."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "WARROOM_CONFIG"}
+    env.update(PYTHONPATH=str(ROOT), XDG_STATE_HOME=str(tmp_path / "state"), TERM="dumb")
+    for cfg in (str(empty), os.devnull):
+        res = subprocess.run([sys.executable, "-c", "import sys; from tui.cli import main; sys.exit(main())",
+                              "--config", cfg], capture_output=True, text=True, env=env, cwd=ROOT,
+                             stdin=subprocess.DEVNULL, timeout=60)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "nothing to watch: add a section, see examples/" in res.stderr
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'[warroom]\nname = "bom"\n[host]\n')
+    assert load_config(path).warroom.name == "bom"
+    assert cmd_check.run(argparse.Namespace(config=str(path))) == 0
+    assert load("\ufeff" + BASE).postgres["main"].pool_max == 2
+    err = one_error("\ufeff[warroom]\nname = \"x\"\nrefresh = \"0s\"\n")  # lines are still right
+    assert err.line == 3 and err.key == "warroom.refresh"
+
+
+def test_sandbox_config_passes(tmp_path):
+    """The config `warroom demo` generates (sandbox/config.py) loads, watches, and respects the limits."""
+    from types import SimpleNamespace
+
+    from sandbox.config import render_config
+
+    settings = {"ports": {"api": 18080, "webhook": 18081}, "dsn": "postgresql://app:sbx-pass@127.0.0.1:15432/app",
+                "redis_url": "redis://127.0.0.1:16379/0", "chain_id": 31337,
+                "rpc_urls": ["http://127.0.0.1:18545", "http://127.0.0.1:18546"],
+                "escrow": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                "arbiter": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "deploy_block": 1}
+    path = tmp_path / "warroom.toml"
+    path.write_text(render_config(SimpleNamespace(run_dir=str(tmp_path), settings=settings)))
+    cfg = load_config(path, env={})
+    assert {"postgres", "redis", "chain", "services", "orders"} <= set(cfg.watches)

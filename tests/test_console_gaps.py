@@ -47,8 +47,10 @@ def help_text(screen) -> str:
 
 
 def audit_entries(config) -> list[dict]:
+    """The audit records (write-ahead intents left out: what was done, as `audit tail` shows)."""
     path = Path(config.audit_path)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [e for e in map(json.loads, lines) if e.get("phase") != "intent"]
 
 
 # --------------------------------------------------------------------------- keystore password
@@ -479,7 +481,7 @@ async def test_log_buffer_setting_reaches_the_logs_pane(tmp_path, monkeypatch):
 async def test_logs_search_from_the_console(tmp_path, monkeypatch):
     """`s` on the Logs pane asks for a regex; enter jumps to the first match, `]` to the next;
     a bad regex is refused and the bar stays open."""
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from backends.model import Level, LogLine
     from tui.app import WarroomApp
 
@@ -506,3 +508,46 @@ async def test_logs_search_from_the_console(tmp_path, monkeypatch):
         await pilot.press("right_square_bracket")
         assert logs.rows[logs.cursor].text == "line 9 boom"
         assert len(logs.rows) == 12  # a search, not a filter
+
+
+def test_a_detail_offers_only_the_actions_that_act_on_its_kind():
+    """A breaker's detail lists breaker actions, not "Pause contract" or "Terminate Postgres
+    backend(s)" (the newcomer saw every configured action under every item)."""
+    from types import SimpleNamespace
+
+    from backends.model import BreakerReading, QueueReading, utcnow
+    from tui.screens.detail import DetailScreen
+
+    acts = [SimpleNamespace(id=i, title=t) for i, t in (
+        ("breaker.reset", "Reset one breaker"), ("breaker.reset_all", "Reset all open breakers"),
+        ("chain.pause", "Pause contract"), ("postgres.terminate", "Terminate Postgres backend(s)"),
+        ("queue.requeue_dead", "Requeue dead letters"), ("command.scale-workers", "Scale the workers"))]
+    engine = SimpleNamespace(actions=SimpleNamespace(available=lambda: acts, history=[]))
+    breaker = BreakerReading(source="breakers", at=utcnow(), name="trigger-1", state="open")
+    text = DetailScreen(breaker, engine)._actions_text("trigger-1").plain
+    assert "Reset one breaker" in text and "Reset all open breakers" in text
+    assert "Pause contract" not in text and "Terminate Postgres" not in text and "Requeue" not in text
+    queue = QueueReading(source="queues", at=utcnow(), name="action_jobs", key="action_jobs", depth=3)
+    text = DetailScreen(queue, engine)._actions_text("action_jobs").plain
+    assert "Requeue dead letters" in text and "Scale the workers" in text and "Reset one" not in text
+
+
+async def test_a_plans_preview_keeps_its_lines(tmp_path):
+    """A preview is several lines (what, where, which orders): the dialog shows them as lines,
+    never as one line with escaped newlines (\\x0a); other control characters stay escaped."""
+    from tui.screens.action import ActionScreen
+
+    config = _config(tmp_path, """
+[[actions]]
+name = "two-lines"
+argv = ["/bin/true"]
+key = "X"
+""")
+    app = console_app(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.engine is not None and app.custom_bindings, what="keys bound")
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ActionScreen), what="modal")
+        shown = str(app.screen.query_one("#action-preview").render())
+        assert "\\x0a" not in shown and "\n" in shown, shown
+        assert "$ /bin/true" in shown

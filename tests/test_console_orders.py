@@ -69,7 +69,7 @@ async def _reason_and_confirm(pilot, app, reason: str) -> None:
 
 async def test_fix_from_the_console_asks_state_then_reason(stack, monkeypatch, tmp_path):
     from backends.config import load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from tui.app import WarroomApp
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
@@ -113,3 +113,34 @@ async def test_fix_from_the_console_asks_state_then_reason(stack, monkeypatch, t
     assert [(r["id"], r["state"]) for r in rows] == [("co-c2", "FAILED"), ("co-c3", "FAILED")]
     entries = [e for e in engine.audit.tail(10) if e["action"] == "orders.fix"]
     assert [e["result"] for e in entries][-2:] == ["ok", "ok"] and entries[-1]["reason"] == "expired"
+
+
+async def test_reconcile_with_nothing_released_says_so_and_opens_no_form(stack, monkeypatch, tmp_path):
+    """`R` on stuck orders none of which is released on chain: the console says there is
+    nothing to reconcile and what to do instead; it opens no form of raw fields (the
+    newcomer got older_than / batch / operator to fill, with the refusal as an error)."""
+    from backends.config import load_config
+    from backends.engine.core import build_engine
+    from tui.app import WarroomApp
+    from tui.screens.params import ParamsScreen
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    await _sql(stack.dsn, "INSERT INTO orders (id, state, created_at) VALUES ('co-u1', 'PENDING', "
+               "now() - interval '3 hours')")
+    # the harness's own pending orders (one of them released on chain) step aside meanwhile
+    others = [r["id"] for r in await _sql(stack.dsn, "UPDATE orders SET state = 'HELD' WHERE state = 'PENDING' "
+                                                     "AND id <> 'co-u1' RETURNING id")]
+    engine = build_engine(load_config(stack.config_path), operator="alice")
+    app = WarroomApp(engine)
+    async with app.run_test(size=(160, 48)) as pilot:
+        pane = app.dashboard.pane("orders")
+        await until(pilot, lambda: "co-u1" in pane.row_keys(), limit=30, what="the stuck row")
+        pane.table.focus()
+        await pilot.press("R")
+        await until(pilot, lambda: any(n.title == "nothing to do" for n in app._notifications),
+                    what=f"the notice (said: {[n.message for n in app._notifications]}, screen {app.screen!r})")
+        said = next(n.message for n in app._notifications if n.title == "nothing to do")
+        assert "nothing to reconcile" in said and "fix one" in said, said
+        assert not isinstance(app.screen, ParamsScreen) and app.screen is app.dashboard
+    await _sql(stack.dsn, "DELETE FROM orders WHERE id = 'co-u1'")
+    await _sql(stack.dsn, "UPDATE orders SET state = 'PENDING' WHERE id = ANY($1::text[])", others)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.engine import build_engine
+from backends.engine.core import build_engine
 from backends.errors import ActionRefused
 from backends.model import (
     BreakersReading,
@@ -164,3 +164,37 @@ def test_log_buffer_from_the_config_sizes_the_hub(tmp_path, monkeypatch):
     assert build_engine(load_config(cfg)).log_buffer == 10_000
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert build_engine(None).log_buffer == 10_000
+
+
+def test_two_engines_in_one_process_judge_with_their_own_settings(tmp_path):
+    """Rule settings belong to the engine: a second engine built in the same process (tests,
+    serve with several tabs, replay) never changes the first one's judgement."""
+    from backends.config import load_config_text
+    from backends.model import CheckReading, Snapshot, Status
+
+    def engine_with(severity: str, sub: str):
+        text = f"""
+[warroom]
+state_dir = "{tmp_path / sub}"
+
+[[checks]]
+name = "api"
+kind = "http"
+url = "http://127.0.0.1:9/health"
+severity = "{severity}"
+"""
+        return build_engine(load_config_text(text, env={}, base_dir=tmp_path, path=tmp_path / f"{sub}.toml"),
+                            with_logs=False)
+
+    first = engine_with("P0", "a")
+    second = engine_with("P3", "b")  # built after: must not change the first engine's rules
+    source, src = next(iter(first.monitor.sources.items()))
+    reading = CheckReading(source=source, name=src.check, kind="http", status=Status.CRIT,
+                           detail="connection refused")
+    snap = Snapshot(readings={source: (reading,)})
+    judged = {}
+    for name, engine in (("first", first), ("second", second)):
+        findings = [f for f in engine.monitor._rules(snap) if f.key.startswith("check:")]
+        assert len(findings) == 1, findings
+        judged[name] = findings[0].severity.label
+    assert judged == {"first": "P0", "second": "P3"}

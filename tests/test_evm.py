@@ -10,19 +10,19 @@ from decimal import Decimal
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine
+from backends.engine.audit import AuditLog
+from backends.engine.rules import evaluate
 from backends.errors import ActionRefused
-from backends.evm import (
+from backends.model import Severity, Snapshot
+from backends.sources.evm import (
     ContractPauseAction,
     EvmChain,
     abi_fingerprint,
     chain_actions,
     format_amount,
 )
-from backends.jsonrpc import BalanceSpec, ChainSpec, ContractSpec, display_url
-from backends.model import Severity, Snapshot
-from backends.rules import evaluate
+from backends.sources.jsonrpc import BalanceSpec, ChainSpec, ContractSpec, display_url
 
 pytestmark = [pytest.mark.evm]
 
@@ -176,11 +176,11 @@ async def test_failover_when_active_node_stops(tmp_path):
         assert [e.active for e in r.endpoints] == [True, False] and all(e.ok for e in r.endpoints)
         assert not r.disagreement
         n1.stop()
-        t0 = time.monotonic()
         (r,) = await ch.poll()
-        assert time.monotonic() - t0 < 2.0
         e1, e2 = r.endpoints
-        assert not e1.ok and "connection refused" in e1.error
+        # the stopped node is refused at once, never waited on for its 2 s timeout: the poll's
+        # own verdict says which (no wall-clock bound, which a loaded box broke)
+        assert not e1.ok and "connection refused" in e1.error and "timed out" not in e1.error
         assert e2.active and e2.ok and r.active_url == display_url(n2.url)
         assert await ch.head() >= 0  # requests now go to the backup
         assert await audit.flush()  # automatic switches are written in the background
@@ -393,7 +393,7 @@ async def test_block_at_time_binary_search():
         from datetime import UTC, datetime
 
         from backends.model import Order
-        from backends.orders import ReleaseVerifier
+        from backends.sources.orders import ReleaseVerifier
 
         seen = []
 
@@ -519,7 +519,7 @@ class Token:
 
 
 def test_erc20_selectors_and_symbol_decoding():
-    from backends.evm import ERC20_SELECTORS, decode_symbol, decode_uint, keccak
+    from backends.sources.evm import ERC20_SELECTORS, decode_symbol, decode_uint, keccak
 
     for sig, sel in ERC20_SELECTORS.items():
         assert "0x" + keccak(sig.encode())[:4].hex() == sel
@@ -569,7 +569,7 @@ async def test_erc20_balance_reads_balance_of_with_token_decimals_and_symbol(anv
 
 async def test_erc20_balance_from_config_by_contract_name(anvil, token_artifact, tmp_path):
     from backends.config import load_config_text
-    from backends.evm import chains_from_config
+    from backends.sources.evm import chains_from_config
 
     tok = Token(anvil, token_artifact, "USDC", 6)
     holder = anvil.accounts[2]

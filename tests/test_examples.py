@@ -98,7 +98,7 @@ def test_neo_checks_read_contract_state_through_neo_go(env):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_engine_builds_without_connecting(env, name):
     from backends.config import load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
 
     engine = build_engine(load_config(EXAMPLES / name), read_only=True)
     ids = {a.id for a in engine.actions._actions.values()}

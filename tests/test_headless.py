@@ -63,7 +63,7 @@ def state_of(stack, oid: str) -> tuple[str, str | None]:
 
 
 def audit(stack) -> list[dict]:
-    from backends.audit import AuditLog
+    from backends.engine.audit import AuditLog
 
     return list(AuditLog(stack.audit_path).entries())
 
@@ -415,7 +415,7 @@ def test_audit_tail(stack, capsys):
 
 
 def test_audit_verify_ok_and_broken(stack, capsys):
-    from backends.audit import AuditLog
+    from backends.engine.audit import AuditLog
 
     code, out, _ = wr(stack, capsys, "audit", "verify")
     assert code == 0 and "intact" in out
@@ -499,13 +499,22 @@ def test_real_subprocess_bulk_fix_piped(stack):
 
 
 def test_progress_bar_on_a_terminal(monkeypatch):
-    from backends.actions import Progress
+    import io
+
+    from rich.console import Console
+
+    from backends.actions.base import Progress
     from tui import headless
 
+    out = io.StringIO()
     monkeypatch.setattr(headless, "is_tty", lambda *a: True)
+    monkeypatch.setattr(headless, "console", lambda *a, **k: Console(file=out, force_terminal=True, width=100))
     with headless.progress_reporter("fixing", 4) as report:
         for i in range(1, 5):
             report(Progress(i, 4, f"batch {i}"))
+    text = out.getvalue()
+    assert "\x1b[" in text, "a bar drawn with terminal codes"  # not the plain piped lines
+    assert "4/4" in text and "fixing: batch 4" in text and "progress:" not in text
 
 
 def test_real_terminal_prompt_and_progress_bar(stack):
@@ -605,3 +614,74 @@ def test_health_events_shows_success_rate_and_no_success_finding(tmp_path, capsy
     assert "stalled logs but reports no success for 10m" in out
     row = next(ln for ln in out.splitlines() if ln.startswith("│ logs "))
     assert "WARN" in row  # the log hub's row carries its sources' findings
+
+
+# --------------------------------------------------------------------------- health keeps its deadline
+
+
+def test_health_unknown_area_exits_3_with_the_list_of_areas(capsys):
+    capsys.readouterr()
+    assert cli.main(["health", "bogus"]) == 3
+    err = capsys.readouterr().err
+    assert "unknown area 'bogus'" in err and "Traceback" not in err
+    for area in ("all", "quick", "services", "database", "queues", "breakers", "chain", "events", "orders"):
+        assert area in err
+    assert cli.main(["health", "--json", "bogus"]) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and "areas: all, quick" in err
+
+
+def _hanging_rpc_config(tmp_path, srv: socket.socket, timeout: str = "1s") -> Path:
+    """A chain whose only endpoint accepts connections and never answers."""
+    cfg = tmp_path / "hang.toml"
+    cfg.write_text(f'[chain.bad]\nendpoints = ["http://127.0.0.1:{srv.getsockname()[1]}"]\ntimeout = "{timeout}"\n')
+    return cfg
+
+
+def test_health_keeps_its_deadline_on_a_hanging_endpoint(tmp_path, capsys):
+    import time
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(64)
+        # the endpoint's own timeout (5 s) is longer than the command's: --timeout wins
+        cfg = _hanging_rpc_config(tmp_path, srv, timeout="5s")
+        t0 = time.monotonic()
+        code, out, err = (cli.main(["health", "--json", "--timeout", "1", "--config", str(cfg)]),
+                          *capsys.readouterr())
+        took = time.monotonic() - t0
+        assert code == 3 and took < 2.0, (code, took, err)
+        doc = json.loads(out)
+        validate(doc)
+        [src] = doc["sources"]
+        assert src["status"] == "unknown" and "did not answer within 1s" in src["reason"]
+        # a real process, piped: ends within its timeout plus a second (and the start-up)
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "tui.cli", "health", "--timeout", "1.5", "--config", str(cfg)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert took < 1.5 + 1 + 1.0, took  # + interpreter start-up
+        assert "UNKNOWN" in res.stdout and "Traceback" not in res.stderr
+
+
+def test_health_hard_deadline_ends_a_blocked_loop():
+    """When the loop itself is blocked (the 50 MB balance of issue 21 held it 621 s), a
+    thread outside it ends the command at the deadline with UNKNOWN and a document."""
+    import time
+
+    code = textwrap.dedent("""
+        import time
+        from tui.cmd_health import HardDeadline
+        HardDeadline("warroom health", "chain", True, 0.5).start()
+        while True:  # a CPU-bound loop that never yields
+            sum(range(1000))
+    """)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert res.returncode == 3 and took < 3.0, (res.returncode, took, res.stderr)
+    doc = json.loads(res.stdout)
+    validate(doc)
+    assert doc["status"] == "unknown" and "no result within 0.5s" in doc["reason"]
+    assert "UNKNOWN" in res.stderr

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import psutil
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import FunctionSource, Monitor
 from backends.model import ServiceReading, Status
-from backends.monitor import FunctionSource, Monitor
+from tests.engines import engine_of
 from tui import heap
 from tui.app import WarroomApp
 
@@ -36,10 +36,8 @@ async def test_console_trims_the_heap_periodically(tmp_path):
     async def ok():
         return [ServiceReading(source="docker", name="api", state="running", status=Status.OK)]
 
-    engine = SimpleNamespace(
-        monitor=Monitor([FunctionSource("docker", ok, interval=0.5, timeout=1, kind="docker")]),
-        actions=ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice"),
-        config=None, logs=None)
+    engine = engine_of(Monitor([FunctionSource("docker", ok, interval=0.5, timeout=1, kind="docker")]),
+                       ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice"))
     app = WarroomApp(engine)
     app.heap_trim_s = 0.1
     async with app.run_test(size=(80, 24)) as pilot:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import pytest
 from aiohttp import web
 
-from backends.http import (
+from backends.engine.monitor import Monitor
+from backends.engine.rules import evaluate, make_rules
+from backends.model import Severity, Snapshot, SourceState, Status
+from backends.sources.http import (
     SEED_HEALTH_FIELDS,
     HttpCheck,
     MetricsCheck,
@@ -19,9 +21,6 @@ from backends.http import (
     close_sessions,
     display_url,
 )
-from backends.model import Severity, Snapshot, SourceState, Status
-from backends.monitor import Monitor
-from backends.rules import evaluate, make_rules
 
 
 class Server:
@@ -187,10 +186,9 @@ async def test_slow_answer_is_a_warning_with_p3_finding(server):
 async def test_refused_is_a_critical_reading_not_an_exception():
     port = closed_port()
     check = health_check(f"http://127.0.0.1:{port}/api/v1/health")
-    t0 = time.monotonic()
     (r,) = await check.poll()
-    assert time.monotonic() - t0 < 1.0
     assert r.status is Status.CRIT and not r.ok
+    # at once, not after the timeout: the reason is the refusal, not a timeout
     assert r.detail == f"connection refused at 127.0.0.1:{port}"
     await close_sessions()
 
@@ -198,14 +196,13 @@ async def test_refused_is_a_critical_reading_not_an_exception():
 async def test_hanging_server_reads_critical_within_the_source_timeout_through_the_monitor(hanging):
     check = health_check(f"http://127.0.0.1:{hanging}/api/v1/health", timeout=0.5, interval=60)
     mon = Monitor([check], rules=make_rules())
-    t0 = time.monotonic()
     snap = await mon.poll_once()
-    elapsed = time.monotonic() - t0
-    assert elapsed < 0.5 + 0.2
     (r,) = snap.readings[check.name]
     assert r.status is Status.CRIT
     assert r.detail == f"no answer from 127.0.0.1:{hanging} within 0.45s"
-    assert snap.sources[check.name].state is SourceState.OK  # the check ran; its target is down
+    # the check ran; its target is down. Within the 0.5 s timeout: had the poll overrun it,
+    # the monitor would have given up on the source (DEGRADED "timed out after 500ms")
+    assert snap.sources[check.name].state is SourceState.OK
     assert any(f.key == f"check:{check.name}:api-gateway" for f in snap.findings)
 
 
@@ -358,3 +355,47 @@ async def test_checks_from_config_carry_playbook_and_below_thresholds(server):
     assert m.status is Status.WARN
     (f,) = evaluate(Snapshot(readings={"db-pool": (m,)}))
     assert f.severity is Severity.P3 and f.playbook == "db-pool-exhausted"
+
+
+async def test_an_answer_over_the_size_cap_is_a_failed_check(server):
+    """A 50 MB health answer is refused at its declared size (nothing of it is read)."""
+    server.raw = b"x" * (50 * 1024 * 1024)
+    (r,) = await health_check(server.url).poll()
+    assert r.status is Status.CRIT and r.detail == "answer of 50 MB over the 1 MB limit"
+    server.raw = None
+    (r,) = await health_check(server.url).poll()
+    assert r.status is Status.OK  # heals at once
+
+
+async def test_a_streamed_answer_is_cut_at_the_cap_never_buffered():
+    """50 MB streamed without a Content-Length: read incrementally, aborted at 1 MB."""
+    import tracemalloc
+
+    sent = [0]
+
+    async def on_conn(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        chunk = b"[" * 65536
+        try:
+            for _ in range(800):
+                writer.write(chunk)
+                await writer.drain()
+                sent[0] += len(chunk)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    tracemalloc.start()
+    try:
+        (r,) = await health_check(f"http://127.0.0.1:{port}/api/v1/health").poll()
+        _, peak = tracemalloc.get_traced_memory()
+        assert r.status is Status.CRIT and "over the 1 MB limit" in r.detail
+        assert peak < 8 * 1024 * 1024, peak
+        assert sent[0] < 20 * 1024 * 1024  # the rest was never sent: the connection was dropped
+    finally:
+        tracemalloc.stop()
+        srv.close()
+        await close_sessions()

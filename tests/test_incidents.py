@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from backends.actions import Action, ActionPlan, ActionResult, Change, Danger
+from backends.actions.base import Action, ActionPlan, ActionResult, Change, Danger
 from backends.config import load_config_text
-from backends.engine import build_engine
+from backends.engine.core import build_engine
+from backends.engine.incidents import Incident, IncidentManager, LocalIncidentStore, status_update
 from backends.errors import ActionRefused
-from backends.incidents import Incident, IncidentManager, LocalIncidentStore, status_update
 from backends.model import Finding, Severity, Snapshot, utcnow
 
 CONFIG = """
@@ -128,8 +128,11 @@ async def test_lifecycle_from_a_finding_to_a_postmortem(engine, tmp_path):
                  "| test.touch | service:listener | ok | touched service:listener |", "## Findings",
                  "listener is not running", "not cleared", "## Durations", "Time to respond (SLA 45m00s)",
                  "Time to resolve", "Time identified", "Time monitoring", "listener restarted, orders reconciled",
-                 "Incident Commander: bob", "## Status updates sent"):
+                 "Incident Commander: bob", "## Status updates written"):
         assert part in md, part
+    # the acknowledgement is credited to who responded (the commander taking command), at that time
+    ack = next(line for line in md.splitlines() if line.startswith("- **Acknowledged:**"))
+    assert ack.endswith(" by bob") and inc.acknowledged_at.strftime("%H:%M") in ack, ack
     # every lifecycle change is in the audit trail
     actions = [e["action"] for e in engine.audit.entries() if e["result"] == "ok"]
     assert actions.count("incident.update") == 7 and "incident.declare" in actions and "incident.resolve" in actions
@@ -222,8 +225,15 @@ async def test_incident_screen_declares_and_runs_the_incident(engine, tmp_path):
         assert isinstance(screen, IncidentScreen) and screen.declaring
         assert screen.query_one("#declare-title", Input).value == f.summary
         assert screen.query_one("#declare-severity", Input).value == "P1"
-        await pilot.press("ctrl+s")
-        assert await until(pilot, lambda: m.current() is not None and not screen.declaring)
+        await pilot.press("enter")  # enter goes to the next field, it does not declare
+        assert app.focused is screen.query_one("#declare-severity", Input) and m.current() is None
+        await pilot.press("ctrl+s")  # declare: the dialog shows what, enter declares
+        assert await until(pilot, lambda: isinstance(app.screen, ActionScreen))
+        assert "P1" in str(app.screen.plan.preview) + app.screen.plan.title and m.current() is None
+        await pilot.press("enter")
+        assert await until(pilot, lambda: m.current() is not None)
+        await pilot.press("enter")  # close the result
+        assert await until(pilot, lambda: app.screen is screen and not screen.declaring)
         inc = m.current()
         assert inc.finding["key"] == f.key
         await pilot.press("n")
@@ -261,7 +271,7 @@ async def test_incident_screen_read_only_refuses(tmp_path):
         await pilot.pause()
         await pilot.press(*"nothing")
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
+        assert await until(pilot, lambda: engine.audit.entries())  # the refusal is audited
         assert engine.incidents.current() is None
     assert [e["result"] for e in engine.audit.entries()] == ["refused"]
 
@@ -291,7 +301,7 @@ async def test_two_consoles_on_one_box_see_each_others_changes(tmp_path):
 
 
 async def test_console_keys_open_the_incident_escalate_and_playbook_screens(engine):
-    from backends.playbooks import PlaybookHints
+    from backends.engine.playbooks import PlaybookHints
     from tui.app import WarroomApp
     from tui.screens.escalate import EscalateScreen
     from tui.screens.incident import IncidentScreen
@@ -304,8 +314,12 @@ async def test_console_keys_open_the_incident_escalate_and_playbook_screens(engi
         assert isinstance(pane.playbook_hint, PlaybookHints)
         await pilot.press("i")
         assert await until(pilot, lambda: isinstance(app.screen, IncidentScreen))
-        await pilot.press(*"db down", "ctrl+s")
+        await pilot.press(*"db down", "ctrl+s")  # by hand: the dialog asks first
+        assert await until(pilot, lambda: app.screen.__class__.__name__ == "ActionScreen")
+        await pilot.press("enter")
         assert await until(pilot, lambda: engine.incidents.current() is not None)
+        await pilot.press("enter")  # close the result: back on the incident
+        assert await until(pilot, lambda: isinstance(app.screen, IncidentScreen))
         await pilot.press("escape")
         assert await until(pilot, lambda: app.screen is app.dashboard)
         assert await until(pilot, lambda: app.dashboard.header.incident is engine.incidents.current())
@@ -322,3 +336,98 @@ async def test_console_keys_open_the_incident_escalate_and_playbook_screens(engi
         assert await until(pilot, lambda: isinstance(app.screen, PlaybookScreen) and app.screen.rows)
         assert app.screen.finding.playbook == "listener-failure"
         assert app.screen.selected_step() is not None  # the cursor is on the next step
+
+
+def test_postmortem_says_delivered_only_when_the_outbox_delivered():
+    from datetime import UTC, datetime
+
+    from backends.engine.incidents import Incident, TimelineEntry, postmortem_markdown
+    from backends.model import Severity
+
+    at = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    inc = Incident(id="INC-1", title="api down", severity=Severity.P1, declared_at=at, declared_by="alice")
+    inc.timeline.append(TimelineEntry(at=at, kind="escalation", text="escalated to Dev", by="alice",
+                                      data={"action": "escalate", "level": "Dev", "result": "queued",
+                                            "messages": ["m1", "m2"]}))
+    assert "pending: 2 message(s) not delivered yet" in postmortem_markdown(inc, at, delivered=set())
+    assert "1 of 2 message(s) delivered, 1 pending" in postmortem_markdown(inc, at, delivered={"m1"})
+    assert "delivered (2 message(s))" in postmortem_markdown(inc, at, delivered={"m1", "m2"})
+    assert "| queued |" not in postmortem_markdown(inc, at, delivered=set())
+
+
+def test_a_resolved_incident_has_no_running_sla_clock():
+    from datetime import UTC, datetime, timedelta
+
+    from backends.engine.incidents import Incident
+    from backends.model import Severity
+
+    at = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    inc = Incident(id="INC-1", title="api down", severity=Severity.P1, declared_at=at, declared_by="alice",
+                   response_s=3600.0)
+    inc.status, inc.resolved_at = "resolved", at + timedelta(minutes=5)
+    text = inc.sla(at + timedelta(hours=3)).text()
+    assert "respond in" not in text and "BREACHED" not in text and "resolved" in text
+
+
+async def test_a_declare_takes_the_findings_start_and_the_actions_done_before_it(tmp_path, monkeypatch):
+    """Paused first, declared after (the exploit drill's order): the timeline and the
+    postmortem show the pause, and the finding's start is when it appeared, not the declare."""
+    from datetime import UTC, datetime, timedelta
+
+    from backends.config import load_config_text
+    from backends.engine.core import build_engine
+    from backends.model import Finding, Severity, Snapshot
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    text = f"""
+[warroom]
+state_dir = "{tmp_path / 'state'}"
+operator = "alice"
+
+[[checks]]
+name = "api"
+kind = "http"
+url = "http://127.0.0.1:9/health"
+
+[[actions]]
+name = "noop"
+argv = ["true"]
+danger = "confirm"
+"""
+    engine = build_engine(load_config_text(text, env={}, base_dir=tmp_path, path=tmp_path / "w.toml"),
+                          with_logs=False)
+    try:
+        since = datetime.now(UTC) - timedelta(minutes=2)
+        finding = Finding(key="logs:pattern:x", severity=Severity.P0, source="logs", summary="large releases",
+                          playbook="contract-exploit", since=since)
+        engine.incidents.observe(Snapshot(findings=(finding,)))
+        plan = await engine.actions.plan("command.noop")
+        assert (await engine.actions.execute(plan, confirmation=True)).ok
+        await engine.audit.flush()
+        plan = await engine.actions.plan("incident.declare", title="exploit", severity="P0", finding=finding.key)
+        assert (await engine.actions.execute(plan, confirmation=True)).ok
+        inc = engine.incidents.current()
+        assert inc.findings[finding.key]["first"].startswith(since.isoformat(timespec="seconds")[:16])
+        actions = [t for t in inc.timeline if t.kind == "action"]
+        assert any(t.data.get("action") == "command.noop" for t in actions), inc.timeline
+        text = engine.incidents.postmortem(inc.id)
+        assert "command.noop" in text and "None recorded" not in text.split("## Actions taken", 1)[1][:200]
+    finally:
+        await engine.stop()
+
+
+async def test_every_timeline_entry_is_stamped_by_the_managers_clock(tmp_path):
+    """The timeline is written by the manager's (injected) clock, not the wall clock: status,
+    severity, notes and field changes included (the newcomer saw entries out of order)."""
+    t0 = utcnow() - timedelta(days=3)
+    now = [t0]
+    m = IncidentManager(LocalIncidentStore(tmp_path / "inc"), operator="alice", clock=lambda: now[0])
+    await m.load()
+    inc = await m.declare("bridge stalled", "P2")
+    for i, step in enumerate((lambda: m.set_status(inc.id, "identified"), lambda: m.set_severity(inc.id, "P1"),
+                              lambda: m.note(inc.id, "found it"), lambda: m.set_fields(inc.id, eta="10 min")), 1):
+        now[0] = t0 + timedelta(minutes=i)
+        await step()
+    got = [(e.kind, e.at) for e in m.get(inc.id).timeline]
+    assert got == [("declared", t0)] + [(k, t0 + timedelta(minutes=i))
+                                        for i, k in enumerate(("status", "severity", "note", "note"), 1)], got

@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
-from backends.jsonrpc import ChainFailoverAction, ChainSpec, HttpRpc, JsonRpcChain, RpcError
+from backends.actions.base import ActionEngine
+from backends.clock import FakeClock
+from backends.engine.audit import AuditLog
+from backends.engine.rules import evaluate
 from backends.model import Severity, Snapshot
-from backends.rules import evaluate
+from backends.sources.jsonrpc import ChainFailoverAction, ChainSpec, HttpRpc, JsonRpcChain, RpcError
 
 MAINNET = 860833102
 TESTNET = 894710606
@@ -207,37 +208,40 @@ async def test_generic_jsonrpc_against_anvil(anvil):
 
 async def test_neo_head_age_is_observed_and_a_stalled_node_is_stale(tmp_path):
     """No block time from getblockcount: the head age is the time since the height last
-    increased, so max_head_age flags a node that stops advancing and failover leaves it."""
+    increased, so max_head_age flags a node that stops advancing and failover leaves it.
+    The time between polls is the chain's FakeClock: ages are exact, nothing sleeps."""
     audit = AuditLog(tmp_path / "audit.jsonl")
+    clock = FakeClock()
     async with neo_nodes(NeoNode(100), NeoNode(100)) as (a, b):
         spec = ChainSpec(name="neo", kind="jsonrpc", endpoints=(a.url, b.url), chain_id=MAINNET,
                          head_method="getblockcount", head_offset=-1, hash_method="getblockhash",
                          version_method="getversion", max_head_age=0.6, timeout=1.0)
-        ch = JsonRpcChain(spec, audit=audit)
+        ch = JsonRpcChain(spec, audit=audit, clock=clock)
         (r,) = await ch.poll()
         ea, eb = r.endpoints
-        assert ea.ok and ea.head_age_s is not None and 0 <= ea.head_age_s < 0.3
+        assert ea.ok and ea.head_age_s == 0
         for _ in range(3):  # both advance: never stale, however long it runs
-            await asyncio.sleep(0.3)
+            clock.advance(0.3)
             a.count += 1
             b.count += 1
             (r,) = await ch.poll()
-            assert all(e.ok for e in r.endpoints) and r.endpoints[0].head_age_s < 0.3
+            assert all(e.ok for e in r.endpoints) and r.endpoints[0].head_age_s == 0
         assert not [k for k in findings(r) if k.startswith("rpc-")]
-        # a stops at 102 (height), b keeps going
-        t_stall = time.monotonic()
+        # a stops at 102 (height), b keeps going: a is stale once its height is 0.6 s old
+        t_stall = clock.monotonic()
         stale = None
-        while time.monotonic() - t_stall < 3:
-            await asyncio.sleep(0.25)
+        for _ in range(12):
+            clock.advance(0.25)
             b.count += 1
             (r,) = await ch.poll()
             if not r.endpoints[0].ok:
                 stale = r
                 break
+            assert r.endpoints[0].head_age_s <= 0.6  # fresh enough: still ok
         assert stale is not None, "the stalled endpoint was never reported stale"
-        assert time.monotonic() - t_stall >= 0.6
+        assert clock.monotonic() - t_stall == 0.75  # the first poll past max_head_age
         ea, eb = stale.endpoints
-        assert ea.head == 102 and ea.head_age_s > 0.6 and "has not increased" in ea.error
+        assert ea.head == 102 and ea.head_age_s == 0.75 and "has not increased" in ea.error
         assert eb.ok and eb.active  # failed over to the advancing node
         f = findings(stale)["rpc-stale:neo:rpc1"]
         assert f.playbook == "rpc-failure" and "old" in f.summary
@@ -252,7 +256,7 @@ async def test_neo_head_age_is_observed_and_a_stalled_node_is_stale(tmp_path):
 
 async def test_neo_max_head_age_from_config():
     from backends.config import load_config_text
-    from backends.evm import chains_from_config
+    from backends.sources.evm import chains_from_config
 
     async with neo_nodes(NeoNode(50)) as (a,):
         cfg = load_config_text(f'[chain.neo]\nkind = "jsonrpc"\nendpoints = ["{a.url}"]\n'
@@ -261,8 +265,53 @@ async def test_neo_max_head_age_from_config():
         assert isinstance(ch, JsonRpcChain) and ch.endpoints.max_head_age == 0.5
         (r,) = await ch.poll()
         assert r.endpoints[0].ok and r.endpoints[0].head == 49
-        await asyncio.sleep(0.6)
-        (r,) = await ch.poll()
+        deadline = time.monotonic() + 5  # the head stays at 49: stale once it is 500 ms old
+        while r.endpoints[0].ok and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            (r,) = await ch.poll()
         assert not r.endpoints[0].ok
         assert findings(r)["rpc-stale:neo:rpc1"].severity is Severity.P1  # the active endpoint
         await ch.aclose()
+
+
+async def test_neo_invalid_answers_make_the_source_degraded_not_values():
+    """The monitor's view of a non-EVM chain: one valid endpoint is enough; when none
+    answers validly (a height over 2^256, the wrong network, going backwards, too big an
+    answer) the source is DEGRADED with the reason, and recovers on the next good poll."""
+    from backends.engine.monitor import Monitor
+    from backends.model import SourceState
+
+    async with neo_nodes(NeoNode(1000), NeoNode(1000, network=TESTNET)) as (good, wrong):
+        ch = neo_chain(good.url, wrong.url)
+        await ch.poll()
+        assert ch.answer_problem() == ""  # one of two endpoints is fine
+        await ch.aclose()
+        ch = neo_chain(wrong.url)
+        await ch.poll()
+        assert ch.answer_problem() == f"rpc1: chain id {TESTNET}, expected {MAINNET}"
+        await ch.aclose()
+
+        ch = neo_chain(good.url, interval=0.1)
+        mon = Monitor([ch])
+        await mon.start()
+        try:
+            async def until(cond, limit=5.0):
+                t0 = time.monotonic()
+                while not cond():
+                    assert time.monotonic() - t0 < limit
+                    await asyncio.sleep(0.01)
+
+            def st():
+                return mon.snapshot.sources["chain.neo"]
+
+            await until(lambda: st().state is SourceState.OK and st().last_good)
+            for bad, reason in ((2**256 + 5, "block height is over 2^256"),
+                                (10, "block number went backwards: 9 after 999"),
+                                ("9" * 2_000_000, "over the 1 MB limit")):
+                good.count = bad
+                await until(lambda reason=reason: st().state is SourceState.DEGRADED and reason in st().reason)
+                good.count = 1000
+                await until(lambda: st().state is SourceState.OK)
+        finally:
+            await mon.stop()
+            await ch.aclose()

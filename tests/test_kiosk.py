@@ -14,8 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.actions import ActionEngine, ActionPlan
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine, ActionPlan
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import FunctionSource, Monitor
 from backends.errors import ActionRefused
 from backends.model import (
     BreakerReading,
@@ -30,7 +31,7 @@ from backends.model import (
     Severity,
     Status,
 )
-from backends.monitor import FunctionSource, Monitor
+from tests.engines import engine_of
 from tui.app import WarroomApp
 from tui.screens.kiosk import (
     KioskScreen,
@@ -98,7 +99,7 @@ def make_engine(world: World, tmp_path, *, read_only: bool = False):
                for n in ("svc", "redis", "breakers", "orders", "chain")]
     monitor = Monitor(sources, rules=world.rules)
     actions = ActionEngine(AuditLog(str(tmp_path / "audit.jsonl")), read_only=read_only)
-    return SimpleNamespace(monitor=monitor, actions=actions, config=None, logs=None)
+    return engine_of(monitor, actions)
 
 
 async def wait_for(pilot, cond, limit: float = 5.0) -> None:
@@ -230,8 +231,10 @@ async def test_kiosk_alarm_on_new_p0_p1(tmp_path):
         assert banner.has_class("-on") and "escrow contract paused" in screen.alarm_text
         assert screen.flashing and bells == [1]
         # the same finding on the next poll does not ring again
+        prev = engine.monitor.snapshot
         engine.monitor.refresh()
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: engine.monitor.snapshot is not prev
+                       and screen.snapshot is engine.monitor.snapshot)  # the next poll, shown
         assert screen.alarms == 1
         # the flash stops after a while; the banner stays while the P0 lasts
         clock.advance(30)
@@ -290,7 +293,7 @@ async def test_kiosk_has_no_input_but_quit(tmp_path):
 
 async def test_kiosk_engine_refuses_every_mutating_action(tmp_path):
     """A kiosk app makes the engine read-only: plan() may preview, execute() refuses."""
-    from backends.actions import Action
+    from backends.actions.base import Action
 
     class Mutating(Action):
         id = "test.mutate"
@@ -349,7 +352,7 @@ async def test_kiosk_cycling_frees_removed_panes(tmp_path):
     import gc
     import weakref
 
-    from backends.logs import LogHub, LogSpec
+    from backends.sources.logs import LogHub, LogSpec
     from widgets.logs import LogTail
 
     log_file = tmp_path / "listener.log"
@@ -370,9 +373,11 @@ async def test_kiosk_cycling_frees_removed_panes(tmp_path):
                 tail = screen._view("logs")
                 assert isinstance(tail, LogTail)
                 tails.append(weakref.ref(tail))
+                shown = tail.renders
                 del tail
                 hub.feed("listener", ["ERROR event missed for order 42"])
-                await pilot.pause(0.1)
+                # the line reaches the tail and is drawn (the weak reference: no strong one kept)
+                await wait_for(pilot, lambda t=tails[-1], n=shown: t() is not None and t().renders > n)
         await screen.show_view(screen.current_view)  # the same view again: still one pane
         assert len(screen.query(".kiosk-view")) == 1
         await screen.next_view()
@@ -387,3 +392,14 @@ async def test_kiosk_cycling_frees_removed_panes(tmp_path):
         from textual._styles_cache import StylesCache
 
         assert StylesCache.get_inner_outer.cache_info().currsize <= 2 * len(app.screen.query("*"))
+
+
+def test_chain_tile_says_wrong_chain_not_down_for_an_endpoint_on_another_chain():
+    """An endpoint answering for another chain is a config fault, not an outage: the tile
+    says which endpoint and its id instead of DOWN (the newcomer's trial read it as an outage)."""
+    from tests.widget_data import chain_snapshot
+    from tui.screens.kiosk import chain_tile
+
+    tile = chain_tile(chain_snapshot())
+    assert tile.status is Status.CRIT and tile.word == "WRONG CHAIN", tile
+    assert tile.detail.startswith("archive on chain 1"), tile

@@ -10,8 +10,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.theme import Theme
 
-from backends.logs import parse_line
 from backends.model import Level, LogLine
+from backends.sources.logs import parse_line
 from widgets.logs import LogTail
 
 SIZE = (100, 20)
@@ -302,7 +302,7 @@ async def test_bindings_have_ids():
 
 async def test_hub_feeds_the_tail(tmp_path):
     """The engine and the widget together: a real file, followed, shown."""
-    from backends.logs import LogHub, LogSpec
+    from backends.sources.logs import LogHub, LogSpec
 
     path = tmp_path / "app.log"
     path.write_text("")
@@ -317,7 +317,7 @@ async def test_hub_feeds_the_tail(tmp_path):
             with open(path, "a") as fh:  # noqa: ASYNC230 - a local test file
                 fh.write('{"level":"error","msg":"from the file"}\nplain line\n')
             deadline = time.monotonic() + 5
-            while len([ln for ln in tail.rows if not ln.fields.get("warroom")]) < 2:
+            while len([ln for ln in tail.rows if not ln.notice]) < 2:
                 assert time.monotonic() < deadline, "lines never reached the tail"
                 await pilot.pause(0.05)
             assert tail.rows[-2].level is Level.ERROR

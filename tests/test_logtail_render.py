@@ -143,3 +143,22 @@ async def test_each_tail_composes_its_own_rows():
         assert fast_rows(a) == textual_rows(a)
         assert fast_rows(b) == textual_rows(b)
         assert "left" in "".join(s.text for s in a.render_lines(Region(0, 0, *a.outer_size)))
+
+
+@pytest.mark.parametrize("source,raw,shown", [
+    ("action-workers", "2026-12-02T19:24:46.784Z INFO  [action-workers] Action executed: 1 job(s)",
+     "Action executed: 1 job(s)"),
+    ("api", '{"level":"info","time":"2026-12-02T19:24:46Z","msg":"GET /health 200","ms":3}', "GET /health 200"),
+    ("x", "plain text without a head", "plain text without a head"),
+    ("x", "2026-12-02 19:24:46,123 ERROR [worker-3] boom", "[worker-3] boom"),  # not the source: kept
+    ("listener", '2026-12-02T19:24:47Z INFO  [listener] EVENT_LOG: {"event": "EscrowReleased"}',
+     'EVENT_LOG: {"event": "EscrowReleased"}'),
+    ("x", "2026-12-02T19:24:47Z INFO ", "2026-12-02T19:24:47Z INFO "),  # nothing after the head: all of it
+])
+def test_a_row_shows_time_level_and_source_once(source, raw, shown):
+    """The pane shows time, source and level in their columns; the row's text is the
+    message, not the raw line's own copy of them (the raw line stays in the detail)."""
+    from backends.sources.logs import parse_line
+    from widgets.logs import shown_text
+
+    assert shown_text(parse_line(source, raw)) == shown

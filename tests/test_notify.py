@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import pytest
 
+from backends.actions.notify import Notifier, Outbox
 from backends.config import load_config_text
-from backends.engine import build_engine
+from backends.engine.core import build_engine
 from backends.errors import ActionRefused
-from backends.notify import Notifier, Outbox
 
 
 def free_port() -> int:
@@ -97,7 +97,7 @@ after = "90m"
 channels = ["json://127.0.0.1:{port}/hook/emergency"]
 
 [escalation.pagerduty]
-routing_key = "R0UTINGKEYFORTESTS0000000000000"
+routing_key = "R0UTINGKEYFORTESTS00000000000000"
 url = "http://127.0.0.1:{port}/v2/enqueue"
 """
 
@@ -148,7 +148,7 @@ async def test_escalation_reaches_receiver_and_pagerduty(tmp_path):
         assert hook["id"] and hook["body"].get("warroom_message_id") == hook["id"]
         [ev] = rx.events
         assert ev["event_action"] == "trigger" and ev["dedup_key"] == inc.id
-        assert ev["routing_key"] == "R0UTINGKEYFORTESTS0000000000000"
+        assert ev["routing_key"] == "R0UTINGKEYFORTESTS00000000000000"
         assert ev["payload"]["severity"] == "error" and ev["payload"]["summary"] == f"[P1] {inc.title}"
         assert ev["payload"]["source"].startswith("notify-test@")
         # acknowledge and resolve travel to PagerDuty with the same dedup_key
@@ -394,6 +394,44 @@ async def test_escalate_screen_review_edit_send_and_pending(tmp_path):
             await pilot.press("ctrl+t")
             assert await until(pilot, lambda: table.row_count == 0)
             assert [h["path"] for h in rx.hooks] == ["/hook/dev", "/hook/infra"]
+    finally:
+        await engine.stop()
+        await rx.stop()
+
+
+def test_email_channels_send_plain_text():
+    """Email through apprise: `format=text` unless the URL chose a format; other channels untouched."""
+    from backends.actions.notify import _text_format
+
+    assert _text_format("mailto://user:pw@example.org") == "mailto://user:pw@example.org?format=text"
+    assert _text_format("mailtos://example.org?to=a@b.c") == "mailtos://example.org?to=a@b.c&format=text"
+    assert _text_format("mailto://example.org?format=markdown") == "mailto://example.org?format=markdown"
+    assert _text_format("json://127.0.0.1:1/hook") == "json://127.0.0.1:1/hook"
+
+
+async def test_read_only_notifier_never_starts_its_loop_or_sends(tmp_path):
+    port = free_port()
+    rx = Receiver(port)
+    await rx.start()
+    rw = make_engine(tmp_path, port)
+    try:
+        inc = await declare(rw)
+        plan = await rw.actions.plan("escalate", incident=inc.id, brief="b")
+        await rx.stop()  # the receiver is down: the messages stay pending in the outbox
+        await rw.actions.execute(plan, confirmation=True)
+        assert rw.notifier.pending()
+    finally:
+        await rw.stop()
+    await rx.start()  # back up: a read-only process must still not send them
+    engine = make_engine(tmp_path, port, read_only=True)
+    try:
+        await engine.start()
+        assert engine.notifier._task is None
+        for _ in range(3):
+            assert await engine.notifier.tick() == []
+        with pytest.raises(ActionRefused, match="read-only"):
+            await engine.notifier.flush(force=True)
+        assert rx.hooks == [] and rx.events == [] and len(engine.notifier.pending()) == 2
     finally:
         await engine.stop()
         await rx.stop()

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine
+from backends.engine.audit import AuditLog
+from backends.engine.rules import evaluate
 from backends.errors import ActionRefused
-from backends.evm import EvmChain, find_event
-from backends.jsonrpc import ChainSpec, ContractSpec
 from backends.model import Severity, Snapshot, Verdict
-from backends.orders import (
+from backends.sources.evm import EvmChain, find_event
+from backends.sources.jsonrpc import ChainSpec, ContractSpec
+from backends.sources.orders import (
     CursorSpec,
     OrdersBulkFixAction,
     OrdersFixAction,
@@ -26,7 +27,6 @@ from backends.orders import (
     ReleaseVerifier,
     encode_order_id,
 )
-from backends.rules import evaluate
 
 pytestmark = [pytest.mark.postgres]
 
@@ -58,7 +58,7 @@ def orders_db(pg):
 async def db(orders_db):
     import asyncpg
 
-    from backends.postgres import close_pools
+    from backends.sources.postgres import close_pools
 
     con = await asyncpg.connect(orders_db)
     await con.execute(SCHEMA)
@@ -565,7 +565,7 @@ async def test_cursor_reading_and_resync(db, orders_db, anvil, escrow, tmp_path)
     assert cr.finalized is not None and cr.finalized <= cr.head
     assert cr.gap_s is not None and cr.gap_s >= 0
     # a listener far behind in time is a finding
-    from backends.rules import RuleContext
+    from backends.engine.rules import RuleContext
 
     fs = evaluate(Snapshot(readings={"orders": (cr,)}), RuleContext(extra={"cursor_max_gap_s": -1}))
     assert any(f.key.startswith("listener-behind") for f in fs)
@@ -623,8 +623,8 @@ def test_encode_order_id():
 @pytest.mark.evm
 async def test_from_config_builds_source_verifier_and_actions(db, orders_db, anvil, escrow, tmp_path):
     from backends.config import load_config_text
-    from backends.evm import actions_for_chains, chains_from_config
-    from backends.orders import OrdersBundle
+    from backends.sources.evm import actions_for_chains, chains_from_config
+    from backends.sources.orders import OrdersBundle
     from tests.harness.evm import ARTIFACT
 
     text = f"""
@@ -707,7 +707,7 @@ async def test_empty_getlogs_contradicted_by_logs_bloom_is_unknown(anvil, escrow
 
     async def no_receipts(calls, **kw):
         if calls and calls[0][0] == "eth_getBlockReceipts":
-            from backends.jsonrpc import RpcError
+            from backends.sources.jsonrpc import RpcError
 
             return [RpcError(-32601, "the method eth_getBlockReceipts does not exist") for _ in calls]
         return await orig(calls, **kw)

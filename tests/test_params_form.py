@@ -18,9 +18,9 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, Switch
 
-from backends.actions import ActionEngine, ActionPlan, Change, Danger
-from backends.audit import AuditLog
-from backends.command import CommandAction, CommandTemplate, ParamField, validate_value
+from backends.actions.base import ActionEngine, ActionPlan, Change, Danger
+from backends.actions.command import CommandAction, CommandTemplate, ParamField, validate_value
+from backends.engine.audit import AuditLog
 from backends.errors import ActionRefused
 from tui.screens.params import BoolField, ParamsScreen, fillable
 
@@ -234,7 +234,7 @@ async def test_real_command_from_the_form_values_to_execution(tmp_path):
 
 async def test_console_runs_a_custom_command_through_the_form(tmp_path, monkeypatch):
     """The whole console path: request_action -> refused plan -> form -> action modal -> run."""
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from tui.app import WarroomApp
     from tui.screens.action import ActionScreen
 
@@ -249,6 +249,8 @@ async def test_console_runs_a_custom_command_through_the_form(tmp_path, monkeypa
         await until(pilot, lambda: isinstance(app.screen, ParamsScreen), what="parameters form")
         form = app.screen
         assert [f.name for f in form.fields] == ["file", "count"]
+        # the form focuses its first field on mount: wait for it, or it takes the focus back
+        await until(pilot, lambda: form.query_one("#param-file", Input).has_focus, what="first field focused")
         form.query_one("#param-file", Input).value = str(tmp_path / "db.dump")
         form.query_one("#param-count", Input).value = "2"
         form.query_one("#param-count", Input).focus()

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from backends.engine.playbooks import BUILTIN, PLAYBOOK_IDS, PlaybookBook, step_action_id
+from backends.engine.rules import RuleContext, evaluate
 from backends.model import (
     BalanceReading,
     BreakerReading,
@@ -29,8 +31,6 @@ from backends.model import (
     Verdict,
     utcnow,
 )
-from backends.playbooks import BUILTIN, PLAYBOOK_IDS, PlaybookBook, step_action_id
-from backends.rules import RuleContext, evaluate
 
 
 def _svc(name: str, state: str = "exited", kind: str = "docker") -> ServiceReading:
@@ -52,7 +52,7 @@ def _readings_for(pid: str):
         return [OrdersReading(source="orders", stuck_count=3, oldest_age_s=7200,
                               oldest=(Order(id="o-2", state="PENDING", age_s=7200),))]
     if pid == "events-not-processed":
-        from backends.logs import LogSignals
+        from backends.sources.logs import LogSignals
 
         return [LogSignals(source="logs", name="event-processor", service="event-processor",
                            silence_after_s=300, silent_for_s=900, last_line_at=now - timedelta(minutes=15))]
@@ -78,11 +78,17 @@ def _readings_for(pid: str):
             BalanceReading(source="chain.neo", chain="neo", name="gas-bank", address="N1", balance=10,
                            minimum=1000, display="0.0000001 GAS", decimals=8, symbol="GAS"),))]
     if pid == "contract-exploit":
+        from backends.sources.logs import LogSignals, PatternHit
+
+        hit = PatternHit(pattern="large-release", severity=Severity.P0, playbook="contract-exploit",
+                         count=5, window_s=60)
+        return [LogSignals(source="logs", name="event-listener", hits=(hit,))]
+    if pid == "contract-paused":
         return [ChainReading(source="chain.polygon", chain="polygon", contracts=(
             ContractReading(source="chain.polygon", chain="polygon", name="escrow", address="0x1", code_present=True,
                             paused=True),))]
     if pid == "payment-hub":
-        from backends.logs import LogSignals, PatternHit
+        from backends.sources.logs import LogSignals, PatternHit
 
         hit = PatternHit(pattern="payment receipt validation failed", severity=Severity.P0, playbook="payment-hub",
                          count=3, window_s=300)
@@ -90,8 +96,8 @@ def _readings_for(pid: str):
     if pid == "system-down":
         return [_svc("api-gateway"), _svc("event-processor"), _svc("action-workers")]
     if pid == "tee-failure":
-        from backends.http import HttpCheck
         from backends.model import CheckReading
+        from backends.sources.http import HttpCheck
 
         HttpCheck("tee-signer", "http://127.0.0.1:9443/health", playbook="tee-failure", severity=Severity.P1,
                   source="health.tee-signer", target="service:tee-signer")
@@ -99,6 +105,40 @@ def _readings_for(pid: str):
                              detail="HTTP 503")]
     if pid == "service-down":
         return [_svc("action-workers", state="missing", kind="process")]
+    if pid == "alertmanager-alert":
+        from backends.sources.alertmanager import AlertReading
+
+        return [AlertReading(source="alertmanager.fleet", name="HighLatency", fingerprint="4f1e2d",
+                             labels={"alertname": "HighLatency", "severity": "warning"})]
+    if pid.startswith("signer-"):
+        from backends.model import SignerReading
+
+        s = {"signer-stuck": dict(latest_nonce=4, pending_nonce=5, pending_count=1, stuck_nonce=4,
+                                  oldest_pending_blocks=5, stuck_after_blocks=3),
+             "signer-nonce-gap": dict(latest_nonce=4, pending_nonce=4, queued_count=2, gap_nonce=4),
+             "signer-runway": dict(balance=10**18, min_balance=5 * 10**17, runway_s=600.0,
+                                   runway_min_s=3600.0)}[pid]
+        return [ChainReading(source="chain.polygon", chain="polygon", signers=(
+            SignerReading(source="chain.polygon", chain="polygon", label="relayer", address="0x1", **s),))]
+    if pid == "release-reorged":
+        v = OrderVerdict(order_id="o-9", verdict=Verdict.NOT_RELEASED, reorged_block=120, reorg_depth=2)
+        return [OrdersReading(source="orders", stuck_count=1, oldest_age_s=7200,
+                              oldest=(Order(id="o-9", state="PENDING", age_s=7200, verdict=v),))]
+    if pid == "missed-blocks":
+        from backends.sources.integrity import GapRange, IntegrityReading
+
+        return [IntegrityReading(source="integrity.orders", chain="polygon", cursor=200, head=210, gaps=(
+            GapRange(from_block=120, to_block=131, order_ids=("o-1", "o-2"), tx_hashes=("0xa", "0xb")),))]
+    if pid == "rpc-degraded":
+        from backends.sources.rpcscore import ScoreReading
+
+        return [ScoreReading(source="rpcscore.polygon", chain="polygon", last_switch="rpc1 -> rpc2: error rate 0.90 > 0.7")]
+    if pid == "contract-guardrail":
+        from backends.sources.guardrails import GuardEvent, GuardReading
+
+        return [GuardReading(source="guardrails.polygon", chain="polygon", events=(GuardEvent(
+            contract="escrow", address="0x1", event="Upgraded", block=5, tx_hash="0xabc", log_index=0,
+            args=(("implementation", "0x2"),), severity=Severity.P0, why="not announced"),))]
     raise AssertionError(f"no reading for {pid}")
 
 
@@ -112,18 +152,29 @@ EXPECTED_KEYS = {
     "all-breakers-open": "breakers:breakers:all-open",
     "rpc-failure": "rpc-failure:polygon",
     "gas-low": "gas-low:neo:gas-bank",
-    "contract-exploit": "contract-paused:polygon:escrow",
+    "contract-exploit": "logs:pattern:event-listener:large-release",
+    "contract-paused": "contract-paused:polygon:escrow",
     "payment-hub": "logs:pattern:platform-edge:payment receipt validation failed",
     "system-down": "system-down",
     "tee-failure": "check:health.tee-signer:tee-signer",
     "service-down": "service-down:action-workers",
+    "alertmanager-alert": "alert:alertmanager.fleet:4f1e2d",
+    "missed-blocks": "missed-blocks:integrity.orders:120-131",
+    "rpc-degraded": "rpc-switched:polygon",
+    "contract-guardrail": "guardrail:polygon:escrow:Upgraded:0xabc:0",
+    "signer-stuck": "signer-stuck:polygon:relayer",
+    "signer-nonce-gap": "signer-nonce-gap:polygon:relayer",
+    "signer-runway": "signer-runway:polygon:relayer",
+    "release-reorged": "release-reorged:orders:o-9",
 }
 
 
 def test_every_builtin_playbook_has_a_case():
     assert set(EXPECTED_KEYS) == set(PLAYBOOK_IDS)
-    # the seeds' thirteen procedures plus the generic service-down
-    assert len(BUILTIN) == 14
+    # the seeds' thirteen procedures, the generic service-down, the paused contract's way back and
+    # an alert from Alertmanager
+    assert len(BUILTIN) == 16 + 4 + 3  # + the signers' three and the reorged release, missed blocks, rpc
+    # degraded and contract guardrail (issue 19)
 
 
 @pytest.mark.parametrize("pid", sorted(EXPECTED_KEYS))
@@ -198,7 +249,7 @@ def stack(pg, redis_server, anvil, escrow, tmp_path_factory):
 @pytest.mark.redis
 @pytest.mark.evm
 async def test_stopped_listener_with_releases_on_chain_leads_to_reconcile(stack):
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
 
     stack.proc.terminate()  # the event listener stops; pbk-1 was released on chain meanwhile
     await asyncio.to_thread(stack.proc.wait, 10)
@@ -271,9 +322,9 @@ async def test_playbook_screen_shows_done_and_left_and_runs_the_next_step():
 
 
 def test_hints_follow_the_audit_trail(tmp_path):
-    from backends.actions import ActionEngine
-    from backends.audit import AuditLog
-    from backends.playbooks import PlaybookHints
+    from backends.actions.base import ActionEngine
+    from backends.engine.audit import AuditLog
+    from backends.engine.playbooks import PlaybookHints
 
     audit = AuditLog(tmp_path / "audit.jsonl")
     hints = PlaybookHints(audit=audit, actions=ActionEngine(audit))
@@ -287,12 +338,54 @@ def test_hints_follow_the_audit_trail(tmp_path):
     assert hints(_finding("no-such-playbook", "x")) is None
 
 
+def test_a_waiting_step_shows_the_time_left_then_gives_way_to_the_step_after_it(tmp_path):
+    """The runbook's "fix the webhook, then wait for half-open (or reset now)": after the fix
+    the next step reads as a wait with the seconds left from the fix, the key of the step after
+    it still shown; once the wait is over only that step is left."""
+    from backends.config import load_config_text
+    from backends.engine.audit import AuditLog
+    from backends.engine.playbooks import PlaybookHints, book_for
+
+    cfg = load_config_text("""
+[[services]]
+name = "api"
+kind = "process"
+match = "nothing-matches-this"
+
+[[playbooks]]
+id = "all-breakers-open"
+title = "All breakers open"
+severity = "P1"
+resolution = [
+  { text = "Restart the webhook", action = "service.restart", key = "w" },
+  { text = "Wait for half-open", wait = "60s" },
+  { text = "reset all open breakers now", action = "breaker.reset_all", key = "B" },
+]
+""", "cfg.toml", env={}, base_dir=tmp_path)
+    from backends.clock import FakeClock
+
+    f = _finding("all-breakers-open", "breakers:all")
+    clock = FakeClock(f.since + timedelta(minutes=1))  # one clock for the audit's stamps and the hints
+    audit = AuditLog(tmp_path / "audit.jsonl", clock=clock)
+    hints = PlaybookHints(book_for(cfg), audit=audit, clock=clock.now)
+    assert hints(f)[1] == "w" and not hints.step(f).waiting  # nothing done yet: no wait
+    audit.append(action="service.restart", target="breakers:all", operator="t", result="ok")
+    clock.advance(15)
+    step, key = hints(f)
+    assert key == "B" and step.waiting == "Wait for half-open" and step.wait_left == 45
+    clock.advance(44.5)
+    assert hints(f)[0].wait_left == pytest.approx(0.5)  # still waiting half a second before the end
+    clock.advance(0.5)
+    step, key = hints(f)
+    assert key == "B" and not step.waiting and step.text == "reset all open breakers now"
+
+
 # --------------------------------------------------------------------------- [[playbooks]] from config
 
 
 def test_book_for_config_adds_and_overrides(tmp_path):
     from backends.config import load_config_text
-    from backends.playbooks import book_for
+    from backends.engine.playbooks import book_for
     from tests.test_config import PLAYBOOKS
 
     cfg = load_config_text(PLAYBOOKS, "cfg.toml", env={}, base_dir=tmp_path)
@@ -322,7 +415,7 @@ def test_book_for_config_adds_and_overrides(tmp_path):
 def test_builtin_playbooks_pass_the_config_validation():
     """A built-in copied into [[playbooks]] loads: its actions and checks are ones config accepts."""
     from backends.config import c_action_id
-    from backends.playbooks import CHECK_KINDS
+    from backends.engine.playbooks import CHECK_KINDS
 
     for pb in BUILTIN:
         for step in pb.steps():
@@ -340,9 +433,10 @@ def test_action_namespaces_cover_the_registered_actions():
 
     root = Path(__file__).resolve().parents[1] / "backends"
     heads = set()
-    for path in root.glob("*.py"):
+    for path in root.rglob("*.py"):
         text = path.read_text()
-        heads |= set(re.findall(r'(?:\bid|action_id)\s*=\s*f?"([a-z_]+)[."{]', text))
+        # action ids (`self.id = ...`, `action_id=...`), not message ids (`Message(id=f"change.{uuid}")`)
+        heads |= set(re.findall(r'(?:(?<!Message\()\bid|action_id)\s*=\s*f?"([a-z_]+)[."{]', text))
         heads |= set(re.findall(r'RouterAction\(f?"([a-z_]+)\.', text))
     assert {"orders", "chain", "breaker", "service", "escalate", "command", "docker"} <= heads
     for head in heads:
@@ -353,7 +447,7 @@ def test_action_namespaces_cover_the_registered_actions():
 def test_engine_action_ids_are_valid_step_actions(name, monkeypatch, tmp_path):
     """The ids an engine built from each example really registers are accepted in a playbook step."""
     from backends.config import c_action_id, load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from tests.test_examples import DUMMY_ENV, EXAMPLES
 
     for k, v in DUMMY_ENV.items():

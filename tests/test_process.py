@@ -13,13 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
-from backends.command import CommandTemplate
+from backends.actions.base import ActionEngine
+from backends.actions.command import CommandTemplate
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import Monitor
+from backends.engine.rules import evaluate, make_rules
 from backends.errors import ActionRefused
 from backends.model import HostReading, ServiceReading, Severity, Snapshot, Status
-from backends.monitor import Monitor
-from backends.process import (
+from backends.sources.process import (
     HostSource,
     HostThresholds,
     ProcessRestart,
@@ -28,7 +29,6 @@ from backends.process import (
     _terminate,
     find_processes,
 )
-from backends.rules import evaluate, make_rules
 
 PY = sys.executable
 IDLE = "import signal, time\nsignal.signal(signal.SIGTERM, lambda *a: exit(0))\nwhile True: time.sleep(0.05)"
@@ -100,7 +100,8 @@ def by_name(readings):
 async def test_process_found_by_cmdline_regex_with_pid_uptime_cpu_rss(children, marker):
     p = children.spawn(BUSY, "listener", marker)
     src = ProcessSource("procs", [ProcessSpec("listener", match=rf"python.* listener {marker}$")])
-    first = by_name(await poll_until(src, lambda rs: rs[0].state == "running"))["listener"]
+    # right after exec the interpreter has not mapped itself yet (a few hundred KB): wait until it has
+    first = by_name(await poll_until(src, lambda rs: rs[0].state == "running" and (rs[0].rss_bytes or 0) > 1_000_000))["listener"]
     assert first.kind == "process" and first.pid == p.pid and first.status is Status.OK
     assert first.rss_bytes and first.rss_bytes > 1_000_000
     assert first.uptime_s is not None and 0 <= first.uptime_s < 60

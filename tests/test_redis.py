@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import Monitor
+from backends.engine.rules import evaluate, make_rules
 from backends.errors import ActionRefused, BackendError
 from backends.model import QueueReading, Severity, Snapshot, SourceState, Status
-from backends.monitor import Monitor
-from backends.redis import (
+from backends.sources.redis import (
     QueueSource,
     QueueSpec,
     RedisSource,
@@ -27,7 +28,6 @@ from backends.redis import (
     job_age,
     parse_timestamp,
 )
-from backends.rules import evaluate, make_rules
 
 pytestmark = pytest.mark.redis
 
@@ -252,20 +252,24 @@ async def test_history_drain_rate_and_time_to_drain(redis_server, r):
     c, p = r
     key = p + "q"
     c.lpush(key, *[b"{}"] * 100)
-    qs = QueueSource("q", redis_server.url, [QueueSpec("jobs", key)], history=3)
+    t = [1000.0]
+    qs = QueueSource("q", redis_server.url, [QueueSpec("jobs", key)], history=3, clock=lambda: t[0])
     (q1,) = await qs.poll()
     assert q1.history == (100,) and q1.drain_rate is None and q1.time_to_drain_s is None
-    await asyncio.sleep(0.2)  # the rate needs time to pass between two samples
+    t[0] += 10.0
     c.rpop(key, 40)
     (q2,) = await qs.poll()
     assert q2.history == (100, 60)
-    assert q2.drain_rate is not None and 40 / 10 < q2.drain_rate < 40 / 0.19
-    assert q2.time_to_drain_s == pytest.approx(60 / q2.drain_rate)
+    assert q2.drain_rate == pytest.approx(40 / 10)
+    assert q2.time_to_drain_s == pytest.approx(60 / 4)
     c.lpush(key, *[b"{}"] * 100)
+    t[0] += 10.0
     (q3,) = await qs.poll()
+    assert q3.drain_rate == pytest.approx((100 - 160) / 20)
+    t[0] += 10.0
     (q4,) = await qs.poll()
     assert q4.history == (60, 160, 160)  # bounded
-    assert q4.drain_rate is not None and q4.drain_rate < 0  # growing over the window
+    assert q4.drain_rate == pytest.approx((60 - 160) / 20)  # growing over the window
     assert q4.time_to_drain_s is None
 
 
@@ -275,7 +279,7 @@ async def test_all_queues_in_one_round_trip(redis_server, r):
              for i in range(10)]
     qs = QueueSource("q", redis_server.url, specs)
     await qs.poll()
-    from backends.redis import get_client
+    from backends.sources.redis import get_client
 
     client = get_client(redis_server.url, timeout=qs.timeout * 0.9)
     sent = []
@@ -387,12 +391,11 @@ async def test_refused_degrades_with_reason_and_p1(r):
     src = RedisSource("redis.down", f"redis://:Secr3tPass@127.0.0.1:{port}/0", timeout=1.0)
     qs = QueueSource("queues.down", f"redis://127.0.0.1:{port}/0", [QueueSpec("a", "a")], timeout=1.0)
     mon = Monitor([src, qs], rules=make_rules())
-    t0 = time.monotonic()
     snap = await mon.poll_once()
-    assert time.monotonic() - t0 < 1.0
     for name in ("redis.down", "queues.down"):
         st = snap.sources[name]
         assert st.state is SourceState.DEGRADED
+    # at once, not after the timeout: the reason is the refusal, not a timeout
         assert st.reason == f"connection refused at 127.0.0.1:{port}"
     (f,) = [f for f in snap.findings if f.key == "redis:redis.down:unreachable"]
     assert f.severity is Severity.P1
@@ -404,12 +407,11 @@ async def test_hanging_redis_degrades_within_timeout(hanging_port):
     src = RedisSource("redis.hang", f"redis://127.0.0.1:{hanging_port}/0", timeout=0.6)
     qs = QueueSource("queues.hang", f"redis://127.0.0.1:{hanging_port}/0", [QueueSpec("a", "a")], timeout=0.6)
     mon = Monitor([src, qs], rules=make_rules())
-    t0 = time.monotonic()
     snap = await mon.poll_once()
-    assert time.monotonic() - t0 < 0.6 + 0.3
     for name in ("redis.hang", "queues.hang"):
         st = snap.sources[name]
         assert st.state is SourceState.DEGRADED
+    # within the timeout: had the poll overrun it, the monitor's own "timed out after ..." would be the reason
         assert st.reason.startswith(f"no answer from 127.0.0.1:{hanging_port}"), st.reason
 
 

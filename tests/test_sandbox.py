@@ -134,7 +134,7 @@ def test_taken_port_is_refused(sandbox, monkeypatch, tmp_path):
 
 async def test_engine_reads_the_stack(sandbox):
     from backends.config import load_config
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from backends.model import (
         BreakersReading,
         ChainReading,

@@ -2,8 +2,12 @@
 
 - the served app's web driver exits on stdin EOF, on a broken stdout and on SIGTERM
   while blocked writing (Textual's own WebDriver keeps running in the first case);
-- the server: token and Origin checks, read-only by default, refuses a non-loopback
-  bind without a token, and kills the app when its websocket goes away;
+- the server: a token per run by default (printed once, in the URL; masked in the
+  access log), `--no-token` only on loopback and never with `--allow-actions`; the Host
+  header checked against the bound address and the public URL, then the Origin against
+  those (DNS rebinding: `Host: evil.example:PORT` + `Origin: http://evil.example:PORT`
+  refused), with real websocket clients against the real server; read-only by default,
+  `--allow-actions` refused in a read-only process; kills the app when its websocket goes;
 - headless Chromium (Debian's `chromium`) shows the dashboard (checked from a
   screenshot taken once the app has drawn), and after the browser is gone no app
   process is left and nothing spins.
@@ -46,7 +50,7 @@ def _free_port() -> int:
 def config(tmp_path) -> Path:
     path = tmp_path / "warroom.toml"
     path.write_text(f'[warroom]\nname = "served"\nrefresh = "1s"\naudit_path = "{tmp_path}/audit.jsonl"\n'
-                    f'state_dir = "{tmp_path}/state"\n')
+                    f'state_dir = "{tmp_path}/state"\n[host]\n')  # [host]: a config must watch something
     return path
 
 
@@ -76,18 +80,32 @@ def _gone(pids) -> bool:
 # --------------------------------------------------------------------------- command line
 
 
+def _serve_args(**kw) -> argparse.Namespace:
+    base = dict(host="127.0.0.1", port=8000, kiosk=False, allow_actions=False, token=None, no_token=False,
+                theme=None, public_url=None, config=None, read_only=False)
+    return argparse.Namespace(**{**base, **kw})
+
+
 def test_refuses_non_loopback_without_token(capsys):
     from tui import cmd_serve
 
-    args = argparse.Namespace(host="0.0.0.0", port=8000, kiosk=False, allow_actions=False, token=None,
-                              theme=None, public_url=None, config=None)
     env = os.environ.pop(cmd_serve.TOKEN_ENV, None)
     try:
-        assert cmd_serve.run(args) == 2
+        assert cmd_serve.run(_serve_args(host="0.0.0.0", no_token=True)) == 2
+        assert "without a token" in capsys.readouterr().err
+        # --allow-actions always needs a token, even on loopback
+        assert cmd_serve.run(_serve_args(no_token=True, allow_actions=True)) == 2
+        assert "--allow-actions always needs a token" in capsys.readouterr().err
+        assert cmd_serve.run(_serve_args(no_token=True, token="x")) == 2
+        # a read-only process (--read-only, --kiosk, read_only = true) cannot serve actions
+        assert cmd_serve.run(_serve_args(allow_actions=True, read_only=True)) == 2
+        assert "read-only" in capsys.readouterr().err
     finally:
         if env is not None:
             os.environ[cmd_serve.TOKEN_ENV] = env
-    assert "without a token" in capsys.readouterr().err
+    token, generated = cmd_serve.resolve_token(_serve_args())
+    token2, _ = cmd_serve.resolve_token(_serve_args())
+    assert generated and len(token) >= 20 and token != token2  # a fresh token per run
     assert cmd_serve.is_loopback("127.0.0.1") and cmd_serve.is_loopback("::1")
     assert cmd_serve.is_loopback("localhost") and not cmd_serve.is_loopback("10.0.0.1")
     assert not cmd_serve.is_loopback("example.org")
@@ -171,6 +189,28 @@ def test_textual_web_driver_alone_keeps_running_after_stdin_eof(config):
         _kill(proc)
 
 
+def _blocked_writing_a_pipe(pid: int, pipe) -> bool:
+    """A thread of the process sleeps in the kernel's pipe write (Linux: /proc/PID/task/*/wchan);
+    where the kernel hides wait channels ("0"), the pipe holds all but one write's worth."""
+    import fcntl
+    import termios
+
+    shown = False
+    for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"):
+        try:
+            where = wchan.read_text().strip()
+        except OSError:
+            continue
+        shown = shown or where not in ("", "0")
+        if "pipe_write" in where:
+            return True
+    if shown:
+        return False
+    fd = pipe.fileno()
+    unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return unread >= fcntl.fcntl(fd, 1032) - 8192  # F_GETPIPE_SZ
+
+
 def test_sigterm_ends_an_app_blocked_writing(config):
     """Nobody reads stdout: the app blocks in write(); SIGTERM still ends it."""
     proc = _spawn_app(config, "tui.serve_app:WarroomWebDriver")
@@ -182,7 +222,7 @@ def test_sigterm_ends_an_app_blocked_writing(config):
             meta = json.dumps({"type": "resize", "width": w, "height": h}).encode()
             proc.stdin.write(b"M" + len(meta).to_bytes(4, "big") + meta)
             proc.stdin.flush()
-        time.sleep(1.0)  # give it time to fill the pipe (nothing to poll: it is blocked by design)
+        _wait(lambda: _blocked_writing_a_pipe(proc.pid, proc.stdout), 15, "the app blocked writing its full stdout pipe")
         proc.send_signal(signal.SIGTERM)
         _wait(lambda: proc.poll() is not None, 15, "the app to exit on SIGTERM")
     finally:
@@ -194,13 +234,21 @@ def test_sigterm_ends_an_app_blocked_writing(config):
 
 class Served:
     def __init__(self, config: Path, *extra: str) -> None:
+        import re
+        import tempfile
+
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(self.port), *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+        self.log = Path(tempfile.mkstemp(prefix="served-", suffix=".log", dir=config.parent)[1])
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tui.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+                 "--port", str(self.port), *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
+                stderr=err, start_new_session=True)
         _wait(self._up, 20, "the server to listen")
+        m = re.search(r"\?token=([A-Za-z0-9_-]+)", self.log.read_text())
+        self.token = m.group(1) if m else None  # generated for this run and printed once
+        self.auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _up(self) -> bool:
         try:
@@ -270,7 +318,7 @@ async def _ws_session(url: str, *, abort: bool, headers=None, nbytes: int = 20_0
 @pytest.mark.parametrize("abort", [False, True], ids=["close", "abort"])
 def test_disconnect_stops_the_app(served, abort):
     s = served()
-    assert asyncio.run(_ws_session(s.url, abort=abort)) >= 20_000
+    assert asyncio.run(_ws_session(s.url, abort=abort, headers=s.auth)) >= 20_000
     apps = s.apps()
     assert apps, "no app process was started"
     _wait(lambda: _gone(apps), 15, "the app to exit after the browser went")
@@ -437,7 +485,7 @@ def test_browser_shows_dashboard_and_leaves_nothing_behind(served, tmp_path):
                XDG_CACHE_HOME=str(home / ".cache"))
     browser = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                 "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-                                f"{s.url}/"], env=env, stdout=subprocess.DEVNULL,
+                                f"{s.url}/?token={s.token}"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     shot = tmp_path / "served.png"
     try:
@@ -458,3 +506,131 @@ def test_browser_shows_dashboard_and_leaves_nothing_behind(served, tmp_path):
     time.sleep(2.0)  # measuring CPU over an interval: this is the measurement, not a wait
     assert server.cpu_percent() < 20
     assert s.apps() == []
+
+
+# --------------------------------------------------------------------------- closed to the outside
+
+
+async def _ws_status(url: str, headers: dict) -> int:
+    """The websocket handshake's answer: 101 when it opened (then closed at once)."""
+    import aiohttp
+
+    headers = dict(headers)
+    query = headers.pop("_query", "")
+    async with aiohttp.ClientSession() as session:
+        try:
+            ws = await session.ws_connect(f"{url}/ws?width=80&height=24" + (f"&{query}" if query else ""),
+                                          headers=headers,
+                                          timeout=aiohttp.ClientWSTimeout(ws_close=5))
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101
+
+
+def test_dns_rebinding_host_and_origin_are_refused(served):
+    """The server answers only to its own addresses: Host first, then the Origin against
+    those (not against the Host the client sent: under DNS rebinding both are the attacker's)."""
+    s = served()
+    port = s.port
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    cases = [
+        ("rebinding: Host and Origin evil.example", {**s.auth, **evil}, 421),
+        ("rebinding without the token", evil, 421),
+        ("Host evil.example, Origin ours", {**s.auth, "Host": f"evil.example:{port}", "Origin": s.url}, 421),
+        ("Host ours, Origin evil.example", {**s.auth, "Origin": f"http://evil.example:{port}"}, 403),
+        ("Host ours, Origin on another port", {**s.auth, "Origin": f"http://127.0.0.1:{port + 1}"}, 403),
+        ("Host ours, Origin null", {**s.auth, "Origin": "null"}, 403),
+        ("Host ours, Origin file://", {**s.auth, "Origin": "file://"}, 403),
+        ("no Host at all", {**s.auth, "Host": ""}, 421),
+        ("Host ours@evil", {**s.auth, "Host": f"127.0.0.1:{port}@evil.example"}, 421),
+        ("Host with a trailing dot", {**s.auth, "Host": f"localhost.:{port}"}, 421),
+        ("Host ours on another port", {**s.auth, "Host": f"127.0.0.1:{port + 1}"}, 421),
+        ("Origin ours.evil.example", {**s.auth, "Origin": f"http://127.0.0.1:{port}.evil.example"}, 403),
+        ("Origin with a user", {**s.auth, "Origin": f"http://evil@127.0.0.1:{port}"}, 403),
+        ("Origin https on our port", {**s.auth, "Origin": f"https://evil.example:{port}"}, 403),
+        ("token in the query", {"Origin": s.url, "_query": f"token={s.token}"}, 101),
+        ("Host ours, no token", {"Origin": s.url}, 401),
+        ("Host ours, wrong token", {"Authorization": "Bearer nope", "Origin": s.url}, 401),
+        ("Host 127.0.0.1, Origin ours", {**s.auth, "Origin": s.url}, 101),
+        ("Host localhost, Origin localhost", {**s.auth, "Host": f"localhost:{port}",
+                                              "Origin": f"http://localhost:{port}"}, 101),
+        ("no Origin (not a browser), token", dict(s.auth), 101),
+    ]
+    got = {name: asyncio.run(_ws_status(s.url, headers)) for name, headers, _ in cases}
+    assert got == {name: want for name, _, want in cases}
+
+    async def page(headers):
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            r = await session.get(f"{s.url}/?token={s.token}", headers=headers)
+            return r.status
+
+    assert asyncio.run(page({"Host": f"evil.example:{port}"})) == 421  # the page too, not only /ws
+    assert asyncio.run(page({})) == 200
+
+
+def test_a_token_per_run_printed_once_and_never_logged(served):
+    import aiohttp
+
+    a, b = served(), served()
+    assert a.token and b.token and a.token != b.token
+    for s in (a, b):
+        text = s.log.read_text()
+        assert text.count(s.token) == 1 and f"{s.url}/?token={s.token}" in text
+
+    async def go(s):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            assert (await session.get(f"{s.url}/")).status == 401
+            assert (await session.get(f"{s.url}/ws")).status == 401
+            r = await session.get(f"{s.url}/?token={s.token}")
+            assert r.status == 200 and "warroom_token" in r.cookies
+        return await _ws_session(s.url, abort=False, headers={**s.auth, "Origin": s.url})
+
+    assert asyncio.run(go(a)) >= 20_000
+    assert asyncio.run(_ws_status(a.url, {"Authorization": f"Bearer {b.token}"})) == 401  # another run's
+    _wait(lambda: "GET /?token=" in a.log.read_text(), 10, "the access log line")
+    text = a.log.read_text()
+    assert text.count(a.token) == 1 and "token=***" in text  # the request line shows it masked
+
+
+def test_no_token_opt_out_on_loopback(served):
+    s = served("--no-token")
+    assert s.token is None
+    assert "no token" in s.log.read_text()
+    assert asyncio.run(_ws_status(s.url, {"Origin": s.url})) == 101
+    evil = {"Host": f"evil.example:{s.port}", "Origin": f"http://evil.example:{s.port}"}
+    assert asyncio.run(_ws_status(s.url, evil)) == 421  # without a token the Host check still holds
+
+
+def test_read_only_process_cannot_serve_actions(config, capsys):
+    from tui import cli
+
+    for argv in (["--kiosk", "serve"], ["--read-only", "serve"]):
+        code = cli.main([*argv, "--config", str(config), "--allow-actions", "--port", str(_free_port())])
+        assert code == 2 and "read-only" in capsys.readouterr().err
+    ro = config.with_name("ro.toml")
+    ro.write_text(config.read_text().replace('refresh = "1s"', 'refresh = "1s"\nread_only = true'))
+    code = cli.main(["serve", "--config", str(ro), "--allow-actions", "--port", str(_free_port())])
+    assert code == 2 and "read-only" in capsys.readouterr().err
+
+
+def test_allow_actions_server_needs_its_token(served):
+    s = served("--allow-actions")
+    assert s.token, "a token is generated for an --allow-actions server"
+    assert "actions allowed" in s.log.read_text()
+    assert asyncio.run(_ws_status(s.url, {"Origin": s.url})) == 401
+    assert asyncio.run(_ws_status(s.url, {**s.auth, "Origin": s.url})) == 101
+    evil = {"Host": f"evil.example:{s.port}", "Origin": f"http://evil.example:{s.port}"}
+    assert asyncio.run(_ws_status(s.url, {**s.auth, **evil})) == 421
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "-1", "http"])
+def test_serve_refuses_a_port_that_cannot_be(port, capsys):
+    from tui import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--port", port])
+    assert exited.value.code == 2
+    assert "expected a port number 1-65535" in capsys.readouterr().err

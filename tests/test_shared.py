@@ -14,9 +14,9 @@ import time
 import pytest
 
 from backends.config import load_config_text
-from backends.engine import build_engine
+from backends.engine.core import build_engine
+from backends.engine.shared import PgLocks
 from backends.errors import ActionRefused
-from backends.shared import PgLocks
 from tests.harness.stack import build_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.evm]
@@ -246,3 +246,25 @@ def test_tampered_audit_line_is_found_by_audit_verify(stack, tmp_path):
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "3" in (bad.stdout + bad.stderr)  # the first broken line is named
     assert a.audit.verify().first_bad_line == 3
+
+
+async def test_a_read_only_console_writes_nothing_to_the_shared_database(stack, tmp_path):
+    """Read-only on every path: its refusals stay in its own audit file; it creates no table
+    and copies nothing into warroom_audit (the others' consoles write there)."""
+    from backends.errors import ActionRefused
+
+    ro = box(stack, "wall", tmp_path, read_only=True)
+    try:
+        await start_shared(ro)
+        assert ro.shared.read_only()
+        before = (await sql(stack, "SELECT count(*) AS n FROM warroom_audit"))[0]["n"]
+        plan = await ro.actions.plan("incident.declare", title="from the wall", severity="P3")
+        with pytest.raises(ActionRefused):
+            await ro.actions.execute(plan, confirmation=True)
+        await ro.audit.flush()
+        assert any(e["result"] == "refused" for e in ro.audit.tail(5))  # audited locally
+        await ro.shared.mirror.sync()
+        after = (await sql(stack, "SELECT count(*) AS n FROM warroom_audit"))[0]["n"]
+        assert after == before
+    finally:
+        await ro.stop()

@@ -12,16 +12,16 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 
-from backends.actions import ActionEngine
-from backends.audit import AuditLog
+from backends.actions.base import ActionEngine
+from backends.engine.audit import AuditLog
+from backends.engine.monitor import FunctionSource, Monitor
 from backends.errors import BackendError
-from backends.logs import LogHub, LogSpec
 from backends.model import ServiceReading, Status
-from backends.monitor import FunctionSource, Monitor
+from backends.sources.logs import LogHub, LogSpec
+from tests.engines import engine_of
 from tui.app import WarroomApp
 
 FROZEN = datetime(2026, 11, 22, 8, 15, 0, tzinfo=UTC)
@@ -45,7 +45,7 @@ def fast_engine(tmp_path, *, interval: float = 0.002):
     log_file.write_text("")
     hub = LogHub([LogSpec(name="listener", path=str(log_file))])
     actions = ActionEngine(AuditLog(tmp_path / "audit.jsonl"), operator="alice")
-    return SimpleNamespace(monitor=monitor, actions=actions, config=None, logs=hub)
+    return engine_of(monitor, actions, logs=hub)
 
 
 async def until(pilot, cond, limit: float = 10.0, what: str = "condition"):
@@ -111,7 +111,9 @@ async def _quit_while_busy(tmp_path, how: str, deferred: bool, modal: bool = Fal
             if modal:  # a dialog over the dashboard: snapshots wait for the dashboard to resume
                 await pilot.press("question_mark")
                 await until(pilot, lambda: app.screen is not app.dashboard, what="help open")
-                await pilot.pause(0.05)
+                polls = sum(engine.monitor.poll_counts.values())  # snapshots pile up under the dialog
+                await until(pilot, lambda: sum(engine.monitor.poll_counts.values()) > polls + 4,
+                            what="polls under the dialog")
             if how == "q":
                 await pilot.press("q")
             # else: leaving the context shuts the app down under the pilot (as snap_compare does)
@@ -150,13 +152,17 @@ class Gate:
         self.build = build
         self.opened = threading.Event()
         self.called = threading.Event()
+        self.returned = threading.Event()
         self.thread: str | None = None
 
     def __call__(self):
         self.called.set()
         self.thread = threading.current_thread().name
-        assert self.opened.wait(10), "gate never opened"
-        return self.build()
+        try:
+            assert self.opened.wait(10), "gate never opened"
+            return self.build()
+        finally:
+            self.returned.set()
 
 
 def verb_keys(app) -> set[str]:
@@ -239,7 +245,9 @@ async def test_quit_while_the_engine_is_still_being_built(tmp_path, logged_error
         await until(pilot, gate.called.is_set, what="the factory called")
         await pilot.press("q")
         gate.opened.set()  # the engine arrives while the app closes: never attached, never started
-    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(gate.returned.wait, 10), "the factory never returned"
+    for _ in range(5):  # let the loop run what the factory's return scheduled
+        await asyncio.sleep(0)
     assert app._exception is None and app.return_code == 0
     assert app.engine is None and not engine.monitor.running
     assert not [r for r in logged_errors if r.levelno >= logging.ERROR]

@@ -74,3 +74,33 @@ def test_header_snapshot(snap_compare, incident):
         await pilot.pause()
 
     assert snap_compare(PaneApp(header), terminal_size=(120, 2), run_before=run_before)
+
+
+def _chain_with_signers():
+    """The chain data plus finality heads and two signers: one stuck, one low on runway."""
+    from dataclasses import replace as _replace
+
+    from backends.model import SignerReading, Status
+    from tests.widget_data import ago, chain, snap, status
+
+    c, cursor = chain()
+    eps = tuple(_replace(e, safe=e.head - 32, finalized=e.head - 64, confirmations=65) if e.head else e
+                for e in c.endpoints)
+    signers = (
+        SignerReading(source="chain.polygon", at=ago(2), chain="polygon", label="relayer", address="0x01",
+                      balance=3 * 10**18, display="3 POL", latest_nonce=1_204, pending_nonce=1_207, pending_count=3,
+                      stuck_nonce=1_204, oldest_pending_blocks=9, oldest_pending_age_s=21, status=Status.CRIT),
+        SignerReading(source="chain.polygon", at=ago(2), chain="polygon", label="gas-bank", address="0x02",
+                      balance=40 * 10**18, display="40 POL", latest_nonce=88, pending_nonce=88, runway_s=5 * 3600,
+                      runway_min_s=24 * 3600, status=Status.WARN),
+    )
+    c = _replace(c, endpoints=eps, signers=signers)
+    return snap([status("chain.polygon", "evm"), status("orders", "orders")],
+                {"chain.polygon": (c,), "orders": (cursor,)})
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+def test_chain_signers_snapshot(snap_compare, size):
+    """Signer rows after their chain's endpoints, the finalized head in the head column."""
+    app = PaneApp(ChainPane(), snapshot=_chain_with_signers())
+    assert snap_compare(app, terminal_size=size)

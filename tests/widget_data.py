@@ -135,12 +135,21 @@ def infra(at: float = 2) -> dict[str, tuple]:
 
 
 def services_snapshot(state: SourceState = SourceState.OK) -> Snapshot:
+    """The services and infrastructure readings with the rules' verdicts on them (as the
+    monitor hands a pane its snapshot: rows show what the rules decided), judged by a fresh
+    engine's settings (the rules' defaults)."""
+    from dataclasses import replace
+
+    from backends.engine.rules import RuleContext, RuleSettings, evaluate
+
     infra_sources = [status("postgres.main", "postgres"), status("redis.main", "redis"), status("host", "host"),
                      status("check.health", "http")]
     if state is SourceState.DEGRADED:
-        return snap([status("docker", "docker", state, "connection refused at /var/run/docker.sock", 192),
-                     *infra_sources], {"docker": services(at=192), **infra()})
-    return snap([status("docker", "docker"), *infra_sources], {"docker": services(), **infra()})
+        s = snap([status("docker", "docker", state, "connection refused at /var/run/docker.sock", 192),
+                  *infra_sources], {"docker": services(at=192), **infra()})
+    else:
+        s = snap([status("docker", "docker"), *infra_sources], {"docker": services(), **infra()})
+    return replace(s, findings=tuple(evaluate(s, RuleContext(settings=RuleSettings()))))
 
 
 # --------------------------------------------------------------------------- queues

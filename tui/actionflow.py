@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding
 from textual.command import SimpleCommand
@@ -15,13 +15,39 @@ from textual.command import SimpleCommand
 from backends.errors import ActionRefused, describe_exception
 from tui.bindings import VERBS, verb_matches
 from tui.messages import ActionFinished
+from tui.textual_compat import app_keymap, normalize_keymap, own_bindings
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from backends.actions.base import ActionEngine
+    from backends.interface import EngineLike
+    from tui.screens.dashboard import DashboardScreen
+
+    _AppBase = App[Any]  # the mixin is only ever mixed into WarroomApp (an App)
+else:
+    _AppBase = object
 
 
-class ActionFlow:
+class ActionFlow(_AppBase):
     """Needs `self.engine`, `self.read_only`, `self.dashboard` and the App API."""
 
+    # set by WarroomApp.__init__ (declared here for the type checker)
+    engine: EngineLike | None
+    read_only: bool
+    config: Any
+    dashboard: DashboardScreen | None
+    custom_bindings: list
+
+    def _action_engine(self) -> ActionEngine:
+        """The engine's actions; AttributeError while there is no engine (a deferred start)."""
+        engine = self.engine
+        if engine is None:
+            raise AttributeError("the engine is not started yet")
+        return engine.actions
+
     def actions_for_verb(self, verb: str) -> list:
-        engine = getattr(self.engine, "actions", None)
+        engine = self.engine.actions if self.engine is not None else None
         if engine is None or verb not in VERBS:
             return []
         return [a for a in engine.available() if verb_matches(VERBS[verb], a.id)]
@@ -60,15 +86,15 @@ class ActionFlow:
         console already uses everywhere (global or dashboard keys, another custom action)
         is not bound; a key a pane uses is bound but the pane's key wins there. Both warn,
         like the [keys] check. Returns the bindings made."""
-        engine = getattr(self.engine, "actions", None)
+        engine = self.engine.actions if self.engine is not None else None
         made: list[Binding] = list(getattr(self, "custom_bindings", []) or [])
         if engine is None or made:
             return made
-        keymap = getattr(self, "_keymap", {}) or {}
+        keymap = app_keymap(self)
         everywhere, in_panes = self._keys_in_use(keymap)
         problems: list[str] = []
         for entry in _config_actions(self.config if self.config is not None else
-                                     getattr(self.engine, "config", None)):
+                                     (self.engine.config if self.engine is not None else None)):
             name, key = _entry(entry, "name"), _entry(entry, "key")
             if not name or not key:
                 continue
@@ -78,7 +104,7 @@ class ActionFlow:
             except ActionRefused:
                 continue
             bid = f"command_{name}"
-            keys = [k for k in self._normalize_keymap({bid: keymap.get(bid) or str(key)})[bid].split(",") if k]
+            keys = [k for k in normalize_keymap(self, {bid: keymap.get(bid) or str(key)})[bid].split(",") if k]
             taken = [k for k in keys if k in everywhere]
             if taken:
                 problems.append(f"{name}: key {_shown(taken[0])} is already {everywhere[taken[0]]} (not bound)")
@@ -88,7 +114,7 @@ class ActionFlow:
                     problems.append(f"{name}: key {_shown(k)} is {in_panes[k]}; the pane's key wins there")
             run = f"custom_action({action_id!r})"
             for k in keys:  # one binding per key, as Textual makes them from BINDINGS
-                self._bindings.key_to_bindings.setdefault(k, []).append(Binding(k, run, str(name), id=bid))
+                own_bindings(self).key_to_bindings.setdefault(k, []).append(Binding(k, run, str(name), id=bid))
                 everywhere[k] = f"{name} ([[actions]])"
             made.append(Binding(",".join(keys), run, str(name), id=bid))  # for `?` and [keys]
         self.custom_bindings = made
@@ -100,7 +126,7 @@ class ActionFlow:
     def _keys_in_use(self, keymap: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """(key -> what uses it everywhere, key -> what uses it in one pane), keymap applied."""
         def keys_of(node) -> dict[str, str]:
-            bindings = node._bindings.copy()
+            bindings = own_bindings(node).copy()
             if keymap:
                 bindings.apply_keymap(dict(keymap))
             out = {}
@@ -130,15 +156,14 @@ class ActionFlow:
 
     def action_custom_action(self, action_id: str) -> None:
         """A `[[actions]] key`: the action with the focused pane's context (its declared fields)."""
-        engine = getattr(self.engine, "actions", None)
         try:
-            action = engine.get(action_id)
+            action = self._action_engine().get(action_id)
         except (ActionRefused, AttributeError):
             return
         self.request_action(action_id, _fit(action, self._pane_context(action_id)))
 
     def custom_action_allowed(self, action_id: str) -> bool:
-        engine = getattr(self.engine, "actions", None)
+        engine = self.engine.actions if self.engine is not None else None
         if engine is None:
             return False
         return any(a.id == action_id and self.may_run(a) for a in engine.available())
@@ -149,8 +174,8 @@ class ActionFlow:
         self.request_action(message.action_id, dict(getattr(message, "params", None) or {}))
 
     def request_action(self, action_id: str, params: Mapping[str, Any] | None = None) -> None:
-        engine = getattr(self.engine, "actions", None)
         try:
+            engine = self._action_engine()
             action = engine.get(action_id)
         except (ActionRefused, AttributeError) as exc:
             self.notify(f"{action_id}: {getattr(exc, 'reason', exc)}", severity="error")
@@ -158,40 +183,56 @@ class ActionFlow:
         if not self.may_run(action) or action not in engine.available():
             self.notify(f"{action_id}: refused, warroom is read-only", severity="error")
             return
-        self.run_worker(self._plan_and_open(action_id, dict(params or {})), group="plan",
-                        exclusive=True, exit_on_error=False)
+        # only what the action takes: a step's target params (service=...) for a command that
+        # names no service were refused as "unknown parameter(s)"
+        params = _fit(action, dict(params or {}))
+        self.run_worker(self._plan_and_open(action_id, params), group="plan",
+                        exclusive=True)
 
-    def _ask_params(self, action_id: str, params: dict, problem: str) -> bool:
-        """Ask for the plan's parameters (a refused plan with typeable ones); False if none."""
+    def _ask_params(self, action_id: str, params: dict, problem: str, *, ask: bool = False,
+                    suggest: Mapping[str, Any] | None = None, focus: str | None = None) -> bool:
+        """Ask for the plan's parameters (a refused plan with typeable ones); False if none.
+        `ask`: only input was missing, so the form asks a question rather than shows an error;
+        `suggest`: values the form opens with (the operator's own values win)."""
         from tui.screens.params import ParamsScreen, fillable
 
-        action = self.engine.actions.get(action_id)
+        action = self._action_engine().get(action_id)
         if not fillable(action):
             return False
+        params = {**dict(suggest or {}), **params}
 
         def done(filled: dict | None) -> None:
             if filled is not None:
                 self.run_worker(self._plan_and_open(action_id, filled, asked=True), group="plan",
-                                exclusive=True, exit_on_error=False)
+                                exclusive=True)
 
-        self.push_screen(ParamsScreen(action, params, problem), done)
+        self.push_screen(ParamsScreen(action, params, problem, question=ask, focus=focus), done)
         return True
 
     async def _plan_and_open(self, action_id: str, params: dict, asked: bool = False) -> None:
         from tui.screens.action import ActionScreen
 
         try:
-            plan = await self.engine.actions.plan(action_id, **params)
+            actions = self._action_engine()
+            plan = await actions.plan(action_id, **params)
         except ActionRefused as exc:
-            if not asked and self._ask_params(action_id, params, exc.reason):
+            if getattr(exc, "nothing", False):  # nothing to do in this state: a form would not change that
+                self.notify(f"{action_id}: {exc.reason}", title="nothing to do", severity="warning")
+                return
+            if not asked and self._ask_params(action_id, params, exc.reason, ask=getattr(exc, "ask", False),
+                                              suggest=getattr(exc, "suggest", None),
+                                              focus=getattr(exc, "focus", None)):
                 return
             self.notify(f"{action_id}: {exc.reason}", title="refused", severity="error")
             return
-        except Exception as exc:
-            self.notify(f"{action_id}: {describe_exception(exc)}", title="plan failed",
-                        severity="error")
+        except Exception as exc:  # a bug or a backend failure: the console's one report of it
+            report = getattr(self, "report_failure", None)
+            if callable(report):
+                report(exc, f"planning {action_id}")
+            else:
+                self.notify(f"{action_id}: {describe_exception(exc)}", title="plan failed", severity="error")
             return
-        self.push_screen(ActionScreen(self.engine.actions, plan), self._action_closed)
+        self.push_screen(ActionScreen(actions, plan), self._action_closed)
 
     def _action_closed(self, outcome) -> None:
         if outcome is None:
@@ -200,9 +241,8 @@ class ActionFlow:
         self.post_message(ActionFinished(plan, result))
         self.notify(f"{plan.title}: {result.status.upper()} - {result.summary}",
                     severity="information" if result.ok else "error")
-        monitor = getattr(self.engine, "monitor", None)
-        if monitor is not None and getattr(monitor, "running", False):
-            monitor.refresh()  # show the world after the change now, not at the next interval
+        if self.engine is not None and self.engine.monitor.running:
+            self.engine.monitor.refresh()  # show the world after the change now, not at the next interval
 
 
 def _fit(action, params: dict) -> dict:

@@ -83,5 +83,17 @@ def binding_key_display(binding: Binding, keymap: dict[str, str] | None = None) 
         keys = keymap[binding.id]
     elif binding.key_display:
         return binding.key_display
-    names = {"question_mark": "?", "slash": "/", "shift+tab": "shift+tab"}
-    return ",".join(names.get(k.strip(), k.strip()) for k in keys.split(","))
+    return ",".join(key_shown(k) for k in keys.split(",") if k.strip())
+
+
+def key_shown(key: str) -> str:
+    """How a person writes a key ("]" for right_square_bracket, "ctrl+r", "?")."""
+    from textual.keys import format_key
+
+    key = key.strip()
+    if key in ("shift+tab", "tab", "enter", "escape", "space", "up", "down", "left", "right"):
+        return key
+    try:
+        return format_key(key)
+    except Exception:
+        return key

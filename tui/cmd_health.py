@@ -10,6 +10,12 @@ prints a table (or, with `--json`, one document described by
 - 3 UNKNOWN: a source could not be read (down, timed out) and nothing is critical,
   nothing is configured for AREA, or the config could not be loaded.
 
+The run keeps a deadline: `--timeout` (default: the longest timeout of the area's
+sources). A source still polling then is UNKNOWN ("did not answer within Ns"), and
+the command ends within the deadline plus a second even when something blocks its
+event loop (a thread outside the loop prints what it has and exits). An unknown AREA
+exits 3 with the list of areas.
+
 Severities map P0/P1 -> critical, P2/P3 -> warn. A finding about a source that
 could not be read this run (e.g. "Postgres unreachable") counts as unknown, not by
 its severity: nothing was measured. Critical outranks unknown (a down source next to
@@ -20,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,16 +46,20 @@ from tui.headless import (
 )
 
 SCHEMA_ID = "warroom.health/1"
-AREAS = ("all", "quick", "services", "database", "queues", "breakers", "chain", "events", "orders", "resources")
+AREAS = ("all", "quick", "services", "database", "queues", "breakers", "chain", "events", "orders", "resources",
+         "alerts")
 QUICK = ("services", "database", "queues", "breakers", "chain")
 STATUS_OF_EXIT = {EXIT_OK: "ok", EXIT_WARN: "warn", EXIT_CRIT: "critical", EXIT_UNKNOWN: "unknown"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, timeout=None)
-    parser.add_argument("area", nargs="?", default="all", choices=AREAS, metavar="AREA",
-                        help="all (default), quick, services, database, queues, breakers, chain, events, "
-                             "orders, resources")
+    # no argparse `choices`: an unknown area is UNKNOWN (exit 3, as monitoring plugins do), not 2
+    parser.add_argument("area", nargs="?", default="all", metavar="AREA",
+                        help=", ".join(a + (" (default)" if a == "all" else "") for a in AREAS))
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="give up on sources still polling after this long; the command ends within "
+                             "it plus a second (default: the longest timeout of the area's sources)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (backends/health_schema.json)")
     parser.epilog = "exit codes: 0 ok, 1 warn (P2/P3 findings), 2 critical (P0/P1), 3 unknown (a source could not be read)"
 
@@ -57,7 +70,7 @@ def severity_status(sev: Any) -> str:
 
 
 def select(engine: Any, area: str) -> list[str]:
-    from backends.engine import sources_by_area
+    from backends.engine.core import sources_by_area
 
     by_area = sources_by_area(engine)
     if area == "all":
@@ -71,7 +84,7 @@ def select(engine: Any, area: str) -> list[str]:
 
 
 def _area_of(engine: Any) -> dict[str, str]:
-    from backends.engine import sources_by_area
+    from backends.engine.core import sources_by_area
 
     return {n: a for a, names in sources_by_area(engine).items() for n in names}
 
@@ -91,7 +104,8 @@ def describe(reading: Any) -> str:
     if isinstance(r, m.QueueReading):
         age = f", oldest {r.oldest_age_s:.0f}s" if r.oldest_age_s is not None else ""
         dl = f", dead {r.dead_letter_depth}" if r.dead_letter_depth else ""
-        return f"queue {r.name}: depth {r.depth}{age}{dl}"
+        failed = f", failed {r.failed}" if r.failed else ""
+        return f"queue {r.name}: depth {r.depth}{age}{failed}{dl}"
     if isinstance(r, m.BreakersReading):
         return f"{r.total} breakers, {r.open} open, {r.half_open} half-open"
     if isinstance(r, m.OrdersReading):
@@ -127,6 +141,8 @@ def describe(reading: Any) -> str:
             elif quiet is not None and quiet >= 60:
                 text += f" (last {quiet / 60:.0f} min ago)"
         return text
+    if callable(getattr(r, "describe", None)):  # readings that say themselves (Alertmanager's alerts, silences)
+        return str(r.describe())
     return type(r).__name__
 
 
@@ -151,6 +167,31 @@ def log_signals(readings: Sequence[Any]) -> list[dict]:
             "success_silent_for_s": round(quiet, 1) if quiet is not None else None,
         })
     return out
+
+
+def queue_fields(readings: Sequence[Any]) -> list[dict]:
+    """The numbers of a queue source's queues (the JSON's `queues`), one object per queue."""
+    from backends import model as m
+
+    def num(v: float | None) -> float | None:
+        return round(v, 1) if v is not None else None
+
+    return [{
+        "name": r.name,
+        "type": r.type,
+        "key": r.key,
+        "depth": r.depth,
+        "oldest_age_s": num(r.oldest_age_s),
+        "max_age_s": r.max_age_s,
+        "failed": r.failed,
+        "dead": r.dead_letter_depth,
+        "delayed": r.delayed,
+        "active": r.active,
+        "pending": r.pending,
+        "paused": r.paused,
+        "status": r.status.value,
+        "drain_rate": round(r.drain_rate, 3) if r.drain_rate is not None else None,
+    } for r in readings if isinstance(r, m.QueueReading)]
 
 
 def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dict:
@@ -202,6 +243,9 @@ def document(engine: Any, snapshot: Any, names: Sequence[str], area: str) -> dic
         logs = log_signals(snapshot.readings.get(n, ()))
         if logs:
             entry["logs"] = logs[:50]
+        queues = queue_fields(snapshot.readings.get(n, ()))
+        if queues:
+            entry["queues"] = queues[:200]
         sources.append(entry)
     fl = [{
         "key": f.key,
@@ -255,21 +299,31 @@ def unknown_document(area: str, reason: str) -> dict:
             "counts": {"critical": 0, "warn": 0, "unknown": 0, "sources": 0}, "sources": [], "findings": []}
 
 
-async def check(engine: Any, area: str) -> dict:
-    """Poll the area's sources once and build the document."""
-    import asyncio
+def deadline_of(engine: Any, names: Sequence[str], timeout: float | None) -> float:
+    """The run's deadline in seconds: `--timeout`, else the longest timeout of the sources."""
+    if timeout is not None and timeout > 0:
+        return float(timeout)
+    srcs = engine.monitor.sources
+    return max((float(getattr(srcs[n], "timeout", 5.0)) for n in names if n in srcs), default=5.0)
 
-    from backends.brief import settle_logs
 
+async def check(engine: Any, area: str, deadline: float | None = None, *, t0: float | None = None) -> dict:
+    """Poll the area's sources once (within `deadline` seconds of `t0`) and build the document."""
+    from backends.engine.brief import settle_logs
+
+    t0 = time.monotonic() if t0 is None else t0
     names = select(engine, area)
+    limit = deadline_of(engine, names, deadline)
+
+    def left() -> float:
+        return limit - (time.monotonic() - t0) - 0.2  # leave time for the rules and printing
+
     if engine.logs is not None and engine.logs.name in names:
-        await settle_logs(engine.logs, 2.0)
+        await settle_logs(engine.logs, max(0.0, min(2.0, left() / 2)))
     if not names:
         snap = engine.monitor.snapshot
     else:
-        srcs = engine.monitor.sources
-        bound = max((float(getattr(srcs[n], "timeout", 5.0)) for n in names), default=5.0) + 10.0
-        snap = await asyncio.wait_for(engine.monitor.poll_once(names), bound)
+        snap = await engine.monitor.poll_once(names, deadline=max(0.05, left()), shown_deadline=limit)
     return document(engine, snap, names, area)
 
 
@@ -277,11 +331,16 @@ def render(doc: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from backends.sanitize import inert
+
+    def x(value) -> Text:  # outside text (reasons, summaries, names): inert, never markup
+        return Text(inert(value or "", 2000))
+
     out = console()
     style = {"ok": "green", "warn": "yellow", "critical": "bold red", "unknown": "magenta"}
     word = {"ok": "OK", "warn": "WARN", "critical": "CRIT", "unknown": "UNKNOWN"}
     env = f" ({doc['environment']})" if doc["environment"] else ""
-    t = Table(title=f"{doc['stack']}{env} — health: {doc['area']}", title_justify="left", expand=False)
+    t = Table(title=x(f"{doc['stack']}{env} — health: {doc['area']}"), title_justify="left", expand=False)
     t.add_column("source")
     t.add_column("area")
     t.add_column("status")
@@ -290,7 +349,7 @@ def render(doc: dict) -> None:
         detail = s["reason"] if s["status"] == "unknown" and s["reason"] else "; ".join(s["detail"][:4])
         if len(s["detail"]) > 4 and s["status"] != "unknown":
             detail += f"; … {len(s['detail']) - 4} more"
-        t.add_row(s["name"], s["area"], Text(word[s["status"]], style=style[s["status"]]), detail)
+        t.add_row(x(s["name"]), s["area"], Text(word[s["status"]], style=style[s["status"]]), x(detail))
     if not doc["sources"]:
         t.add_row("—", doc["area"], Text("UNKNOWN", style=style["unknown"]), "no source configured for this area")
     out.print(t)
@@ -301,16 +360,73 @@ def render(doc: dict) -> None:
         ft.add_column("summary", overflow="fold")
         ft.add_column("playbook")
         for f in doc["findings"]:
-            ft.add_row(Text(f["severity"], style=style[f["status"]]), f["source"], f["summary"], f["playbook"] or "")
+            ft.add_row(Text(f["severity"], style=style[f["status"]]), x(f["source"]), x(f["summary"]),
+                       x(f["playbook"]))
         out.print(ft)
     c = doc["counts"]
     out.print(Text(f"{word[doc['status']]}: {c['critical']} critical, {c['warn']} warning, "
                    f"{c['unknown']} unreadable of {c['sources']} source(s)", style=style[doc["status"]]))
 
 
+def bad_area(area: str) -> str:
+    return f"unknown area {area!r}; areas: {', '.join(AREAS)}"
+
+
+def IN_PROCESS() -> bool:  # noqa: N802 - a switch tests may replace
+    """True when `run()` is called inside a test runner's process (pytest), not as the command."""
+    return "pytest" in sys.modules
+
+
+class HardDeadline:
+    """A thread outside the event loop that ends the process at the deadline plus a second,
+    even when the loop is blocked (a CPU-bound parse, a call that ignores cancellation):
+    with the exit code of the document already printed, else UNKNOWN (3) with a line
+    saying so (and, with --json, an unknown document)."""
+
+    def __init__(self, prog: str, area: str, as_json: bool, seconds: float, shown: float | None = None) -> None:
+        self.prog, self.area, self.as_json, self.seconds = prog, area, as_json, seconds
+        self.shown = seconds if shown is None else shown  # the deadline the message names
+        self.code: int | None = None  # set once the result is printed
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-deadline", daemon=True)
+
+    def start(self) -> HardDeadline:
+        self._thread.start()
+        return self
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        code = self.code
+        if IN_PROCESS():  # called from a test runner: never end its process
+            if code is None:
+                print(f"{self.prog}: no result within {self.shown:g}s", file=sys.stderr)
+            return
+        try:
+            if code is None:
+                if self.as_json:
+                    doc = unknown_document(self.area, f"no result within {self.shown:g}s")
+                    os.write(1, (json.dumps(doc) + "\n").encode())
+                os.write(2, f"{self.prog}: no result within {self.shown:g}s: UNKNOWN\n".encode())
+            else:
+                try:
+                    sys.stdout.flush()
+                except Exception:  # noqa: BLE001 - the main thread may hold the buffer
+                    pass
+        finally:
+            os._exit(EXIT_UNKNOWN if code is None else code)
+
+
 def run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
     area = args.area
     prog = "warroom health"
+    if area not in AREAS:  # a usage error (no document: its `area` could not be valid)
+        print(f"{prog}: {bad_area(area)}", file=sys.stderr)
+        return EXIT_UNKNOWN
     try:
         engine = build(args)
     except Exit as exc:
@@ -319,9 +435,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {exc.message}", file=sys.stderr)
         return exc.code
     result: dict[str, Any] = {}
+    limit = deadline_of(engine, select(engine, area), getattr(args, "timeout", None))
+    hard = HardDeadline(prog, area, bool(args.json), max(0.5, limit + 0.9 - (time.monotonic() - t0)),
+                        shown=limit).start()
 
     async def job() -> int:
-        doc = await check(engine, area)
+        doc = await check(engine, area, limit, t0=t0)
         result["doc"] = doc
         if not doc["sources"] and area != "all":
             print(f"{prog}: nothing configured for area {area!r}", file=sys.stderr)
@@ -331,10 +450,20 @@ def run(args: argparse.Namespace) -> int:
             render(doc)
         for s in doc["sources"]:
             if s["status"] == "unknown":
-                print(f"{prog}: {s['name']} cannot be read: {s['reason'] or s['state']}", file=sys.stderr)
-        return int(doc["exit_code"])
+                from backends.sanitize import inert
 
-    code = run_job(prog, job, engine=engine)
+                print(inert(f"{prog}: {s['name']} cannot be read: {s['reason'] or s['state']}"), file=sys.stderr)
+        sys.stdout.flush()
+        hard.code = int(doc["exit_code"])  # printed: from here only the clean-up may run late
+        return hard.code
+
+    try:
+        code = run_job(prog, job, engine=engine)
+    finally:
+        if IN_PROCESS():
+            hard.finish()
+        # else it stays armed: a thread stuck in a hung call would hold the interpreter's exit
+
     if args.json and "doc" not in result:
         print(json.dumps(unknown_document(area, "the health check did not finish")))
     return code

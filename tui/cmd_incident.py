@@ -3,7 +3,7 @@
 The brief holds what the seed's escalation protocol asks every level for: error
 messages from the logs, the affected order count, the timeline (findings), the steps
 already attempted (executed actions from the audit trail) and the RPC endpoints in use.
-Built by `backends.brief` (the console's incidents reuse it). Exit 0 when the brief
+Built by `backends.engine.brief` (the console's incidents reuse it). Exit 0 when the brief
 was printed, 3 when the config could not be loaded; sources that cannot be read are
 listed in the brief itself. No Textual.
 """
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return exc.code
 
     async def job() -> int:
-        from backends.brief import build_brief, render_brief
+        from backends.engine.brief import build_brief, render_brief
 
         brief = await build_brief(engine, hours=args.hours)
         if args.json:

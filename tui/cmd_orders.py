@@ -10,10 +10,16 @@
 Changes are dry-runs unless `--execute`: the dry-run prints exactly what would
 change and is written to the audit trail as a dry-run. A reason is required.
 `--execute` goes through the same engine as the console (read-only refusal, guard
-re-check, conditional updates, audit entry). A bulk fix is a typed confirmation:
-pass `--confirm N` with the number of orders the dry-run showed, or type it when
-asked on a terminal. `--read-only` (or `read_only = true` in the config) refuses
-`--execute`.
+re-check, conditional updates, audit entry). A bulk fix is a typed confirmation
+bound to the exact set the dry-run showed: the dry-run prints a token (a short hash of
+the sorted order ids) and keeps the set under `state_dir/bulk-fix/`;
+`--execute --confirm TOKEN` fixes those orders and no other: stuck orders that arrived
+since are left out (said, with how many), orders no longer pending are skipped.
+`--confirm N` (the count) is accepted only while the set is unchanged since the last
+dry-run with the same options; otherwise it is refused with what changed. On a terminal
+the count is asked for right after the plan is shown. `--read-only`, `--kiosk` (or
+`read_only = true` in the config) refuse `--execute` in the engine (audited); dry-runs
+still work and write nothing.
 
 Exit codes: 0 done (or nothing to do); 1 the command worked but something is left:
 stuck orders exist (`stuck`), an order is not released on chain or not found
@@ -111,7 +117,7 @@ def _bundle(engine: Any) -> Any:
 def _seconds(text: str | None, what: str = "--older-than") -> float | None:
     if text is None:
         return None
-    from backends.orders import parse_duration
+    from backends.units import parse_duration
 
     try:
         return parse_duration(text)
@@ -120,7 +126,7 @@ def _seconds(text: str | None, what: str = "--older-than") -> float | None:
 
 
 def _age(seconds: float | None) -> str:
-    from backends.orders import fmt_age
+    from backends.units import format_age as fmt_age
 
     return fmt_age(seconds)
 
@@ -129,11 +135,25 @@ def _dump(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _safe(value: Any, limit: int | None = 2000) -> str:
+    """Outside text (ids, states, reasons, errors from the database or the chain) made inert."""
+    from backends.sanitize import inert
+
+    return inert(value, limit)
+
+
+def _text(value: Any):
+    """A rich Text of outside text: inert, and never read as markup."""
+    from rich.text import Text
+
+    return Text(_safe(value))
+
+
 # --------------------------------------------------------------------------- stuck / verify / report
 
 
 async def stuck(engine: Any, args: argparse.Namespace) -> int:
-    from backends.brief import stuck_dicts
+    from backends.engine.brief import stuck_dicts
 
     store = _bundle(engine).store
     older = _seconds(args.older_than)
@@ -155,8 +175,8 @@ async def stuck(engine: Any, args: argparse.Namespace) -> int:
             for col in ("id", "state", "created", "age"):
                 t.add_column(col)
             for o in orders:
-                t.add_row(o.id, o.state, o.created_at.isoformat(timespec="seconds") if o.created_at else "?",
-                          _age(o.age_s))
+                t.add_row(_text(o.id), _text(o.state),
+                          o.created_at.isoformat(timespec="seconds") if o.created_at else "?", _age(o.age_s))
             console().print(t)
             if count > len(orders):
                 print(f"… and {count - len(orders)} more (--limit)")
@@ -164,7 +184,7 @@ async def stuck(engine: Any, args: argparse.Namespace) -> int:
 
 
 async def verify(engine: Any, args: argparse.Namespace) -> int:
-    from backends.brief import verdict_dict
+    from backends.engine.brief import verdict_dict
     from backends.errors import ActionRefused
 
     bundle = _bundle(engine)
@@ -177,13 +197,13 @@ async def verify(engine: Any, args: argparse.Namespace) -> int:
     if args.json:
         _dump({"orders": rows})
     else:
-        from backends.orders import _verdict_text
+        from backends.sources.orders import _verdict_text
 
         for r in rows:
             if not r["found"]:
-                print(f"{r['id']}: no such order")
+                print(f"{_safe(r['id'])}: no such order")
             else:
-                print(f"{r['id']} ({r['state']}): {_verdict_text(verdicts.get(r['id']))}")
+                print(f"{_safe(r['id'])} ({_safe(r['state'])}): {_safe(_verdict_text(verdicts.get(r['id'])))}")
     if any(r["verdict"] == "unknown" for r in rows):
         return EXIT_UNKNOWN
     if any(not r["found"] or r["verdict"] != "released" for r in rows):
@@ -192,7 +212,7 @@ async def verify(engine: Any, args: argparse.Namespace) -> int:
 
 
 async def report(engine: Any, args: argparse.Namespace) -> int:
-    from backends.brief import orders_report
+    from backends.engine.brief import orders_report
 
     _bundle(engine)
     if args.hours <= 0:
@@ -208,7 +228,7 @@ async def report(engine: Any, args: argparse.Namespace) -> int:
     t.add_column("state")
     t.add_column("count", justify="right")
     for state, n in rep["by_state"].items():
-        t.add_row(state, str(n))
+        t.add_row(_text(state), str(n))
     t.add_row("total", str(rep["total"]), style="bold")
     out = console()
     out.print(t)
@@ -217,8 +237,8 @@ async def report(engine: Any, args: argparse.Namespace) -> int:
     print(f"fixed by hand in the last {args.hours:g} h: {rep['fixed_by_hand']} order(s) "
           f"in {len(rep['fixes'])} action(s)")
     for f in rep["fixes"]:
-        print(f"  {f['ts'][:19]}Z {f['operator']} {f['action']} {f['target']}: {f['fixed']} fixed"
-              + (f" — {f['reason']}" if f.get("reason") else ""))
+        print(_safe(f"  {f['ts'][:19]}Z {f['operator']} {f['action']} {f['target']}: {f['fixed']} fixed"
+                    + (f" — {f['reason']}" if f.get("reason") else "")))
     return EXIT_OK
 
 
@@ -227,20 +247,22 @@ async def report(engine: Any, args: argparse.Namespace) -> int:
 
 def print_plan(plan: Any) -> None:
     """Exactly what would change: the preview, every change with before/after, the guard."""
+    from backends.sanitize import inert_block
+
     out = console()
-    out.print(f"{plan.title} — {plan.target}", style="bold", markup=False)
+    out.print(_safe(f"{plan.title} — {plan.target}"), style="bold", markup=False, highlight=False)
     if plan.preview:
-        print(plan.preview)
+        print(inert_block(plan.preview))
     for c in plan.changes:
-        print(f"change: {c.target}: {c.description}")
-        if c.before is not None:
+        print(_safe(f"change: {c.target}: {c.description}"))
+        if c.before is not None:  # JSON: controls come out as \u escapes
             print(f"  before: {json.dumps(c.before, default=str, sort_keys=True)[:2000]}")
         if c.after is not None:
             print(f"  after:  {json.dumps(c.after, default=str, sort_keys=True)[:2000]}")
     g = plan.guard
-    print(f"guard: {'OK' if g.ok else 'FAILS'}: {g.description}" + (f" ({g.detail})" if g.detail else ""))
+    print(_safe(f"guard: {'OK' if g.ok else 'FAILS'}: {g.description}" + (f" ({g.detail})" if g.detail else "")))
     if plan.reason:
-        print(f"reason: {plan.reason}")
+        print(f"reason: {_safe(plan.reason)}")
 
 
 async def _confirmation(plan: Any, args: argparse.Namespace) -> str | bool | None:
@@ -249,7 +271,7 @@ async def _confirmation(plan: Any, args: argparse.Namespace) -> str | bool | Non
     Typed plans: `--confirm TEXT`, else a prompt on a terminal, else nothing (refused).
     Other plans: `--execute` is the confirmation; on a terminal we ask y/N unless `--yes`.
     """
-    from backends.actions import Danger
+    from backends.actions.base import Danger
 
     interactive = is_tty(sys.stdin) and is_tty()
     if plan.danger is Danger.TYPED:
@@ -286,7 +308,15 @@ async def change(engine: Any, args: argparse.Namespace, action: str, params: dic
             return EXIT_OK
         raise
     print_plan(plan)
+    bound = action == "orders.bulk_fix"
     if not args.execute:
+        if bound:
+            token = remember_set(engine, plan)
+            print(f"confirmation token: {token} (`--execute --confirm {token}` fixes exactly these "
+                  f"{len(plan.params['ids'])} order(s); stuck orders arriving meanwhile are left out)")
+        if engine.actions.read_only:
+            print("dry-run: nothing was changed (read-only: no audit entry written); --execute is refused")
+            return EXIT_OK
         entry = await engine.actions.record_dry_run_async(plan)
         print(f"dry-run: nothing was changed (audit entry #{entry.get('seq')}); add --execute to apply")
         return EXIT_OK
@@ -294,19 +324,31 @@ async def change(engine: Any, args: argparse.Namespace, action: str, params: dic
         # the engine refuses (and audits the refusal); say why before asking anything
         await engine.actions.execute(plan, confirmation=None)
     confirmation = await _confirmation(plan, args)
+    if bound and args.confirm is None and isinstance(confirmation, str) \
+            and confirmation.strip() == str(len(plan.params["ids"])):
+        # typed at the prompt right under the plan it confirms: that set, exactly
+        plan, confirmation = _narrowed(plan, list(plan.params["ids"]), set_token(plan.params["ids"])), \
+            set_token(plan.params["ids"])
+    elif bound:
+        plan, confirmation = await bind_set(engine, plan, confirmation)
     try:
         with progress_reporter(plan.title, plan.total) as progress:
             result = await engine.actions.execute(plan, confirmation=confirmation, progress=progress)
     except ActionRefused as exc:
         if plan.expected_confirmation is not None and "confirmation" in exc.reason:
+            if bound:
+                token = set_token(plan.params["ids"])
+                raise Exit(EXIT_CRIT, f"refused: {exc.reason} (pass --confirm {token}, the token of the "
+                                      f"{len(plan.params['ids'])} order(s) shown, or --confirm "
+                                      f"{len(plan.params['ids'])} after checking the dry-run)") from None
             raise Exit(EXIT_CRIT, f"refused: {exc.reason} (pass --confirm {plan.expected_confirmation} "
                                   "after checking the dry-run)") from None
         raise
     out = console()
     style = {"ok": "green", "skipped": "yellow", "partial": "yellow"}.get(result.status, "red")
-    out.print(f"{result.status}: {result.summary}", style=style, markup=False)
+    out.print(_safe(f"{result.status}: {result.summary}"), style=style, markup=False, highlight=False)
     for d in result.details:
-        print(f"  {d}")
+        print(f"  {_safe(d)}")
     entry = engine.audit.tail(1)
     if entry:
         print(f"audit entry #{entry[0].get('seq')}")
@@ -325,6 +367,150 @@ async def bulk_fix(engine: Any, args: argparse.Namespace) -> int:
     if args.batch is not None:
         params["batch"] = args.batch
     return await change(engine, args, "orders.bulk_fix", params)
+
+
+# --------------------------------------------------------------------------- bulk-fix: the confirmed set
+
+SNAPSHOT_KEEP_S = 7 * 86400  # dry-run sets kept this long
+
+
+def set_token(ids: Any) -> str:
+    """The token of a set of order ids: a short hash of the sorted ids."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()[:12]
+
+
+def _options_key(plan: Any) -> str:
+    p = plan.params
+    return json.dumps({"state": p.get("state"), "older_than_s": p.get("older_than_s"),
+                       "only_released": p.get("only_released")}, sort_keys=True)
+
+
+def _sets_dir(engine: Any):
+    from pathlib import Path
+
+    sd = getattr(engine.config, "state_dir", None)
+    return Path(sd) / "bulk-fix" if sd else None
+
+
+def remember_set(engine: Any, plan: Any) -> str:
+    """Keep the previewed set (for `--confirm TOKEN`); its token. Read-only: kept nowhere."""
+    import os
+    import time
+
+    ids = list(plan.params["ids"])
+    token = set_token(ids)
+    folder = _sets_dir(engine)
+    if folder is None or engine.actions.read_only:
+        return token
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for old in folder.glob("*.json"):  # prune
+            if now - old.stat().st_mtime > SNAPSHOT_KEEP_S:
+                old.unlink(missing_ok=True)
+        tmp = folder / f".{token}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"token": token, "ids": ids, "at": now, "options": _options_key(plan),
+                                   "target": plan.target}))
+        os.replace(tmp, folder / f"{token}.json")
+    except OSError as exc:
+        print(f"note: the previewed set could not be kept ({exc.strerror or exc}); "
+              "--confirm needs the set unchanged", file=sys.stderr)
+    return token
+
+
+def _load_set(engine: Any, token: str) -> dict | None:
+    folder = _sets_dir(engine)
+    if folder is None or not token.isalnum():
+        return None
+    try:
+        return json.loads((folder / f"{token}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _latest_set(engine: Any, plan: Any) -> dict | None:
+    folder = _sets_dir(engine)
+    if folder is None or not folder.is_dir():
+        return None
+    key, best = _options_key(plan), None
+    for f in folder.glob("*.json"):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("options") == key and (best is None or doc.get("at", 0) > best.get("at", 0)):
+            best = doc
+    return best
+
+
+def _changes(previewed: list[str], current: list[str]) -> tuple[list[str], list[str]]:
+    """(new since the dry-run, previewed but no longer selected)."""
+    before, now = set(previewed), set(current)
+    return [i for i in current if i not in before], [i for i in previewed if i not in now]
+
+
+def _some(ids: list[str], n: int = 5) -> str:
+    return _safe(", ".join(ids[:n]) + (f" … and {len(ids) - n} more" if len(ids) > n else ""), 400)
+
+
+def _narrowed(plan: Any, ids: list[str], token: str) -> Any:
+    """The plan restricted to `ids` (the previewed orders still selected), confirmed by `token`."""
+    from dataclasses import replace
+
+    from backends.actions.base import Change
+
+    st = plan.params["state"]
+    c = plan.changes[0] if plan.changes else None
+    before = dict(c.before) if c is not None and isinstance(c.before, dict) else {}
+    before["ids"] = ids
+    change = Change("orders", f"{len(ids)} orders -> {st}", before, {"state": st})
+    return replace(plan, params={**plan.params, "ids": ids}, changes=(change,), total=len(ids),
+                   confirm_text=token)
+
+
+async def bind_set(engine: Any, plan: Any, confirmation: Any) -> tuple[Any, Any]:
+    """Bind the typed confirmation to the set the operator saw. Returns (plan, confirmation)
+    for the engine, which checks the confirmation against the plan's (refusals audited)."""
+    from backends.engine.readonly import refuse
+
+    ids = list(plan.params["ids"])
+    current = set_token(ids)
+    text = confirmation.strip() if isinstance(confirmation, str) else None
+    if not text:
+        return plan, confirmation
+    if text == current:  # the dry-run's set, unchanged
+        return _narrowed(plan, ids, current), current
+    if text.isdigit():
+        latest = _latest_set(engine, plan)
+        if latest is not None and latest["token"] != current:
+            new, gone = _changes(latest["ids"], ids)
+            what = "; ".join(x for x in (
+                f"{len(new)} new stuck order(s): {_some(new)}" if new else "",
+                f"{len(gone)} no longer selected: {_some(gone)}" if gone else "") if x)
+            await refuse(engine.audit, plan.action, plan.target,
+                         f"the set changed since the dry-run ({what}); --confirm N holds only for an unchanged "
+                         f"set: pass --confirm {latest['token']} to fix exactly the {len(latest['ids'])} order(s) "
+                         f"previewed, or run the dry-run again", operator=engine.actions.operator)
+        return plan, confirmation  # the count of an unchanged set (the engine compares it)
+    snap = _load_set(engine, text)
+    if snap is None:
+        return plan, confirmation  # the engine refuses it: matches neither the count nor the token
+    now = set(ids)
+    keep = [i for i in snap["ids"] if i in now]
+    new, gone = _changes(snap["ids"], ids)
+    if not keep:
+        await refuse(engine.audit, plan.action, plan.target,
+                     f"none of the {len(snap['ids'])} order(s) of {text} is still selected "
+                     f"(no longer pending or eligible); nothing to fix", operator=engine.actions.operator)
+    if new:
+        print(f"left out: {len(new)} stuck order(s) that arrived after the dry-run ({_some(new)}); "
+              "run the dry-run again to include them")
+    if gone:
+        print(f"skipped: {len(gone)} previewed order(s) no longer selected ({_some(gone)})")
+    print(f"fixing the {len(keep)} previewed order(s) of {text}")
+    return _narrowed(plan, keep, text), text
 
 
 COMMANDS = {"stuck": stuck, "verify": verify, "fix": fix, "bulk-fix": bulk_fix, "report": report}

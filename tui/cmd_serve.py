@@ -1,12 +1,22 @@
 """`warroom serve`: the console in a browser (wall display), with textual-serve.
 
-    warroom serve [--host 127.0.0.1] [--port 8000] [--kiosk] [--allow-actions] [--token T]
+    warroom serve [--host 127.0.0.1] [--port 8000] [--kiosk] [--allow-actions]
+                  [--token T | --no-token] [--public-url URL]
 
 Each browser tab gets its own console process (`python -m tui.cli ...`), read-only
-unless `--allow-actions`. Bound to 127.0.0.1 by default; binding anything else needs a
-token (`--token` or `$WARROOM_SERVE_TOKEN`): open `http://HOST:PORT/?token=...` once,
-the page keeps it in an HttpOnly cookie for the websocket. The websocket also refuses
-a foreign Origin (another site's page cannot drive the console).
+unless `--allow-actions` (refused with `--read-only`, `--kiosk` or `read_only = true`).
+
+Closed to the outside:
+- a token is needed by default: one is generated per run and printed once, in the URL
+  to open (`http://HOST:PORT/?token=...`); `--token` or `$WARROOM_SERVE_TOKEN` sets it;
+  `--no-token` opts out on a single-user box (loopback only, never with
+  `--allow-actions`). The page keeps the token in an HttpOnly, SameSite=Strict cookie
+  for the websocket; the access log shows it masked;
+- the Host header must name the bound address (`127.0.0.1:PORT`, `localhost:PORT` on
+  loopback; any IP literal at PORT on a wildcard bind) or the `--public-url`: a name
+  that merely resolves here (DNS rebinding: `Host: evil.example:PORT`) is refused (421);
+- a websocket's Origin, when sent, must be one of those same addresses (not merely
+  equal to the Host the client sent), so another site's page cannot drive the console.
 
 The app process runs in its own process group. When its browser disconnects (or the
 server stops), the server asks it to quit, closes its stdin, and kills the whole group
@@ -37,10 +47,21 @@ STOP_GRACE = 5.0  # seconds the app may take to quit before its process group is
 KILL_GRACE = 2.0  # after SIGTERM, before SIGKILL
 
 
+def _port(text: str) -> int:
+    """A TCP port: 1-65535 (99999 was accepted and failed later in the server)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {port}")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; anything else needs --token)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port 1-65535 (default 8000)")
     parser.add_argument("--kiosk", action="store_true", help="serve the wall display (kiosk) view")
     parser.add_argument("--bell", action="store_true", help="kiosk: terminal bell on a new P0/P1")
     parser.add_argument("--cycle", type=float, default=None, metavar="SECONDS",
@@ -48,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-actions", action="store_true",
                         help="let the browser run actions (default: read-only)")
     parser.add_argument("--token", default=None,
-                        help=f"access token (default ${TOKEN_ENV}); required beyond loopback")
+                        help=f"access token (default ${TOKEN_ENV}, else one generated for this run)")
+    parser.add_argument("--no-token", action="store_true",
+                        help="no token (a single-user box; loopback only, never with --allow-actions)")
     parser.add_argument("--theme", default=None, help="theme of the served console")
     parser.add_argument("--public-url", default=None,
                         help="URL the browser uses to reach this server (default http://HOST:PORT)")
@@ -82,23 +105,121 @@ def app_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def _refused(text: str) -> int:
+    print(f"warroom serve: {text}", file=sys.stderr)
+    return 2
+
+
+def _audit_refusal(args: argparse.Namespace, reason: str) -> None:
+    """The refusal goes to the config's audit trail (when the config can be read)."""
+    try:
+        from backends.config import load_config
+        from backends.engine.audit import AuditLog
+        from backends.engine.readonly import refuse_soon
+
+        refuse_soon(AuditLog(load_config(getattr(args, "config", None)).audit_path), "serve.allow_actions",
+                    f"serve:{args.host}:{args.port}", reason)
+    except Exception:  # ActionRefused once written; a config that cannot be read: refused all the same
+        pass
+
+
+def resolve_token(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """(token, generated): --token, $WARROOM_SERVE_TOKEN, else a fresh one (unless --no-token)."""
+    import secrets
+
+    if getattr(args, "no_token", False):
+        return None, False
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+    if token:
+        return token, False
+    return secrets.token_urlsafe(18), True
+
+
 def run(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not is_loopback(args.host) and not token:
-        print(f"warroom serve: refusing to bind {args.host} without a token "
-              f"(--token or ${TOKEN_ENV}); 127.0.0.1 needs none", file=sys.stderr)
-        return 2
+    read_only = bool(getattr(args, "read_only", False))
+    if getattr(args, "no_token", False) and getattr(args, "token", None):
+        return _refused("--token and --no-token contradict each other")
+    if args.allow_actions and read_only:
+        reason = ("--allow-actions is refused: this process is read-only "
+                  "(--read-only, --kiosk or read_only = true in the config)")
+        _audit_refusal(args, reason)
+        return _refused(reason)
     if not 0 < args.port < 65536:
-        print(f"warroom serve: bad port {args.port}", file=sys.stderr)
-        return 2
+        return _refused(f"bad port {args.port}")
+    token, generated = resolve_token(args)
+    if token is None and args.allow_actions:
+        return _refused("--allow-actions always needs a token (drop --no-token)")
+    if token is None and not is_loopback(args.host):
+        return _refused(f"refusing to bind {args.host} without a token (drop --no-token, "
+                        f"or --token / ${TOKEN_ENV}); --no-token is for 127.0.0.1 only")
     server = make_server(app_argv(args), host=args.host, port=args.port, token=token,
                          public_url=args.public_url,
                          title="warroom" + (" kiosk" if args.kiosk else ""))
     mode = "actions allowed" if args.allow_actions else "read-only"
-    print(f"warroom serve: http://{args.host}:{args.port}/ ({mode}"
-          f"{', token required' if token else ''})", file=sys.stderr, flush=True)
+    base = (args.public_url or f"http://{_netloc(args.host, args.port)}").rstrip("/")
+    if token is None:
+        print(f"warroom serve: {base}/ ({mode}, no token: anyone on this box can open it)",
+              file=sys.stderr, flush=True)
+    else:
+        shown = f"{base}/?token={token}" if generated else f"{base}/?token=<your token>"
+        print(f"warroom serve: open {shown} ({mode}"
+              + ("; the token was generated for this run and is shown only here)" if generated else ")"),
+              file=sys.stderr, flush=True)
     server.serve()
     return 0
+
+
+def _netloc(host: str, port: int) -> str:
+    h = host.strip("[]")
+    return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+
+
+def allowed_hosts(host: str, port: int, public_url: str | None) -> tuple[set[str], bool]:
+    """(the Host header values this server answers to, whether any IP literal at PORT is
+    fine too: a wildcard bind). Names other than localhost and the public URL's are not:
+    a name can be made to resolve here (DNS rebinding)."""
+    h = host.strip("[]").lower()
+    allowed = {_netloc(h, port)}
+    if is_loopback(h) or h in ("0.0.0.0", "::"):
+        allowed |= {f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+    if public_url:
+        parts = urlsplit(public_url)
+        if parts.hostname:
+            default = 443 if parts.scheme in ("https", "wss") else 80
+            allowed.add(_netloc(parts.hostname.lower(), parts.port or default))
+            if parts.port is None:
+                allowed.add(parts.hostname.lower() if ":" not in parts.hostname else f"[{parts.hostname}]")
+    if port in (80, 443):  # a browser leaves the default port out of Host
+        allowed |= {a.rsplit(":", 1)[0] for a in allowed if a.endswith(f":{port}")}
+    return allowed, h in ("0.0.0.0", "::", "")
+
+
+def host_ok(value: str | None, allowed: set[str], any_ip_at: int | None) -> bool:
+    """Is the Host header (or an Origin's netloc) one this server answers to?"""
+    if not value:
+        return False
+    v = value.strip().lower()
+    if v in allowed:
+        return True
+    if any_ip_at is not None:
+        try:  # a bad port ("1.2.3.4:80.evil.example") raises ValueError too
+            parts = urlsplit(f"//{v}")
+            ipaddress.ip_address((parts.hostname or "").strip("[]"))
+            return parts.port == any_ip_at
+        except ValueError:
+            return False
+    return False
+
+
+class _MaskTokens(logging.Filter):
+    """The access log (request line, Referer) never shows a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import re
+
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = re.sub(r"token=[^&\s\"']*", "token=***", record.msg)
+        return True
 
 
 # --------------------------------------------------------------------------- server
@@ -186,10 +307,13 @@ def make_server(argv: list[str], *, host: str = "127.0.0.1", port: int = 8000,
             self.argv = argv
             self.token = token
             self.services: set[WarroomAppService] = set()
+            self.allowed, wildcard = allowed_hosts(host, port, public_url)
+            self.any_ip_at = port if wildcard else None
 
         def initialize_logging(self) -> None:
             logging.basicConfig(level="DEBUG" if self.debug else "INFO",
                                 format="%(asctime)s %(name)s %(message)s")
+            logging.getLogger("aiohttp.access").addFilter(_MaskTokens())
 
         async def on_startup(self, app: web.Application) -> None:  # no logo banner
             log.info("serving on %s", self.public_url)
@@ -202,6 +326,8 @@ def make_server(argv: list[str], *, host: str = "127.0.0.1", port: int = 8000,
 
         @web.middleware
         async def _auth(self, request: web.Request, handler):
+            if not host_ok(request.headers.get("Host"), self.allowed, self.any_ip_at):
+                return web.Response(status=421, text="warroom: this server does not answer to that Host\n")
             if self.token is not None:
                 given = (request.query.get("token") or request.cookies.get(COOKIE)
                          or request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
@@ -215,13 +341,23 @@ def make_server(argv: list[str], *, host: str = "127.0.0.1", port: int = 8000,
             return response
 
         def _same_origin(self, request: web.Request) -> bool:
+            """The Origin, when sent, is one of this server's own addresses (never compared
+            with the Host the client sent: both are the attacker's under DNS rebinding)."""
             origin = request.headers.get("Origin")
-            if not origin:
+            if origin is None:
                 return True  # not a browser page (a browser always sends Origin on websockets)
-            allowed = {request.host}
-            if self.public_url:
-                allowed.add(urlsplit(self.public_url).netloc)
-            return urlsplit(origin).netloc in allowed
+            try:
+                parts = urlsplit(origin)
+                port = parts.port  # ValueError on a port that is not a number
+            except ValueError:
+                return False
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.username is not None:
+                return False  # "null" (a sandboxed frame, a file: page), user@host and the like
+            netloc = parts.netloc.lower()
+            if port is None:
+                netloc += ":443" if parts.scheme == "https" else ":80"
+            return host_ok(netloc, self.allowed, self.any_ip_at) or host_ok(parts.netloc, self.allowed,
+                                                                             self.any_ip_at)
 
         async def _stop_all(self, _app: web.Application) -> None:
             await asyncio.gather(*(s.stop() for s in list(self.services)), return_exceptions=True)

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui.app import WarroomApp
 
 
 class WarroomCommands(Provider):
     def _commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         from tui.screens.dashboard import PANES
 
-        app = self.app
+        app = cast("WarroomApp", self.app)
         out: list[tuple[str, str, Callable[[], object]]] = []
         engine = getattr(getattr(app, "engine", None), "actions", None)
         if engine is not None:

@@ -58,7 +58,7 @@ def load_config(args: argparse.Namespace) -> Any:
 
 def build(args: argparse.Namespace, *, with_logs: bool = True) -> Any:
     """The engine for the command's config (`--read-only` wins over the config)."""
-    from backends.engine import build_engine
+    from backends.engine.core import build_engine
     from backends.errors import describe_exception
 
     config = load_config(args)
@@ -76,6 +76,7 @@ def run_job(prog: str, job: Callable[[], Awaitable[int]], *, engine: Any = None,
     Errors become one line on stderr and an exit code, never a traceback.
     """
     from backends.errors import ActionRefused, BackendError, describe_exception
+    from backends.sanitize import inert  # reasons carry outside text (RPC errors, bodies)
 
     async def main() -> int:
         try:
@@ -91,13 +92,13 @@ def run_job(prog: str, job: Callable[[], Awaitable[int]], *, engine: Any = None,
         return asyncio.run(main())
     except Exit as exc:
         if exc.message:
-            print(f"{prog}: {exc.message}", file=sys.stderr)
+            print(f"{prog}: {inert(exc.message)}", file=sys.stderr)
         return exc.code
     except ActionRefused as exc:
-        print(f"{prog}: refused: {exc.reason}", file=sys.stderr)
+        print(f"{prog}: refused: {inert(exc.reason)}", file=sys.stderr)
         return EXIT_CRIT
     except BackendError as exc:
-        print(f"{prog}: {exc.source} cannot be read: {exc.reason}", file=sys.stderr)
+        print(f"{prog}: {exc.source} cannot be read: {inert(exc.reason)}", file=sys.stderr)
         return EXIT_UNKNOWN
     except TimeoutError:
         print(f"{prog}: timed out" + (f" after {timeout:g}s" if timeout else ""), file=sys.stderr)
@@ -106,7 +107,7 @@ def run_job(prog: str, job: Callable[[], Awaitable[int]], *, engine: Any = None,
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else: one readable line
-        print(f"{prog}: {describe_exception(exc)}", file=sys.stderr)
+        print(f"{prog}: {inert(describe_exception(exc))}", file=sys.stderr)
         return EXIT_UNKNOWN
 
 
@@ -129,6 +130,7 @@ def is_tty(stream: Any = None) -> bool:
 def progress_reporter(title: str, total: int | None) -> Iterator[Callable[[Any], None]]:
     """A `ProgressFn`: a rich progress bar on a terminal, plain `progress:` lines when piped."""
     if is_tty():
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -137,20 +139,24 @@ def progress_reporter(title: str, total: int | None) -> Iterator[Callable[[Any],
             TimeElapsedColumn,
         )
 
+        from backends.sanitize import inert
+
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console(), transient=False) as bar:
-            task = bar.add_task(title, total=total)
+            task = bar.add_task(escape(title), total=total)
 
             def update(p: Any) -> None:
                 bar.update(task, completed=p.done, total=p.total if p.total is not None else total,
-                           description=f"{title}: {p.message}" if p.message else title)
+                           description=escape(f"{title}: {inert(p.message)}" if p.message else title))
 
             yield update
         return
 
     def plain(p: Any) -> None:
+        from backends.sanitize import inert
+
         of = f"/{p.total}" if p.total is not None else ""
-        print(f"progress: {p.done}{of}" + (f" {p.message}" if p.message else ""), flush=True)
+        print(f"progress: {p.done}{of}" + (f" {inert(p.message)}" if p.message else ""), flush=True)
 
     yield plain
 

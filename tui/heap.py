@@ -44,4 +44,5 @@ def trim() -> bool:
     call it from a thread."""
     if not available():
         return False
-    return bool(_trim_fn(0))  # type: ignore[misc]
+    fn = _trim_fn
+    return callable(fn) and bool(fn(0))

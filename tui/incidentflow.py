@@ -8,16 +8,30 @@ audit trail. Mixed into WarroomApp before ActionFlow (it overrides `action_verb`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.model import Finding
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
 
-class IncidentFlow:
+    from backends.model import Snapshot
+    from tui.actionflow import ActionFlow
+
+    _FlowBase = ActionFlow  # mixed into WarroomApp before ActionFlow (see the overrides)
+else:
+    _FlowBase = object
+
+
+class IncidentFlow(_FlowBase):
     """Needs `self.engine`, `self.dashboard`, `self.snapshot` and the App API."""
 
+    snapshot: Snapshot | None  # set by WarroomApp (the last snapshot shown)
+    clock: Callable[[], datetime]  # WarroomApp's (the engine's by default)
+
     def _incidents(self) -> Any:
-        return getattr(self.engine, "incidents", None)
+        return self.engine.incidents if self.engine is not None else None
 
     def playbook_book(self) -> Any:
         """The built-in playbooks plus the engine config's `[[playbooks]]` (built once per engine)."""
@@ -25,23 +39,25 @@ class IncidentFlow:
         cached = getattr(self, "_playbook_book", None)
         if cached is not None and cached[0] is engine:
             return cached[1]
-        from backends.playbooks import book_for
+        from backends.engine.playbooks import book_for
 
-        book = book_for(getattr(engine, "config", None))
+        book = book_for(engine.config if engine is not None else None)
         self._playbook_book = (engine, book)
         return book
 
     def wire_playbook_hints(self) -> None:
         """The findings pane's "next step" column: from the audit trail and the configured actions."""
         engine = self.engine
-        if self.dashboard is None or getattr(engine, "audit", None) is None:
+        if self.dashboard is None or engine is None:
             return
-        from backends.playbooks import PlaybookHints
+        audit = engine.audit
+        from backends.engine.playbooks import PlaybookHints
+        from widgets.findings import FindingsPane
 
-        hints = PlaybookHints(book=self.playbook_book(), audit=engine.audit,
-                              actions=getattr(engine, "actions", None))
-        for pane in self.dashboard.query("FindingsPane"):
-            if getattr(pane, "playbook_hint", "missing") is None:
+        hints = PlaybookHints(book=self.playbook_book(), audit=audit,
+                              actions=engine.actions, clock=self.clock)
+        for pane in self.dashboard.query(FindingsPane):
+            if pane.playbook_hint is None:
                 pane.playbook_hint = hints
 
     # ------------------------------------------------------------------ overrides (ActionFlow)
@@ -51,14 +67,19 @@ class IncidentFlow:
             self.open_incident_flow("incident.declare" if verb == "incident" else "escalate",
                                     self._selected_finding())
             return
-        super().action_verb(verb)  # type: ignore[misc]
+        super().action_verb(verb)
 
     def request_action(self, action_id: str, params: Mapping[str, Any] | None = None) -> None:
         # a pane's "escalate" (no reviewed brief yet) goes through the escalate screen
         if action_id == "escalate" and self._incidents() is not None and not (params or {}).get("brief"):
             self.open_incident_flow("escalate", self._finding_by_key((params or {}).get("finding")))
             return
-        super().request_action(action_id, params)  # type: ignore[misc]
+        if action_id == "incident.declare" and params and params.get("finding"):
+            finding = self._finding_by_key(params["finding"])
+            if _incident_for(self._incidents(), finding) is not None:  # one open incident per finding
+                self.open_incident_flow("incident.declare", finding)
+                return
+        super().request_action(action_id, params)
 
     # ------------------------------------------------------------------ screens
 
@@ -74,6 +95,9 @@ class IncidentFlow:
 
         incidents = self._incidents()
         current = incidents.current() if incidents is not None else None
+        own = _incident_for(incidents, finding)
+        if own is not None:  # one open incident per finding: `i` on it opens that one
+            current = own
         if action_id == "escalate":
             if current is not None:
                 from tui.screens.escalate import EscalateScreen
@@ -91,7 +115,8 @@ class IncidentFlow:
     def _selected_finding(self) -> Finding | None:
         pane = self.dashboard.focused_pane() if self.dashboard is not None else None
         try:
-            item = pane.detail() if callable(getattr(pane, "detail", None)) else None
+            detail = getattr(pane, "detail", None)
+            item = detail() if callable(detail) else None
         except Exception:
             item = None
         return item if isinstance(item, Finding) else None
@@ -105,3 +130,17 @@ class IncidentFlow:
             if found is not None:
                 return found
         return self._selected_finding()
+
+
+def _incident_for(incidents: Any, finding: Finding | None) -> Any:
+    """The open incident declared from (or tracking) this finding, if any."""
+    if incidents is None or finding is None:
+        return None
+    try:
+        for inc in incidents.open_incidents():
+            declared = (getattr(inc, "finding", None) or {}).get("key")
+            if declared == finding.key or finding.key in (getattr(inc, "findings", None) or {}):
+                return inc
+    except Exception:
+        return None
+    return None

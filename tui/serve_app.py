@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from functools import partial
 from typing import Any
 
 from textual.drivers.web_driver import WebDriver
@@ -39,27 +40,29 @@ class WarroomWebDriver(WebDriver):
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._raw_write = self._write
-        self._write = self._safe_write
+        self._write = partial(self._safe_write)
         self._gone = threading.Event()
         self._exit_requested = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._app_loop: asyncio.AbstractEventLoop | None = None  # set once the app runs
         self.disconnect_reason = ""
 
     # ------------------------------------------------------------------ output
 
-    def _safe_write(self, data: bytes) -> None:
+    def _safe_write(self, data: bytes) -> int:
+        """Like os.write (the bytes written), 0 once the server is gone."""
         if self._gone.is_set():
-            return
+            return 0
         try:
-            self._raw_write(data)
+            return self._raw_write(data)
         except OSError as exc:  # BrokenPipeError, EPIPE, EBADF: the server is gone
             self._gone.set()
             self.request_exit(f"stdout closed ({exc.__class__.__name__})")
+            return 0
 
     # ------------------------------------------------------------------ input
 
     def start_application_mode(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._app_loop = asyncio.get_running_loop()
         super().start_application_mode()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,7 +87,7 @@ class WarroomWebDriver(WebDriver):
         self._exit_requested.set()
         self.disconnect_reason = reason
         threading.Thread(target=self._watchdog, name="warroom-exit-watchdog", daemon=True).start()
-        loop = self._loop
+        loop = self._app_loop
         if loop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(self._app.exit, 0)

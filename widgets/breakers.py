@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from backends.model import BreakerReading, BreakersReading, Snapshot, Status
 
@@ -45,7 +45,7 @@ class BreakersPane(TablePane):
     NOUN = "breakers"
     MUTATING = frozenset({"reset", "reset_all"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("b", "reset", "Reset breaker", id="reset_breaker"),
         Binding("B", "reset_all", "Reset all breakers", id="reset_all_breakers"),
     ]

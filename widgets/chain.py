@@ -3,7 +3,9 @@ error), whether the contract is paused, watched balances against their minimum, 
 event listener's cursor gap.
 
 Keys: `o` fail over (to the endpoint under the cursor when it is not the active one),
-`P` pause the contract, `U` unpause it, `enter` detail.
+`P` pause the contract, `U` unpause it, `enter` detail. Signers ([[chain.X.signers]]) are rows
+after their chain's endpoints (✎ label, nonce latest/pending, pending count, balance, runway, what
+waits): `x` speeds up the selected signer's stuck transaction, `C` cancels it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
 from backends.model import (
@@ -21,10 +23,12 @@ from backends.model import (
     ContractReading,
     CursorReading,
     EndpointReading,
+    SignerReading,
     Snapshot,
     Status,
 )
 
+from .chainops import OPS_TYPES, ops_rows, score_text
 from .common import Health, Row, TablePane, fmt_duration, fmt_int, fmt_ms
 
 ACTIVE = "▶"
@@ -41,18 +45,20 @@ def fmt_amount(value: int | None, decimals: int, symbol: str) -> str:
 class ChainPane(TablePane):
     """RPC endpoints per chain, contract pause state, balances, listener cursor."""
 
-    READING_TYPES = (ChainReading, EndpointReading, ContractReading, BalanceReading, CursorReading)
+    READING_TYPES = (ChainReading, EndpointReading, ContractReading, BalanceReading, CursorReading, *OPS_TYPES)
     SOURCE_KINDS = frozenset({"evm", "jsonrpc", "chain"})
     COLUMNS = (("status", "St"), ("endpoint", "Endpoint"), ("head", "Head"), ("lag", "Lag"),
                ("chain_id", "Chain id"), ("latency", "Latency"), ("error", "Error"), ("chain", "Chain"))
     DETAIL_KIND = "endpoint"
     NOUN = "chains"
-    MUTATING = frozenset({"failover", "pause", "unpause"})
+    MUTATING = frozenset({"failover", "pause", "unpause", "speed_up", "cancel_tx"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("o", "failover", "Fail over RPC", id="chain_failover"),
         Binding("P", "pause", "Pause contract", id="chain_pause"),
         Binding("U", "unpause", "Unpause contract", id="chain_unpause"),
+        Binding("x", "speed_up", "Speed up signer tx", id="signer_speed_up"),
+        Binding("C", "cancel_tx", "Cancel signer tx", id="signer_cancel"),
     ]
 
     DEFAULT_CSS = """
@@ -92,7 +98,12 @@ class ChainPane(TablePane):
                 cursors.append(r)
         for s in out.values():  # the same endpoint twice (chain reading + standalone): first wins
             seen: set[str] = set()
-            s["endpoints"] = [e for e in s["endpoints"] if not (e.url in seen or seen.add(e.url))]
+            unique = []
+            for e in s["endpoints"]:
+                if e.url not in seen:
+                    seen.add(e.url)
+                    unique.append(e)
+            s["endpoints"] = unique
         out[""] = {"cursors": cursors}
         return out
 
@@ -144,16 +155,19 @@ class ChainPane(TablePane):
                 cells = (
                     st.status_cell(status, word),
                     Text(f"{ACTIVE} {label}" if active else f"  {label}", style="bold" if active else ""),
-                    Text(fmt_int(e.head)),
+                    Text(fmt_int(e.head) + (f" fin −{e.head - e.finalized}" if e.head is not None
+                                            and e.finalized is not None else
+                                            f" depth {e.confirmations}" if e.ok and e.confirmations else "")),
                     Text(fmt_int(e.lag) if e.lag is not None else "-", style=st.warn if e.lag else ""),
                     cid,
                     Text(fmt_ms(e.latency_ms)),
-                    Text(e.error or "", style=st.crit if e.error else ""),
+                    Text(e.error or score_text(readings, name, e.name), style=st.crit if e.error else ""),
                     Text(name, style="dim"),
                 )
                 rows.append(Row(f"{name}|{e.url}", cells, e, e.source,
                                 search=f"{name} {label} {e.url} {e.error}"))
-        return rows
+            rows += self._signer_rows(name, chain)
+        return rows + ops_rows(readings, st)  # scores' switches, missed blocks, guard events, Neo N3
 
     def extra_text(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
         """One line per chain: contract pause state and balances; then the listener cursor(s)."""
@@ -223,9 +237,57 @@ class ChainPane(TablePane):
 
     # ------------------------------------------------------------------ actions
 
+    def _signer_rows(self, name: str, chain: ChainReading | None) -> list[Row]:
+        """One row per signer (enter: its detail; x speed up, C cancel): the status, the label,
+        `nonce latest/pending` in the head column, the pending count in the lag column, the
+        balance, the runway, and what waits (the oldest pending transaction's blocks, a gap)."""
+        st = self.styles_
+        rows = []
+        for g in (chain.signers if chain is not None else ()):
+            stuck = g.oldest_pending_blocks is not None and g.oldest_pending_blocks >= g.stuck_after_blocks
+            word = ("STUCK" if stuck else "GAP" if g.gap_nonce is not None else
+                    "LOW" if g.status is Status.CRIT else g.status.word)
+            waits = ""
+            if g.pending_count:
+                waits = f"nonce {g.stuck_nonce} waits {fmt_int(g.oldest_pending_blocks)} blk"
+            if g.gap_nonce is not None:
+                waits = f"gap at nonce {g.gap_nonce}, {g.queued_count} queued"
+            runway = f"{fmt_duration(g.runway_s)} left" if g.runway_s is not None else "-"
+            cells = (
+                st.status_cell(g.status, word),
+                Text(f"  ✎ {g.label}"),
+                Text(f"n {fmt_int(g.latest_nonce)}/{fmt_int(g.pending_nonce)}"),
+                Text(str(g.pending_count), style=st.of(g.status) if g.pending_count else ""),
+                Text(g.display or "?"),
+                Text(runway, style=st.warn if g.runway_s is not None and g.runway_min_s is not None
+                     and g.runway_s < g.runway_min_s else ""),
+                Text(waits or g.problem, style=st.of(g.status) if waits else "dim"),
+                Text(name, style="dim"),
+            )
+            rows.append(Row(f"{name}|signer:{g.label}", cells, g, g.source,
+                            search=f"{name} signer {g.label} {g.address}"))
+        return rows
+
+    def _signer(self) -> SignerReading | None:
+        row = self.cursor_row()
+        return row.item if row is not None and isinstance(row.item, SignerReading) else None
+
+    def _signer_action(self, action_id: str) -> None:
+        g = self._signer()
+        if g is None:
+            self.notify("Select a signer row (✎) first.", severity="warning", timeout=3)
+            return
+        self.request(action_id, {"chain": g.chain, "signer": g.label}, f"chain:{g.chain}:{g.label}")
+
+    def action_speed_up(self) -> None:
+        self._signer_action("signer.speed_up")
+
+    def action_cancel_tx(self) -> None:
+        self._signer_action("signer.cancel")
+
     def _endpoint(self) -> EndpointReading | None:
         row = self.cursor_row()
-        return row.item if row is not None else None
+        return row.item if row is not None and isinstance(row.item, EndpointReading) else None
 
     def _chain_name(self) -> str | None:
         e = self._endpoint()

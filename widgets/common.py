@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -32,6 +33,7 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowKey
 
 from backends.model import Reading, Snapshot, SourceState, SourceStatus, Status
+from backends.units import format_age
 
 from .messages import ActionRequested, DetailRequested
 
@@ -43,20 +45,8 @@ STALE_WORD = "STALE"
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """45s, 3m12s, 2h05m, 3d04h; "-" for None. Negative values count as 0."""
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h}h{m:02d}m"
-    d, h = divmod(h, 24)
-    return f"{d}d{h:02d}h"
+    """45s, 3m12s, 2h05m, 3d04h; "-" for None. Negative values count as 0 (backends.units.format_age)."""
+    return format_age(seconds, none="-")
 
 
 def fmt_coarse(seconds: float | None) -> str:
@@ -291,6 +281,21 @@ class Health:
         return None
 
 
+def _needs_layout(which: str, old: tuple | None, new: tuple) -> bool:
+    """Does a new text change the size of its part of the pane head (see TablePane's CSS)?
+
+    The summary (and the chain's extra lines) is 1fr wide, one row per line (no wrap); the age is as wide as its text
+    and one row high. A value change of the same shape (a count, "read 2s ago" to "read
+    3s ago") repaints the part without a layout pass over the screen. The notice and the
+    empty text wrap: any change re-lays them out.
+    """
+    if old is None or which not in ("summary", "extra", "age"):
+        return True
+    if which != "age":  # one row per line, no wrap
+        return old[0].count("\n") != new[0].count("\n") or bool(old[0]) != bool(new[0])
+    return cell_len(old[0]) != cell_len(new[0]) or bool(old[0]) != bool(new[0])
+
+
 class TablePane(Vertical):
     """Base of the table panes: notice, summary, table, empty state, hold, filter, actions.
 
@@ -512,8 +517,8 @@ class TablePane(Vertical):
         names = dict.fromkeys(self._explicit_sources)
         names.update(dict.fromkeys(r.source for r in readings))
         names.update(self._known_sources)
-        for name, st in snapshot.sources.items():
-            if st.kind and st.kind.lower() in self.SOURCE_KINDS:
+        for name, known in snapshot.sources.items():
+            if known.kind and known.kind.lower() in self.SOURCE_KINDS:
                 names.setdefault(name)
         self._known_sources.update(dict.fromkeys(r.source for r in readings))
         h = Health()
@@ -576,9 +581,10 @@ class TablePane(Vertical):
         sig = _sig(text)
         if self._texts.get(which) == sig:
             return
+        old = self._texts.get(which)
         self._texts[which] = sig
         widget = self.query_one(f".pane-{which}", Static)
-        widget.update(text)
+        widget.update(text, layout=_needs_layout(which, old, sig))
         if which in ("summary", "age"):
             head = self.query_one(".pane-head")
             head.display = bool(self._texts.get("summary", ("",))[0] or self._texts.get("age", ("",))[0])
@@ -667,7 +673,7 @@ class TablePane(Vertical):
         return self._items.get(key) if key is not None else None
 
     def row_keys(self) -> list[str]:
-        return [r.key.value for r in self.table.ordered_rows]
+        return [r.key.value for r in self.table.ordered_rows if r.key.value is not None]  # all keyed
 
     def detail(self) -> Any:
         row = self.cursor_row()

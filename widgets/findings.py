@@ -2,7 +2,10 @@
 long it has lasted, its playbook and (with a `playbook_hint`) the next step and its key.
 
 Keys: `n` run the next playbook step of the finding under the cursor, `e` escalate it,
-`i` declare an incident for it, `enter` detail.
+`i` declare an incident for it, `enter` detail. The key shown in front of a step
+(`→ [g] Refill the gas bank`) runs that step here too: on the finding under the cursor,
+or, when another finding shows that key, on the first one that does (the cursor moves to
+it; the plan's dialog names the target before anything runs).
 """
 
 from __future__ import annotations
@@ -12,20 +15,24 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual import events
+from textual.binding import Binding, BindingType
 
 from backends.model import Finding, Severity, Snapshot, Status
+from backends.units import format_duration
 
 from .common import Health, Row, TablePane, age_s, fmt_coarse, read_ago
 
 SEVERITY_STATUS = {Severity.P0: Status.CRIT, Severity.P1: Status.CRIT, Severity.P2: Status.WARN,
                    Severity.P3: Status.UNKNOWN}
+# a P3 is low, not unknown: its own symbol (the colour stays the theme's "unknown" one)
+SEVERITY_SYMBOL = {Severity.P0: "✖", Severity.P1: "✖", Severity.P2: "▲", Severity.P3: "○"}
 
 PlaybookHint = Callable[[Finding], "tuple[Any, str | None] | None"]
 
 # "service:api-gateway" -> the params of the actions that act on it
 TARGET_PARAMS = {"service": "service", "queue": "queue", "breaker": "trigger_id", "chain": "chain",
-                 "order": "order_id", "pid": "pid"}
+                 "order": "order_id", "pid": "pid", "alert": "alert", "silence": "silence"}
 
 
 def step_text(step: Any) -> str:
@@ -53,7 +60,7 @@ class FindingsPane(TablePane):
     NOUN = "findings"
     MUTATING = frozenset({"next_step", "escalate", "declare_incident"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "next_step", "Run next step", id="findings_next_step"),
         Binding("e", "escalate", "Escalate", id="escalate"),
         Binding("i", "declare_incident", "Declare incident", id="incident"),
@@ -149,12 +156,16 @@ class FindingsPane(TablePane):
     def _row(self, f: Finding, now: datetime) -> Row:
         st = self.styles_
         status = SEVERITY_STATUS[f.severity]
-        badge = Text(f" {status.symbol} {f.severity.label} ", style=f"bold reverse {st.of(status)}".strip())
+        badge = Text(f" {SEVERITY_SYMBOL[f.severity]} {f.severity.label} ", style=f"bold reverse {st.of(status)}".strip())
         summary = Text(f.summary, style="bold" if f.severity <= Severity.P1 else "")
         hint = self.hint(f)
         if hint and step_text(hint[0]):
             step, key = hint
             summary.append("\n  → ", style="dim")
+            waiting = getattr(step, "waiting", "")
+            if waiting:  # the fix before is taking effect: wait (the time left), or act now
+                left = getattr(step, "wait_left", None)
+                summary.append(f"{waiting}" + (f" ({format_duration(left)} left)" if left else "") + ", or ")
             if key:  # the key first: a long step is cut at the right, the key never
                 summary.append(f"[{key}] ", style=f"bold {st.ok}".strip())
             summary.append(step_text(step))
@@ -187,7 +198,45 @@ class FindingsPane(TablePane):
         if f is None or not action:
             self.notify("No next step with an action for this finding.", severity="warning", timeout=3)
             return
-        self.request(action, target_params(f.target), f.target or f.key)
+        self.run_step(f, step)
+
+    def run_step(self, finding: Finding, step: Any) -> None:
+        """Plan the step's action for the finding: its target's params plus the step's own."""
+        params = target_params(finding.target)
+        extra = getattr(step, "action_params", None)
+        if callable(extra):
+            params.update(extra())
+        # an action that asks for a reason opens with the finding as its reason (editable)
+        params.setdefault("reason", f"{finding.severity.label} {finding.summary}"[:200])
+        self.request(step.action, params, finding.target or finding.key)
+
+    def step_for_key(self, key: str) -> tuple[Finding, Any] | None:
+        """(finding, step) that the pressed key runs: the cursor's finding when its step shows
+        that key, else the first finding (in the pane's order) whose step does."""
+        if self.app is not None and getattr(self.app, "read_only", False):
+            return None
+        rows = [self.cursor_row()] + [self._items.get(k) for k in self.row_keys()]
+        for row in rows:
+            f = getattr(row, "item", None)
+            if not isinstance(f, Finding):
+                continue
+            hint = self.hint(f)
+            if hint and hint[1] == key and getattr(hint[0], "action", None):
+                return f, hint[0]
+        return None
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key in ("n", "enter", "up", "down", "tab", "shift+tab", "escape"):
+            return
+        found = self.step_for_key(event.key)
+        if found is None:
+            return
+        event.stop()
+        event.prevent_default()
+        finding, step = found
+        if self.cursor_key() != finding.key and finding.key in self.row_keys():
+            self.table.move_cursor(row=self.table.get_row_index(finding.key), animate=False)
+        self.run_step(finding, step)
 
     def action_escalate(self) -> None:
         f = self._finding()
@@ -215,8 +264,8 @@ class FindingsPane(TablePane):
 
 
 def builtin_playbook_hint(book: Any = None) -> PlaybookHint:
-    """A `playbook_hint` from `backends.playbooks` (the seeds' procedures): next step and its key."""
-    from backends.playbooks import PlaybookBook
+    """A `playbook_hint` from `backends.engine.playbooks` (the seeds' procedures): next step and its key."""
+    from backends.engine.playbooks import PlaybookBook
 
     book = book or PlaybookBook()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -45,6 +46,18 @@ def sla_text(due: datetime | None, now: datetime) -> tuple[str, Status]:
     return f"SLA {fmt_duration(left)} left", Status.WARN if left < 300 else Status.OK
 
 
+def audit_badge(problem: str) -> str:
+    """The header's short words for why the audit trail cannot be written."""
+    p = problem.lower()
+    if "no space" in p or "quota" in p:
+        return "AUDIT DISK FULL"
+    if "read-only" in p:
+        return "AUDIT ON READ-ONLY FS"
+    if "permission" in p:
+        return "AUDIT NOT WRITABLE"
+    return "AUDIT UNWRITABLE"
+
+
 class StatusHeader(Horizontal):
     """One line across the top of the console."""
 
@@ -65,6 +78,7 @@ class StatusHeader(Horizontal):
         self.read_only = read_only
         self.kiosk = kiosk
         self.incident = incident
+        self.audit_problem: str | None = None  # why the audit trail cannot be written now
         self._clock = clock
         self.tick = tick
         self._snapshot: Snapshot | None = None
@@ -118,6 +132,12 @@ class StatusHeader(Horizontal):
 
     def set_read_only(self, read_only: bool) -> None:
         self.read_only = read_only
+        if self.is_mounted:
+            self.render_now()
+
+    def set_audit_problem(self, problem: str | None) -> None:
+        """Show that the audit trail cannot be written (None: it can): actions are refused."""
+        self.audit_problem = problem
         if self.is_mounted:
             self.render_now()
 
@@ -180,6 +200,11 @@ class StatusHeader(Horizontal):
     def right_text(self, now: datetime) -> Text:
         variables = getattr(self.app, "theme_variables", {}) or {}
         text = Text(no_wrap=True)
+        if self.audit_problem:
+            st = Styles(getattr(self.app, "theme_variables", None))
+            text.append(f" {Status.CRIT.symbol} {audit_badge(self.audit_problem)} · actions refused ",
+                        style=f"bold reverse {st.crit}".strip())
+            text.append(" ")
         if self.read_only:
             badge = " KIOSK · READ-ONLY " if self.kiosk else " READ-ONLY "
             text.append(badge, style=f"bold reverse {variables.get('badge-readonly', '')}".strip())
@@ -201,6 +226,10 @@ class StatusHeader(Horizontal):
         sig = (text.plain, tuple((s.start, s.end, str(s.style)) for s in text.spans))
         if self._shown.get(which) == sig:
             return
+        old = self._shown.get(which)
         self._shown[which] = sig
         self.repaints += 1
-        self.query_one(f".header-{which}", Static).update(text)
+        # Both parts are one row high; the left one is 1fr wide: only the right one's width
+        # follows its text. A clock tick (same width) repaints the part without a layout pass.
+        layout = which == "right" and (old is None or cell_len(old[0]) != cell_len(sig[0]))
+        self.query_one(f".header-{which}", Static).update(text, layout=layout)

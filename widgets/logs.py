@@ -2,8 +2,8 @@
 
 A Line API widget (ScrollView + render_line): only the visible rows are rendered.
 Lines arrive through `add_lines(lines)`, which only appends to a pending list; a
-one-shot timer flushes the pending lines at most ~10 times a second (5 while lines
-keep coming: each redraw rewrites the whole pane), and nothing runs while no line
+one-shot timer flushes the pending lines at most ~10 times a second (2 while lines
+keep coming: each redraw scrolls the whole pane), and nothing runs while no line
 arrives. A row is built once per line on screen, already joined with the pane's
 border (see `_RowStylesCache`), and dropped when its line scrolls off: a following
 tail shifts every row on every flush, so the cost per new row (and the objects it
@@ -28,12 +28,12 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
-from textual._border import get_box
-from textual._styles_cache import StylesCache
+from rich.text import Text
 from textual.binding import Binding
 from textual.cache import FIFOCache
 from textual.color import Color
@@ -42,12 +42,14 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
+from textual.widget import Widget
 
 from backends.model import Level, LogLine
+from tui.textual_compat import StylesCache, get_box, set_widget_styles_cache, widget_styles_cache
 
 DEFAULT_MAX_LINES = 10_000
 MIN_INTERVAL = 0.1  # at most 10 renders a second
-MAX_INTERVAL = 0.2  # newest line on screen within ~0.25 s even under a flood
+MAX_INTERVAL = 0.5  # while lines keep coming: two redraws a second; a first line after a lull at once
 
 _LABELS = {
     Level.FATAL: "FATAL",
@@ -90,8 +92,9 @@ class _Row(Strip):
     def __init__(self, segments: list[Segment], cell_length: int) -> None:
         self._segments = segments
         self._cell_length = cell_length
-        self._divide_cache = self._crop_cache = self._style_cache = _NO_CACHE
-        self._line_length_cache = self._crop_extend_cache = self._offsets_cache = _NO_CACHE
+        none: Any = _NO_CACHE  # stands in for each typed FIFOCache: finds nothing, keeps nothing
+        self._divide_cache = self._crop_cache = self._style_cache = none
+        self._line_length_cache = self._crop_extend_cache = self._offsets_cache = none
         self._filter_cache = FIFOCache(4)
         self._render_cache = None
         self._link_ids = None
@@ -174,7 +177,7 @@ class _RowStylesCache(StylesCache):
             return False
         (_top, _tc), (border_right, right_color), (_bottom, _bc), (border_left, left_color) = styles.border
         inner, outer = self.get_inner_outer(base_background, background)
-        edges = []
+        edges: list[Segment | None] = []
         if border_left:
             edges.append(get_box(border_left, inner, outer, type(inner)(foreground=base_background + left_color))[1][0])
         else:
@@ -193,7 +196,7 @@ class _RowStylesCache(StylesCache):
         if chrome is None:
             chrome = self._chrome = self._make_chrome(styles, size, content_size, padding, base_background,
                                                       background, opacity)
-        if chrome:
+        if isinstance(chrome, tuple):  # False: not plain, Textual's path
             top, height, _content_width, _width, _left, _right, _key = chrome
             if 0 <= y - top < height:
                 tail = getattr(render_content_line, "__self__", None)  # the tail's render_line
@@ -260,7 +263,7 @@ class LogTail(ScrollView, can_focus=True):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._styles_cache = _RowStylesCache()
+        set_widget_styles_cache(self, _RowStylesCache())
         self.max_lines = max(1, max_lines)
         self.show_time = show_time
         self.tag_width = tag_width
@@ -286,10 +289,10 @@ class LogTail(ScrollView, can_focus=True):
         self._search: re.Pattern | None = None
         self._filter_text = ""
         self._styles: dict[str, Style] | None = None
-        self._combined: dict[tuple, Style] = {}
+        self._combined: dict[tuple, dict[str, Style]] = {}
         # rows on screen: (id(line), width, is cursor) -> [line, Strip, chrome key, composed Strip]
         self._row_cache: dict[tuple, list] = {}
-        self._base: Style | None = None
+        self._base: Style = Style.null()  # the paint's base style, valid while _frame is set
         self._frame: tuple[int, int] | None = None
         self._cache_base: Style | None = None
         self._status_at = 0.0
@@ -298,6 +301,7 @@ class LogTail(ScrollView, can_focus=True):
         self._bar_stale = False  # the scrollbar's range lags the buffer (see _set_virtual_height)
         self._time_cache: tuple[int, str] = (-1, "")
         self._tags: dict[str, str] = {}
+        self._last_seq = 0  # the highest seq given (a line at or below it replaces one)
         if lines:
             self._pending.extend(lines)
             self.received += len(self._pending)
@@ -305,9 +309,24 @@ class LogTail(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ feeding
 
     def add_lines(self, lines: Sequence[LogLine]) -> None:
-        """Queue new lines; they appear at the next flush (<= ~10 per second)."""
+        """Queue new lines; they appear at the next flush (<= ~10 per second).
+
+        A line whose `seq` was already given is a multi-line entry that grew (the hub
+        published it again when its continuation lines came): it replaces the one shown."""
         if not lines:
             return
+        last = self._last_seq
+        top = last
+        for ln in lines:  # seqs rise: a line at or below the highest given replaces one
+            q = ln.seq
+            if q:
+                if q <= top:
+                    lines = self._replace_entries(lines)
+                    if not lines:
+                        return
+                    break
+                top = q
+        self._last_seq = max(self._last_seq, top)
         self._pending.extend(lines)
         self.received += len(lines)
         self.errors_received += sum(1 for ln in lines if ln.level >= Level.ERROR)
@@ -319,6 +338,48 @@ class LogTail(ScrollView, can_focus=True):
             self.new_while_paused += len(lines)
         self._schedule()
 
+    def _replace_entries(self, lines: Sequence[LogLine]) -> list[LogLine]:
+        """Replace the lines already given (same source and seq: a multi-line entry that
+        grew), also earlier in this batch; the new ones are returned, in order."""
+        top = self._last_seq
+        fresh: list[LogLine] = []
+        changed = refilter = False
+        for ln in lines:
+            q = ln.seq
+            if not q or q > top:
+                fresh.append(ln)
+                if q:
+                    top = q
+                continue
+            old = None
+            in_batch = in_rows = in_all = False
+            for store in (fresh, self._pending, self._all, self._rows):
+                for k in range(len(store) - 1, max(-1, len(store) - 2049), -1):
+                    cur = store[k]
+                    if cur.seq == q and cur.source == ln.source:
+                        if old is None and store is fresh:
+                            in_batch = True  # counted with the batch, as the version it has now
+                        in_rows = in_rows or store is self._rows
+                        in_all = in_all or store is self._all
+                        old = old or cur
+                        store[k] = ln
+                        break
+                    if cur.seq and cur.seq < q:
+                        break
+            if in_all and self._filtering:
+                # shown before and hidden now, or the other way round: the filter again
+                refilter = refilter or in_rows != self._keep(ln)
+            if old is not None:
+                if not in_batch:
+                    self.errors_received += (ln.level >= Level.ERROR) - (old.level >= Level.ERROR)
+                changed = True
+        self._last_seq = max(self._last_seq, top)
+        if refilter:
+            self._rebuild()
+        elif changed:
+            self.refresh()
+        return fresh
+
     def _schedule(self) -> None:
         if self._timer is not None or not self.is_attached:
             return
@@ -329,8 +390,8 @@ class LogTail(ScrollView, can_focus=True):
     def _interval(self) -> float:
         # A line after a quiet spell shows at once. While lines keep coming, one redraw per
         # `max_interval` (each redraw rewrites the whole pane anyway, so fewer redraws mean
-        # fewer bytes to the terminal and less CPU; the newest line is still on screen
-        # within ~0.25 s).
+        # fewer bytes to the terminal and less CPU: each scroll of the tail makes Textual
+        # re-arrange the whole screen's map; the newest line is on screen within ~0.5 s).
         if self._rate * self.max_interval >= 1.0:
             return self.max_interval
         return self.min_interval
@@ -457,7 +518,8 @@ class LogTail(ScrollView, can_focus=True):
         """
         text = include or ""
         if include and include.startswith("!") and exclude is None:
-            include, exclude = None, include[1:] or None
+            rest = include[1:]
+            include, exclude = None, rest or None
         flags = re.IGNORECASE if ignore_case else 0
 
         def compile_(pattern: str | None) -> re.Pattern | None:
@@ -562,6 +624,19 @@ class LogTail(ScrollView, can_focus=True):
         # not a CSS class: a class change re-applies the stylesheet to the pane and its
         # scrollbars on every pause / follow.
         self.styles.scrollbar_visibility = "visible" if show else "hidden"
+        if show and self.show_vertical_scrollbar:  # hidden, it was not told (watch_scroll_y)
+            self.vertical_scrollbar.position = self.scroll_y
+            self._bar_stale = True  # its range too, with the status (_sync_bar)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        # ScrollView's, but a hidden scrollbar (following) is not told its position: a
+        # refresh of a widget the screen does not show makes Textual re-arrange the whole
+        # screen's map (every widget's geometry) before the next frame, on every flush.
+        # `_show_bar` tells it when it shows again.
+        if self.show_vertical_scrollbar and self.styles.scrollbar_visibility != "hidden":
+            self.vertical_scrollbar.position = new_value
+        if round(old_value) != round(new_value):
+            self.refresh(self.size.region)
 
     def pause(self) -> None:
         self._set_follow(False)
@@ -628,7 +703,7 @@ class LogTail(ScrollView, can_focus=True):
         start = self._start_index(forward)
         if inclusive:
             start = start - 1 if forward else start + 1
-        rng = range(start + 1, len(rows)) if forward else range(min(start, len(rows)) - 1, -1, -1)
+        rng: Iterable[int] = range(start + 1, len(rows)) if forward else range(min(start, len(rows)) - 1, -1, -1)
         if wrap:
             import itertools
 
@@ -718,6 +793,11 @@ class LogTail(ScrollView, can_focus=True):
             return self._rows[self.cursor]
         return self._rows[-1] if self._rows else None
 
+    def detail(self) -> LogLine | None:
+        """Enter: the line under the cursor (the newest while following), for the detail
+        screen, which shows it raw and a multi-line entry in full (see `entry_detail`)."""
+        return self.current_line
+
     def action_copy_line(self) -> None:
         line = self.current_line
         if line is None:
@@ -760,6 +840,10 @@ class LogTail(ScrollView, can_focus=True):
         text = self.status_text
         if text != self.border_subtitle:
             self.border_subtitle = text
+            for node in self.ancestors:  # the border the operator sees (the dashboard's pane slot)
+                if isinstance(node, Widget) and getattr(node, "SHOWS_PANE_STATUS", False):
+                    node.border_subtitle = text
+                    break
 
     def _status_due(self) -> None:
         self._status_timer = None
@@ -829,7 +913,7 @@ class LogTail(ScrollView, can_focus=True):
         try:
             return super().render_lines(crop)
         finally:
-            self._base = None
+            self._base = Style.null()
             self._frame = None
             self._prune_rows(top)
 
@@ -900,7 +984,7 @@ class LogTail(ScrollView, can_focus=True):
             segments.append(right)
         row = entry[3] = _Row(segments, outer_width)
         entry[2] = key
-        self._styles_cache.seed_filters(row)
+        widget_styles_cache(self).seed_filters(row)
         return row
 
     def _style_table(self, base: Style, cursor: bool) -> dict[str, Style]:
@@ -941,7 +1025,10 @@ class LogTail(ScrollView, can_focus=True):
             if line.notice:
                 tname = "notice"
         room = max(0, width - len(prefix) - len(label))
-        text = line.text
+        text = shown_text(line)
+        if "\n" in line.text:
+            more = folded(line)
+            text = text[: max(0, room - len(more))] + more if len(text) + len(more) > room else text + more
         if not text.isascii():
             text = _fit_cells(text, room)
         elif len(text) > room:
@@ -969,6 +1056,112 @@ class LogTail(ScrollView, can_focus=True):
             segs.append(Segment(label, table[lname]))
             segs.append(Segment(text + pad, table[tname]))
         return segs
+
+
+_PLAIN_HEAD = re.compile(
+    r"\s*(?P<ts>\[?\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\]?\s+)?"
+    r"(?P<lv>\[?(?:TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|FATAL|CRITICAL|CRIT)\]?:?\s+"
+    # structlog's ConsoleRenderer: `[error    ] `; winston: `error: `; Python logging: `ERROR:name:`
+    r"|\[\s*(?i:trace|debug|info|notice|warn|warning|error|err|fatal|critical|crit)\s*\]\s+"
+    r"|(?i:trace|debug|info|notice|http|verbose|silly|warn|warning|error|fatal|critical):\s*)?"
+    r"(?:\[(?P<tag>[^\]\s]{1,64})\]:?\s*)?")
+# logfmt / slog text: the pairs the pane already shows in its columns (or as the message)
+_LOGFMT_PAIR = re.compile(r'(?:^|\s)([A-Za-z_@][\w.@-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+_LOGFMT_SHOWN = frozenset(("time", "ts", "t", "timestamp", "@timestamp", "level", "lvl", "at", "severity",
+                           "msg", "message"))
+_LOGFMT_HEAD = re.compile(r"[A-Za-z_][\w.]*=")
+
+
+def shown_text(line: LogLine) -> str:
+    """What a row shows after its time, source and level (which the pane shows once): a
+    JSON line's message; a logfmt / slog line's message then its other pairs; a plain line
+    (winston, structlog's console, Python logging) without its own leading timestamp,
+    level word and `[source]` tag. A multi-line entry (a traceback, a stack): its first
+    line (`folded`, in the row, adds how many lines it has). The raw line stays in the
+    detail (enter) and the copy (y)."""
+    text = line.text
+    if "\n" in text:
+        text = text[: text.index("\n")]
+    if line.notice:
+        return text
+    msg = line.message
+    if msg and msg != text and text.lstrip().startswith("{"):  # a JSON line: its message
+        return msg
+    if "=" in text and _LOGFMT_HEAD.match(text) and line.level is not Level.UNKNOWN:  # logfmt
+        rest = _logfmt_rest(text, msg)
+        if msg and msg != text:
+            return f"{msg}  {rest}" if rest else msg
+        if rest:
+            return rest
+    m = _PLAIN_HEAD.match(text)
+    if m is None or not (m.group("ts") or m.group("lv")):
+        if "\n" in line.text and msg and msg != text and text.startswith("Traceback"):
+            return msg  # an uncaught exception: what it is (`ValueError: boom`)
+        return text
+    end = m.end()
+    tag = m.group("tag")
+    if tag and not (line.source.startswith(tag) or tag.startswith(line.source)):
+        end = text.rfind("[", 0, m.start("tag"))  # a tag that is not the source stays
+    rest = text[end:]
+    return rest if rest.strip() else text
+
+
+def _logfmt_rest(text: str, msg: str) -> str:
+    """A logfmt line's pairs but those the row shows already (time, level, the message)."""
+    keep = []
+    for m in _LOGFMT_PAIR.finditer(text):
+        key, value = m.group(1), m.group(2)
+        if key in _LOGFMT_SHOWN:
+            continue
+        if key == "event" and (value == msg or value[1:-1] == msg):  # structlog's message key
+            continue
+        keep.append(m.group(0).strip())
+    return " ".join(keep)
+
+
+def folded(line: LogLine) -> str:
+    """A multi-line entry's count as the row shows it after its first line ("" for one line)."""
+    text = line.text
+    if "\n" not in text:
+        return ""
+    from backends.sources.logs import entry_line_count
+
+    return f"  [+{entry_line_count(text) - 1} lines]"
+
+
+ENTRY_FOLD_LINES = 20  # a multi-line entry's lines shown in the detail before "e: expand"
+
+
+def entry_detail(line: LogLine, *, expanded: bool = False, fold_at: int = ENTRY_FOLD_LINES) -> Text:
+    """A log line's detail: what the pane shows, then the raw line; a multi-line entry
+    (traceback, stack) folded to its first `fold_at` lines unless `expanded`."""
+
+    from backends.sanitize import inert
+    from backends.sources.logs import entry_line_count
+
+    raw = line.text.split("\n")
+    count = entry_line_count(line.text)
+    text = Text()
+    text.append("source   ", style="dim")
+    text.append(f"{line.source}\n")
+    text.append("level    ", style="dim")
+    text.append(f"{line.level.name if line.level is not Level.UNKNOWN else '-'}\n")
+    text.append("time     ", style="dim")
+    text.append(f"{line.at.astimezone():%Y-%m-%d %H:%M:%S %Z}\n")
+    text.append("message  ", style="dim")
+    text.append(inert(shown_text(line), 2000) + "\n")
+    if count > 1:
+        text.append("lines    ", style="dim")
+        text.append(f"{count} (one entry: its first line and {count - 1} continuation line(s))\n")
+    text.append("\nraw\n", style="bold")
+    shown = raw if expanded or len(raw) <= fold_at else raw[:fold_at]
+    for part in shown:
+        text.append(f"  {inert(part, 4096)}\n")
+    if len(shown) < len(raw):
+        text.append(f"  … {count - len(shown)} more line(s)  (e: expand)\n", style="dim")
+    elif count > fold_at and expanded:
+        text.append("  (e: fold)\n", style="dim")
+    return text
 
 
 def _fit_cells(text: str, room: int) -> str:

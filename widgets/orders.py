@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from backends.model import Order, OrdersReading, OrderVerdict, Snapshot, Status, Verdict
 
@@ -53,7 +53,7 @@ class OrdersPane(TablePane):
     NOUN = "orders"
     MUTATING = frozenset({"fix", "bulk_fix", "reconcile"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_select", "Select", id="orders_select"),
         Binding("a", "select_all", "Select all/none", id="orders_select_all", show=False),
         Binding("f", "fix", "Fix", id="fix"),
@@ -95,7 +95,7 @@ class OrdersPane(TablePane):
         return text
 
     def _orders(self, readings: list) -> list[tuple[Order, str]]:
-        out = []
+        out: list[tuple[Order, str]] = []
         for r in readings:
             out.extend((o, r.source) for o in r.oldest)
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from backends.model import QueueReading, Snapshot, Status
 
@@ -45,13 +45,13 @@ class QueuesPane(TablePane):
     READING_TYPES = (QueueReading,)
     SOURCE_KINDS = frozenset({"queue", "queues", "redis"})
     COLUMNS = (("status", "St"), ("name", "Queue"), ("depth", "Depth"), ("trend", "Trend"),
-               ("drain", "Drain"), ("eta", "To drain"), ("oldest", "Oldest"), ("dead", "Dead"),
+               ("drain", "Drain"), ("eta", "To drain"), ("oldest", "Oldest"), ("dead", "Failed/dead"),
                ("limits", "Warn/High/Crit"))
     DETAIL_KIND = "queue"
     NOUN = "queues"
     MUTATING = frozenset({"requeue_dead"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("R", "requeue_dead", "Requeue dead letters", id="requeue_dead"),
     ]
 
@@ -66,11 +66,14 @@ class QueuesPane(TablePane):
         dead = sum(r.dead_letter_depth or 0 for r in readings)
         if dead:
             text.append(f"  {fmt_int(dead)} dead", style=self.styles_.warn)
+        failed = sum(r.failed or 0 for r in readings)
+        if failed:
+            text.append(f"  {fmt_int(failed)} failed", style=self.styles_.warn)
         return text
 
     def build_rows(self, snapshot: Snapshot, readings: list, health: Health) -> list[Row]:
         st = self.styles_
-        rows = []
+        rows: list[Row] = []
         for r in readings:
             key = r.name if r.name not in {x.key for x in rows} else f"{r.source}:{r.name}"
             warn, high, crit = (tuple(r.thresholds) + (None, None, None))[:3]
@@ -81,17 +84,23 @@ class QueuesPane(TablePane):
             else:
                 eta = "-"
             dead = r.dead_letter_depth
+            bad = [f"{fmt_int(r.failed)} failed"] if r.failed else []  # rq/bullmq/sidekiq's own failed set
+            if r.dead_letter_key or dead:
+                bad.append(f"{fmt_int(dead)} dead" if r.failed is not None else fmt_int(dead))
+            late = r.max_age_s is not None and (r.oldest_age_s or 0) > r.max_age_s
             cells = (
                 st.status_cell(r.status),
                 Text(r.name, style="bold"),
-                Text(fmt_int(r.depth) + (f" +{fmt_int(r.pending)}p" if r.pending else ""),
-                     style=st.of(r.status) if r.status is not Status.OK else ""),
+                Text(fmt_int(r.depth) + (f" +{fmt_int(r.pending)}p" if r.pending else "")
+                     + (" paused" if r.paused else ""),
+                     style=st.of(r.status) if r.status is not Status.OK else (st.warn if r.paused else "")),
                 Text(sparkline(r.history, 12), style=st.of(r.status)),
                 Text(drain_text(r.drain_rate),
                      style=st.warn if (r.drain_rate or 0) < 0 and r.depth else ""),
                 Text(eta),
-                Text(fmt_duration(r.oldest_age_s)),
-                Text(fmt_int(dead) if r.dead_letter_key else "-", style=st.warn if dead else ""),
+                Text(fmt_duration(r.oldest_age_s), style=st.warn if late else ""),
+                Text(" · ".join(bad) if bad else ("0 failed" if r.failed is not None else "-"),
+                     style=st.warn if (dead or r.failed) else ""),
                 Text(f"{compact(warn)}/{compact(high)}/{compact(crit)}", style="dim"),
             )
             rows.append(Row(key, cells, r, r.source, search=f"{r.name} {r.key} {r.type}"))

@@ -9,17 +9,20 @@ In read-only mode the mutating keys do not exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from backends.model import (
     CheckReading,
+    Finding,
     HostReading,
     PostgresReading,
     RedisReading,
     ServiceReading,
+    Severity,
     Snapshot,
     Status,
 )
@@ -27,16 +30,12 @@ from backends.model import (
 from .common import Health, Row, TablePane, fmt_coarse, fmt_duration, fmt_int, fmt_ms
 
 INFRA = (PostgresReading, RedisReading, HostReading, CheckReading)
-# The defaults of the Postgres and host rules (backends/postgres.py, backends/process.py),
-# for readings that do not carry their source's thresholds.
-PG_DEFAULTS = {"warn_connections": 50, "pool_warn_ratio": 0.8, "long_query_after": 60.0}
-HOST_DEFAULTS = {"memory_warn": 85.0, "disk_warn": 80.0, "disk_crit": 95.0}
-HOST_MEM_CRIT = 95.0  # the host rule's memory P1
 
 HEALTH_STATUS = {"healthy": Status.OK, "starting": Status.WARN, "unhealthy": Status.CRIT}
 STATE_STATUS = {"running": Status.OK, "restarting": Status.WARN, "paused": Status.WARN,
                 "created": Status.WARN, "exited": Status.CRIT, "dead": Status.CRIT,
-                "missing": Status.CRIT, "down": Status.CRIT, "unknown": Status.UNKNOWN}
+                "missing": Status.CRIT, "down": Status.CRIT, "stopped": Status.CRIT,
+                "starting": Status.WARN, "stopping": Status.WARN, "unknown": Status.UNKNOWN}
 
 
 fmt_uptime = fmt_coarse
@@ -77,12 +76,20 @@ class ServicesPane(TablePane):
     NOUN = "services"
     MUTATING = frozenset({"restart", "stop", "start", "terminate_queries"})
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "restart", "Restart", id="restart"),
         Binding("S", "stop", "Stop", id="service_stop"),
         Binding("u", "start", "Start", id="service_start"),
         Binding("k", "terminate_queries", "Terminate long queries", id="postgres_terminate"),
     ]
+
+    def inputs_key(self, snapshot: Snapshot):
+        """The rows' statuses are the rules' verdicts: a finding that comes or goes (or changes
+        severity) on an infrastructure target repaints, with the same readings."""
+        key = super().inputs_key(snapshot)
+        judged = tuple(sorted((f.target, int(f.severity)) for f in snapshot.findings
+                              if f.target and f.target.split(":", 1)[0] in INFRA_TARGET.values()))
+        return None if key is None else (key, judged)
 
     def build_summary(self, snapshot: Snapshot, readings: list, health: Health) -> Text:
         counts = {s: 0 for s in Status}
@@ -93,7 +100,7 @@ class ServicesPane(TablePane):
             if r.source in degraded:
                 stale += 1  # a stale status is not counted as current
                 continue
-            counts[r.status if isinstance(r, ServiceReading) else infra_status(r)] += 1
+            counts[r.status if isinstance(r, ServiceReading) else infra_status(r, snapshot.findings)] += 1
         text = Text()
         text.append(f"{len(services)} services", style="bold")
         if len(readings) > len(services):
@@ -137,12 +144,13 @@ class ServicesPane(TablePane):
                             search=f"{r.name} {r.state} {r.health or ''} {r.image or ''} {r.detail}"))
         for r in readings:
             if isinstance(r, INFRA):
-                rows.append(self._infra_row(r))
+                rows.append(self._infra_row(r, snapshot.findings))
         return rows
 
-    def _infra_row(self, r: PostgresReading | RedisReading | HostReading | CheckReading) -> Row:
+    def _infra_row(self, r: PostgresReading | RedisReading | HostReading | CheckReading,
+                   findings: Iterable[Finding] = ()) -> Row:
         st = self.styles_
-        status = infra_status(r)
+        status = infra_status(r, findings)
         if isinstance(r, CheckReading):
             value = "" if r.value is None else f"{r.value}{(' ' + r.unit) if r.unit and r.unit != 'ms' else ''}"
             detail = r.detail or value or (f"HTTP {r.http_status}" if r.http_status else "-")
@@ -232,45 +240,26 @@ class ServicesPane(TablePane):
             f" {svc.image}" if svc.image else "")
 
 
-def infra_status(r: PostgresReading | RedisReading | HostReading | CheckReading) -> Status:
-    """The status of an infrastructure reading, by the thresholds its rule uses.
+INFRA_TARGET = {PostgresReading: "postgres", RedisReading: "redis", HostReading: "host"}
 
-    Postgres and the host carry the thresholds of their source (`warn_connections`,
-    `pool_warn_ratio`, `long_query_after`; `cpu_warn`, `memory_warn`, `disk_warn`,
-    `disk_crit` from the config); a reading without them is judged by the rules' defaults.
-    So a row is CRIT where its rule raises a P1 and WARN where it raises a P2/P3.
+
+def infra_status(r: PostgresReading | RedisReading | HostReading | CheckReading,
+                 findings: Iterable[Finding] = ()) -> Status:
+    """The status of an infrastructure row: what the rules decided, never a threshold of
+    the pane's own. The worst finding on the reading's target (`postgres:<source>`,
+    `redis:<source>`, `host:<source>`) makes the row CRIT (P0/P1) or WARN (P2/P3); none is
+    OK. A check carries the status its evaluation gave; a reading that could not reach its
+    server is CRIT even before a rule has spoken.
     """
     if isinstance(r, CheckReading):
         return r.status
-    if isinstance(r, PostgresReading):
-        if not r.reachable:
-            return Status.CRIT
-        warn_conn = PG_DEFAULTS["warn_connections"] if r.warn_connections is None else r.warn_connections
-        ratio = PG_DEFAULTS["pool_warn_ratio"] if r.pool_warn_ratio is None else r.pool_warn_ratio
-        long_after = PG_DEFAULTS["long_query_after"] if r.long_query_after is None else r.long_query_after
-        if r.max_connections and r.total_connections / r.max_connections >= ratio:
-            return Status.CRIT
-        if (r.max_connections and r.active_connections >= warn_conn) or any(
-                q.duration_s >= long_after for q in r.long_queries):
-            return Status.WARN
-        return Status.OK
-    if isinstance(r, RedisReading):
-        if not r.reachable:
-            return Status.CRIT
-        if r.max_memory_bytes and r.used_memory_bytes >= r.max_memory_bytes:
-            return Status.CRIT
-        if r.max_memory_bytes and r.used_memory_bytes >= 0.8 * r.max_memory_bytes:
-            return Status.WARN
-        return Status.OK
-    mem_warn = HOST_DEFAULTS["memory_warn"] if r.memory_warn is None else r.memory_warn
-    disk_warn = HOST_DEFAULTS["disk_warn"] if r.disk_warn is None else r.disk_warn
-    disk_crit = HOST_DEFAULTS["disk_crit"] if r.disk_crit is None else r.disk_crit
-    disks = [p for _, p in r.disks]
-    if r.cpu_percent >= 95 or r.mem_percent > HOST_MEM_CRIT or any(p > disk_crit for p in disks):
+    if isinstance(r, PostgresReading | RedisReading) and not r.reachable:
         return Status.CRIT
-    if r.cpu_high_for_s > 0 or r.mem_percent > mem_warn or any(p > disk_warn for p in disks):
-        return Status.WARN
-    return Status.OK
+    target = f"{INFRA_TARGET[type(r)]}:{r.source}"
+    worst = min((f.severity for f in findings if f.target == target), default=None)
+    if worst is None:
+        return Status.OK
+    return Status.CRIT if worst <= Severity.P1 else Status.WARN
 
 
 def fmt_bytes(n: int | None) -> str:

@@ -8,9 +8,10 @@ variables. Only cells whose text changed are updated.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.widgets import DataTable
 
 from backends.model import Snapshot, SourceState, SourceStatus, Status
@@ -39,7 +40,7 @@ def _every(seconds: float) -> str:
 class SourcesPane(DataTable):
     """Configured sources and their monitor state."""
 
-    BINDINGS: list[Binding] = []  # DataTable's own keys (cursor, enter) are inherited
+    BINDINGS: ClassVar[list[BindingType]] = []  # DataTable's own keys (cursor, enter) are inherited
     DEFAULT_CSS = """
     SourcesPane { height: 1fr; scrollbar-size-horizontal: 0; }
     """
@@ -119,7 +120,7 @@ class SourcesPane(DataTable):
             key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         except Exception:
             return None
-        return self._snapshot.sources.get(key)
+        return self._snapshot.sources.get(key) if key is not None else None
 
     def detail(self) -> SourceStatus | None:
         return self.selected_status()

@@ -1,6 +1,7 @@
 """Pool-exhaustion drill: holds N connections busy with long `pg_sleep` queries.
 
-Exits when every connection has been terminated (the fix) or on SIGTERM (the undo)."""
+Like a real report job, it fails at its first terminated query (the fix: "terminating connection due to
+administrator command") and releases every connection it still holds; SIGTERM is the undo."""
 
 from __future__ import annotations
 
@@ -44,9 +45,12 @@ async def main(svc: Service) -> None:
     while pending and not svc.stop.is_set():
         done, pending = await asyncio.wait(pending | {stop}, return_when=asyncio.FIRST_COMPLETED)
         pending.discard(stop)
-        for t in done:
-            if t is not stop:
-                svc.warn(f"long query ended: {t.result()}")
+        ended = [t.result() for t in done if t is not stop]
+        for why in ended:
+            svc.warn(f"long query ended: {why}")
+        if ended:
+            svc.error(f"report job failed: {ended[0]}; releasing {len(pending)} other connection(s)")
+            break
     for t in tasks:
         t.cancel()
     for c in cons:

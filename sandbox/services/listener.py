@@ -55,9 +55,13 @@ async def poll(svc: Service, rpc: Rpc, pool, stats: dict) -> None:
         end = min(head, start + CHUNK - 1)
         logs = await rpc.call("eth_getLogs", [{"address": s["escrow"], "fromBlock": hex(start),
                                               "toBlock": hex(end), "topics": [s["topic_released"]]}])
+        skip = skip_range(svc)
         for lg in logs or []:
             topics = lg.get("topics") or []
             if len(topics) >= 2 and topics[0].lower() == s["topic_released"].lower():
+                if skip and skip[0] <= int(lg["blockNumber"], 16) <= skip[1]:
+                    dropped(svc, lg)  # the missed-blocks drill: this range is skipped on purpose
+                    continue
                 await handle(svc, pool, lg, stats)
         async with pool.acquire() as con:
             await con.execute(
@@ -65,6 +69,28 @@ async def poll(svc: Service, rpc: Rpc, pool, stats: dict) -> None:
                 "ON CONFLICT (name) DO UPDATE SET last_block = EXCLUDED.last_block, updated_at = now()",
                 "escrow", end)
         start = end + 1
+
+
+SKIP_FLAG = "missed-blocks"  # <run-dir>/flags/missed-blocks: {"from": a, "to": b} (the drill's skip switch)
+
+
+def skip_range(svc: Service) -> tuple[int, int] | None:
+    """The block range the listener skips on purpose while the flag is set, else None."""
+    path = svc.run_dir / "flags" / SKIP_FLAG
+    try:
+        data = json.loads(path.read_text())
+        return int(data["from"]), int(data["to"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def dropped(svc: Service, lg: dict) -> None:
+    """Record a release the listener skipped (the drill compares warroom's range with these)."""
+    order_id = topic_to_order_id(lg["topics"][1])
+    block = int(lg["blockNumber"], 16)
+    with open(svc.run_dir / "flags" / (SKIP_FLAG + ".dropped"), "a") as f:
+        f.write(json.dumps({"block": block, "order": order_id, "tx": lg["transactionHash"]}) + "\n")
+    svc.warn(f"Skipping EscrowReleased for order {order_id} in block {block} (missed-blocks drill)")
 
 
 async def handle(svc: Service, pool, lg: dict, stats: dict) -> None:

@@ -14,18 +14,29 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Container
+from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
 from backends.model import Snapshot
 from tui.bindings import DASHBOARD_BINDINGS
 from widgets.header import StatusHeader
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import WarroomApp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ PANES: tuple[PaneSpec, ...] = (
 PANE_IDS = tuple(p.id for p in PANES)
 
 WIDE = (160, 48)
+APPLY_EVERY = 1.0  # s: live snapshots are shown at most this often (see DashboardScreen.offer)
 MEDIUM = (120, 36)
 
 
@@ -71,6 +83,61 @@ def pane_class(spec: PaneSpec) -> type[Widget] | None:
         return None
     return getattr(module, spec.cls, None)
 
+
+def state_signature(snapshot: Snapshot) -> tuple:
+    """What must show at once: every source's state and the findings (their ids/severity)."""
+    try:
+        sources = tuple((name, st.state) for name, st in snapshot.sources.items())
+        findings = tuple((getattr(f, "key", None) or getattr(f, "title", ""), getattr(f, "severity", None))
+                         for f in snapshot.findings)
+    except Exception:  # a snapshot of another shape (tests): always urgent
+        return (object(),)
+    return sources, findings
+
+
+
+class SnapshotThrottle:
+    """Live snapshots shown at most once per APPLY_EVERY seconds, the newest one (the first
+    after a quiet spell at once, a later one at the end of the interval); a change of state
+    (a source's state, the findings: `state_signature`) at once. Used by the dashboard and
+    the kiosk: the monitor publishes a snapshot per finished poll (about 5 a second on the
+    sandbox) and each apply walks every pane.
+
+    `ready()` is asked when it fires: False drops the snapshot (the owner is off screen and
+    applies the newest one when shown again)."""
+
+    def __init__(self, owner: Widget, apply: Callable[[Snapshot], None], *, name: str,
+                 ready: Callable[[], bool]) -> None:
+        self.owner = owner
+        self.apply = apply
+        self.name = name
+        self.ready = ready
+        self.offered: Snapshot | None = None  # the newest snapshot offered, not shown yet
+        self.timer: Timer | None = None
+        self.applied_at = float("-inf")
+        self.applied_sig: tuple = ()
+
+    def offer(self, snapshot: Snapshot) -> None:
+        self.offered = snapshot
+        urgent = state_signature(snapshot) != self.applied_sig  # a source came up, failed, a finding
+        if self.timer is not None and not urgent:
+            return
+        wait = self.applied_at + APPLY_EVERY - time.monotonic()
+        if wait <= 0 or urgent:
+            if self.timer is not None:
+                self.timer.stop()
+            self.fire()
+        else:
+            self.timer = self.owner.set_timer(wait, self.fire, name=self.name)
+
+    def fire(self) -> None:
+        self.timer = None
+        snapshot, self.offered = self.offered, None
+        if snapshot is None or not self.ready():
+            return
+        self.applied_at = time.monotonic()
+        self.applied_sig = state_signature(snapshot)
+        self.apply(snapshot)
 
 class PanePlaceholder(Static):
     """Stands in for a pane whose widget is not available."""
@@ -93,7 +160,11 @@ class ShellFooter(Footer):
 
 
 class PaneSlot(Container):
-    """Holds one pane; carries its border, title and the layout's show/hide class."""
+    """Holds one pane; carries its border, title and the layout's show/hide class. A pane
+    with a status of its own (the Logs pane: FOLLOW / PAUSED, lines shown / total, filter)
+    puts it in this border's subtitle (`SHOWS_PANE_STATUS`)."""
+
+    SHOWS_PANE_STATUS = True
 
     def __init__(self, spec: PaneSpec, index: int, current: bool = False, connecting: bool = False) -> None:
         super().__init__(id=f"slot-{spec.id}", classes="pane-slot -current" if current else "pane-slot")
@@ -113,7 +184,10 @@ class PaneTabs(Tabs, can_focus=False):
 
 
 class DashboardScreen(Screen):
-    BINDINGS = DASHBOARD_BINDINGS
+    BINDINGS: ClassVar[list[BindingType]] = list(DASHBOARD_BINDINGS)  # a copy, typed as Textual declares BINDINGS
+
+    if TYPE_CHECKING:  # only WarroomApp (tui/app.py) pushes the dashboard: Textual's typed `app`
+        app = getters.app(WarroomApp)
 
     def __init__(self, header: StatusHeader, mode: str = "wide", *, panes: bool = True) -> None:
         # the layout class is set before the first style pass: no restyle at startup
@@ -123,6 +197,9 @@ class DashboardScreen(Screen):
         self.layout_mode = mode
         self.current = PANE_IDS[0]
         self._snapshot: Snapshot | None = None
+        # apply looked up when it fires (a wrapped or replaced apply is the one called)
+        self._throttle = SnapshotThrottle(self, lambda snap: self.apply(snap), name="dashboard-apply",
+                                          ready=self._may_apply)
 
     # ------------------------------------------------------------------ compose
 
@@ -223,11 +300,11 @@ class DashboardScreen(Screen):
     def pane(self, pane_id: str) -> Widget | None:
         return self.slot(pane_id).pane
 
-    def visible(self, slot: PaneSlot) -> bool:
+    def slot_visible(self, slot: PaneSlot) -> bool:
         return self.layout_mode != "compact" or slot.spec.id == self.current
 
     def focused_slot(self) -> PaneSlot | None:
-        node = self.focused
+        node: DOMNode | None = self.focused
         while node is not None and not isinstance(node, PaneSlot):
             node = node.parent
         return node
@@ -276,10 +353,21 @@ class DashboardScreen(Screen):
             self.header.show(snapshot)
             self.show_incident()
             for slot in self.query(PaneSlot):
-                if self.visible(slot):
+                if self.slot_visible(slot):
                     self._show(slot, snapshot)
                 else:
                     slot.dirty = True
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """A live snapshot: shown now, or with the newest of the next second (SnapshotThrottle)."""
+        self._throttle.offer(snapshot)
+
+    def _may_apply(self) -> bool:
+        if not self.is_attached:
+            return False
+        shown = getattr(self.app, "_dashboard_shown", None)
+        # a full screen over it: the app's newest snapshot is applied on resume
+        return not (callable(shown) and not shown(self))
 
     def show_incident(self) -> None:
         """The open incident (engine.incidents.current()) in the header, with its SLA clock."""
@@ -416,5 +504,6 @@ class DashboardScreen(Screen):
             self.notify(f"no detail for {getattr(message, 'key', '?')}", severity="warning", timeout=2)
 
     def on_screen_resume(self) -> None:
-        if getattr(self.app, "snapshot", None) is not None and self.app.snapshot is not self._snapshot:
-            self.apply(self.app.snapshot)
+        snapshot = getattr(self.app, "snapshot", None)
+        if snapshot is not None and snapshot is not self._snapshot:
+            self.apply(snapshot)

@@ -1,6 +1,6 @@
 """Escalate: review and edit the brief, pick the level, send; see what is still pending.
 
-The brief is filled from live state (`backends.notify.incident_brief`: the incident,
+The brief is filled from live state (`backends.actions.notify.incident_brief`: the incident,
 error messages from the logs, affected orders, timeline, steps already attempted, RPC
 endpoints) in a worker, then shown in an editor: nothing is sent before the operator
 reviewed it. `[` / `]` choose the level (outside the editor; tab moves between them) (its contacts, channels and what it asks for
@@ -44,11 +44,16 @@ class EscalateScreen(ModalScreen[None]):
         Binding("right_square_bracket", "level(1)", "Next level", id="escalate_next", key_display="]"),
     ]
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if getattr(self.app, "read_only", False) and action in ("send", "retry"):
+            return False  # a read-only console sends nothing
+        return True
+
     def __init__(self, engine: Any, *, incident_id: str | None = None, level: int | None = None) -> None:
         super().__init__(id="escalate-modal")
         self.engine = engine
-        self.manager = getattr(engine, "incidents", None)
-        self.notifier = getattr(engine, "notifier", None)
+        self.manager = engine.incidents if engine is not None else None
+        self.notifier = engine.notifier if engine is not None else None
         self.incident_id = incident_id
         self.level = level if level is not None else self._default_level()
         self.brief_ready = False
@@ -129,9 +134,9 @@ class EscalateScreen(ModalScreen[None]):
         self.brief_ready = False
         self.build_brief()
 
-    @work(exclusive=True, group="brief", exit_on_error=False)
+    @work(exclusive=True, group="brief")
     async def build_brief(self) -> None:
-        from backends.notify import incident_brief
+        from backends.actions.notify import incident_brief
 
         snap = getattr(self.app, "snapshot", None)
         try:
@@ -151,11 +156,11 @@ class EscalateScreen(ModalScreen[None]):
         if not self.brief_ready:
             self.notify("the brief is still being built", severity="warning", timeout=3)
             return
-        self.run_worker(self._send(), group="escalate", exit_on_error=False)
+        self.run_worker(self._send(), group="escalate")
 
     async def _send(self) -> None:
         inc = self.incident
-        actions = getattr(self.engine, "actions", None)
+        actions = self.engine.actions if self.engine is not None else None
         if actions is None:
             return
         try:
@@ -193,10 +198,29 @@ class EscalateScreen(ModalScreen[None]):
         if pending:
             title.update(Text(f"▲ OUTBOX: {len(pending)} message(s) not delivered yet (kept on disk, retried)",
                               style="bold"))
+        elif not self._any_channel():
+            title.update(Text("▲ no channel configured: nothing is sent (see examples/)", style="bold"))
         else:
-            title.update(Text("● outbox empty: every message delivered", style="dim"))
+            sent = self._sent_count()
+            title.update(Text("● outbox empty: " + (f"{sent} message(s) delivered, none waiting" if sent
+                                                    else "nothing sent yet, none waiting"), style="dim"))
 
-    @work(exclusive=True, group="retry", exit_on_error=False)
+    def _any_channel(self) -> bool:
+        n = self.notifier
+        if n is None:
+            return False
+        if getattr(n, "pagerduty", None) is not None:
+            return True
+        return any(getattr(lv, "channels", None) for lv in getattr(n, "levels", ()) or ())
+
+    def _sent_count(self) -> int:
+        fn = getattr(getattr(self.notifier, "outbox", None), "sent_ids", None)
+        try:
+            return len(fn()) if callable(fn) else 0
+        except Exception:
+            return 0
+
+    @work(exclusive=True, group="retry")
     async def action_retry(self) -> None:
         n = self.notifier
         if n is None:

@@ -22,8 +22,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static, TextArea
 
+from backends.engine.incidents import STATUSES, Incident, status_update
 from backends.errors import ActionRefused, describe_exception
-from backends.incidents import STATUSES, Incident, status_update
 from backends.model import Finding, Severity
 
 PROMPTS = {
@@ -69,7 +69,7 @@ class IncidentScreen(ModalScreen[None]):
     def __init__(self, engine: Any, *, finding: Finding | None = None, incident_id: str | None = None) -> None:
         super().__init__(id="incident-modal")
         self.engine = engine
-        self.manager = getattr(engine, "incidents", None)
+        self.manager = engine.incidents if engine is not None else None
         self.finding = finding
         self.incident_id = incident_id
         self.mode = ""  # what the one-line input is for
@@ -109,6 +109,8 @@ class IncidentScreen(ModalScreen[None]):
             self._unsub = self.manager.subscribe(lambda _inc: self.call_later(self.refresh_view))
         table = self.query_one("#incident-timeline", DataTable)
         table.add_columns("time", "kind", "what", "by")
+        if self.incident_id is None and self.incident is not None:
+            self.incident_id = self.incident.id  # pinned: still shown (and its postmortem) once resolved
         self.declaring = self.incident is None
         self.refresh_view()
         self.set_interval(1.0, self._tick)
@@ -132,7 +134,7 @@ class IncidentScreen(ModalScreen[None]):
             self.declaring = True
             form.display = True
             table.display = False
-            box.border_subtitle = "ctrl+s: declare · escape: close"
+            box.border_subtitle = "enter: next field · ctrl+s: declare (asks first) · escape: close"
             f = self.finding
             title = self.query_one("#declare-title", Input)
             if not title.value and f is not None:
@@ -180,7 +182,7 @@ class IncidentScreen(ModalScreen[None]):
         text.append(f"impact: {inc.impact or '—'}  ·  ETA: {inc.eta}", style="dim")
         esc = inc.escalation or {}
         if esc.get("levels_sent"):
-            n = getattr(self.engine, "notifier", None)
+            n = self.engine.notifier if self.engine is not None else None
             names = [n.levels[i].name for i in esc["levels_sent"] if n and i < len(n.levels)]
             text.append(f"\nescalated to: {', '.join(names) or esc['levels_sent']}"
                         + (" (acknowledged)" if esc.get("acked_at") else ""), style="dim")
@@ -188,11 +190,14 @@ class IncidentScreen(ModalScreen[None]):
 
     # ------------------------------------------------------------------ running actions
 
-    def run_action(self, action_id: str, *, confirm: bool = False, **params: Any) -> None:
-        self.run_worker(self._run(action_id, confirm, params), group="incident", exit_on_error=False)
+    def run_engine_action(self, action_id: str, *, confirm: bool = False, **params: Any) -> None:
+        self.run_worker(self._run(action_id, confirm, params), group="incident")
 
     async def _run(self, action_id: str, confirm: bool, params: dict) -> None:
-        actions = getattr(self.engine, "actions", None)
+        if self.engine is None:
+            self.notify(f"{action_id}: the engine is not started yet", severity="error")
+            return
+        actions = self.engine.actions
         try:
             plan = await actions.plan(action_id, **params)
         except ActionRefused as exc:
@@ -201,10 +206,11 @@ class IncidentScreen(ModalScreen[None]):
         except Exception as exc:
             self.notify(f"{action_id}: {describe_exception(exc)}", severity="error")
             return
-        if confirm:
+        read_only = getattr(self.app, "read_only", False) or getattr(actions, "read_only", False)
+        if confirm and not read_only:  # read-only: no dialog, the engine refuses (audited)
             from tui.screens.action import ActionScreen
 
-            self.app.push_screen(ActionScreen(actions, plan), self._closed)
+            self.app.push_screen(ActionScreen(actions, plan), self._action_done)
             return
         try:
             result = await actions.execute(plan, confirmation=True)
@@ -217,15 +223,20 @@ class IncidentScreen(ModalScreen[None]):
         self.notify(result.summary, severity="information" if result.ok else "error", timeout=3)
         self.refresh_view()
 
-    def _closed(self, outcome: Any) -> None:
+    def _action_done(self, outcome: Any) -> None:
         if outcome is not None:
-            _plan, result = outcome
+            plan, result = outcome
+            if plan.action == "incident.declare" and result.ok:
+                self.incident_id = plan.params["incident_id"]
+                self.declaring = False
             self.notify(result.summary, severity="information" if result.ok else "error", timeout=3)
         self.refresh_view()
 
     # ------------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if getattr(self.app, "read_only", False):  # a read-only console looks; nothing offers a change
+            return action == "close"
         if action in ("close", "submit"):
             return True
         if self.declaring:
@@ -262,12 +273,12 @@ class IncidentScreen(ModalScreen[None]):
         if i + 1 >= len(STATUSES) - 1:
             self.notify("monitoring is the last status before resolve (x)", timeout=3)
             return
-        self.run_action("incident.update", incident=inc.id, op="status", value=STATUSES[i + 1])
+        self.run_engine_action("incident.update", incident=inc.id, op="status", value=STATUSES[i + 1])
 
     def action_ack(self) -> None:
         inc = self.incident
         if inc is not None:
-            self.run_action("incident.update", incident=inc.id, op="ack")
+            self.run_engine_action("incident.update", incident=inc.id, op="ack")
 
     def action_prompt(self, mode: str) -> None:
         if self.incident is None:
@@ -300,7 +311,7 @@ class IncidentScreen(ModalScreen[None]):
             area.display = False
             self.mode = ""
             if inc is not None:
-                self.run_action("incident.update", incident=inc.id, op="update", value=area.text)
+                self.run_engine_action("incident.update", incident=inc.id, op="update", value=area.text)
 
     def action_postmortem(self) -> None:
         inc = self.incident
@@ -328,12 +339,18 @@ class IncidentScreen(ModalScreen[None]):
         params: dict[str, Any] = {"title": title, "severity": sev, "impact": impact}
         if self.finding is not None:
             params["finding"] = self.finding
-        self.run_action("incident.declare", **params)
+        # declaring pages people: the dialog shows title and severity, enter there declares
+        self.run_engine_action("incident.declare", confirm=True, **params)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if self.declaring:
+        if self.declaring:  # enter goes on to the next field; on the last one it asks to declare
+            order = ("declare-title", "declare-severity", "declare-impact")
+            at = order.index(event.input.id) if event.input.id in order else len(order) - 1
+            if at < len(order) - 1:
+                self.query_one(f"#{order[at + 1]}", Input).focus()
+                return
             self._declare()
             return
         inc = self.incident
@@ -346,14 +363,14 @@ class IncidentScreen(ModalScreen[None]):
             return
         if mode == "assign":
             role, _, person = value.partition(" ")
-            self.run_action("incident.update", incident=inc.id, op="assign", role=role, value=person.strip())
+            self.run_engine_action("incident.update", incident=inc.id, op="assign", role=role, value=person.strip())
         elif mode == "resolve":
-            self.run_action("incident.resolve", confirm=True, incident=inc.id, summary=value)
+            self.run_engine_action("incident.resolve", confirm=True, incident=inc.id, summary=value)
         elif mode in ("note", "eta", "impact", "severity", "title"):
-            self.run_action("incident.update", incident=inc.id, op=mode, value=value)
+            self.run_engine_action("incident.update", incident=inc.id, op=mode, value=value)
 
 
 def _dur(seconds: float) -> str:
-    from backends.incidents import fmt_duration
+    from backends.engine.incidents import fmt_duration
 
     return fmt_duration(seconds)

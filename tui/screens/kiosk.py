@@ -20,15 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Digits, Static
 
+from backends.interface import EngineLike
 from backends.model import (
     BreakerReading,
     BreakersReading,
@@ -42,6 +45,8 @@ from backends.model import (
     Status,
 )
 from tui.messages import SnapshotArrived
+from tui.textual_compat import clear_styles_cache, drop_watchers, widget_styles_cache
+from widgets.findings import SEVERITY_SYMBOL
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +193,10 @@ def chain_tile(snapshot: Snapshot) -> Tile:
             statuses.append(Status.OK)
         if paused:
             notes.append(f"{c.chain} CONTRACT PAUSED")
+        if bad_id:  # up, but another chain: not "down" (the fix is the endpoint's config, not a restart)
+            wrong = next(e for e in eps if e.chain_id_ok is False)
+            notes.append(f"{wrong.name or c.chain} on chain {wrong.chain_id}" if wrong.chain_id is not None
+                         else f"{c.chain} WRONG CHAIN")
         if not ok:
             notes.append(f"{c.chain} no endpoint up")
         elif len(ok) < len(eps):
@@ -195,7 +204,9 @@ def chain_tile(snapshot: Snapshot) -> Tile:
         else:
             notes.append(f"{c.chain} via {active.name or active.url if active else '?'}")
     status = Status.worst(*statuses)
-    word = "PAUSED" if any("PAUSED" in n for n in notes) else {
+    wrong_chain = any(e.chain_id_ok is False for c in rs for e in c.endpoints)
+    word = "PAUSED" if any("PAUSED" in n for n in notes) else "WRONG CHAIN" if (
+        wrong_chain and all(any(e.ok for e in c.endpoints) for c in rs)) else {
         Status.OK: "IN SYNC", Status.WARN: "DEGRADED", Status.CRIT: "DOWN",
         Status.UNKNOWN: "UNKNOWN"}[status]
     value = str(max(heads)) if heads else "-"
@@ -258,9 +269,10 @@ class KioskTile(Vertical):
         self.tile = tile
         self.border_title = tile.title
         self.query_one(Digits).update(digits_text(tile.value))
-        self.query_one(".tile-word", Static).update(f"{tile.status.symbol} {tile.word}")
+        # one row each, as wide as the tile: a new word or detail repaints without a layout pass
+        self.query_one(".tile-word", Static).update(f"{tile.status.symbol} {tile.word}", layout=False)
         self.query_one(".tile-detail", Static).update(Text(tile.detail, overflow="ellipsis",
-                                                           no_wrap=True))
+                                                           no_wrap=True), layout=False)
         for s in Status:
             self.set_class(s is tile.status, f"-{s.value}")
         self.set_class(tile.stale, "-stale")
@@ -319,7 +331,7 @@ class KioskScreen(Screen):
     KioskScreen .kiosk-view { height: 1fr; border: round $panel-lighten-2; }
     """
 
-    def __init__(self, engine: Any = None, *, config: Any = None, cycle_s: float | None = None,
+    def __init__(self, engine: EngineLike | None = None, *, config: Any = None, cycle_s: float | None = None,
                  bell: bool | None = None, refresh_s: float | None = None,
                  clock: Callable[[], datetime] | None = None, tick_s: float = 1.0,
                  views: Sequence[str] = CYCLE_VIEWS) -> None:
@@ -331,7 +343,7 @@ class KioskScreen(Screen):
         self._bell_arg = bell
         self.cycle_s = DEFAULT_CYCLE_S if cycle_s is None else float(cycle_s)
         self.bell = bool(bell)
-        self._cycle_timer = None
+        self._cycle_timer: Timer | None = None
         self._swap_lock = asyncio.Lock()
         self._swaps: set[asyncio.Task] = set()
         self._pane: Widget | None = None
@@ -350,18 +362,25 @@ class KioskScreen(Screen):
         self._flash_until: datetime | None = None
         self._unsubscribe: Callable[[], Any] | None = None
         self._shown_findings: tuple | None = None  # None: never drawn ("NO FINDINGS" is a drawing too)
+        # live snapshots: at most one apply a second, a change of state at once (as the dashboard)
+        from tui.screens.dashboard import SnapshotThrottle
+
+        self._throttle = SnapshotThrottle(self, lambda snap: self.apply(snap), name="kiosk-apply",
+                                          ready=lambda: self.is_attached)
+        self._texts: dict[str, tuple] = {}  # the status bar's texts as last put (repaint on change only)
 
     # ------------------------------------------------------------------ context
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> EngineLike | None:
         return self._engine if self._engine is not None else getattr(self.app, "engine", None)
 
     @property
     def config(self) -> Any:
         if self._config is not None:
             return self._config
-        return getattr(self.app, "config", None) or getattr(self.engine, "config", None)
+        engine = self.engine
+        return getattr(self.app, "config", None) or (engine.config if engine is not None else None)
 
     @property
     def refresh_s(self) -> float:
@@ -416,7 +435,9 @@ class KioskScreen(Screen):
         out = {}
         for view in self.wanted_views:
             spec = specs.get(view)
-            cls = pane_class(spec) if spec is not None else None
+            if spec is None:
+                continue
+            cls = pane_class(spec)
             if cls is not None:
                 out[view] = (spec.title, cls)
         return out
@@ -443,16 +464,16 @@ class KioskScreen(Screen):
             self.bell = bool(getattr(self.app, "kiosk_bell", False))
         _unfocusable(self)
         self.set_focus(None)
-        monitor = getattr(self.engine, "monitor", None)
-        if monitor is not None:
-            self._unsubscribe = monitor.subscribe(self._on_monitor_snapshot)
-            self.apply(monitor.snapshot)
+        engine = self.engine
+        if engine is not None:
+            self._unsubscribe = engine.monitor.subscribe(self._on_monitor_snapshot)
+            self.apply(engine.monitor.snapshot)
         else:
             self.render_status()
         if self.tick_s > 0:
             self.set_interval(self.tick_s, self.tick)
-        logs = getattr(self.engine, "logs", None)
-        if logs is not None and callable(getattr(logs, "subscribe", None)) and "logs" in self.view_ids:
+        logs = engine.logs if engine is not None else None
+        if logs is not None and "logs" in self.view_ids:
             self._log_unsubscribe = logs.subscribe(self._on_log_lines)
         if self.view_ids:
             await self.show_view(self.view_ids[0])
@@ -489,7 +510,25 @@ class KioskScreen(Screen):
         self.post_message(SnapshotArrived(snapshot))
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
-        self.apply(message.snapshot)
+        self.offer(message.snapshot)
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """A live snapshot: applied now, or the newest one at the end of the second; a change
+        of state at once (tui.screens.dashboard.SnapshotThrottle, as the dashboard does)."""
+        self._throttle.offer(snapshot)
+
+    def _put(self, widget_id: str, content: str | Text, *, auto_width: bool) -> Static:
+        """Update a status-bar Static only when its text changed; a layout pass only when an
+        auto-width one changes width (a clock tick or "updated 3s ago" repaints in place)."""
+        text = content if isinstance(content, Text) else Text(content)
+        sig = (text.plain, tuple((sp.start, sp.end, str(sp.style)) for sp in text.spans))
+        widget = self.query_one(f"#{widget_id}", Static)
+        old = self._texts.get(widget_id)
+        if old != sig:
+            self._texts[widget_id] = sig
+            layout = auto_width and (old is None or cell_len(old[0]) != cell_len(sig[0]))
+            widget.update(content, layout=layout)
+        return widget
 
     def apply(self, snapshot: Snapshot) -> None:
         """Show a snapshot (the app's DashboardScreen contract)."""
@@ -578,23 +617,22 @@ class KioskScreen(Screen):
             # log tail does) leaves (node, callback) in the app's watcher list, which Textual
             # prunes only when that reactive next changes: on a wall display, never. Each
             # removed pane (a log tail with its rows and rendered lines) would stay alive.
-            _drop_watchers((self.app, self), nodes)
+            drop_watchers((self.app, self), nodes)
             for node in nodes:
                 # Textual 8.2.8 memoises StylesCache.get_inner_outer with a class-level
                 # lru_cache(1024) whose keys hold each widget's StylesCache, and with it every
                 # line it rendered: empty them, or ~1024 removed widgets' lines stay alive.
-                cache = getattr(node, "_styles_cache", None)
+                cache = widget_styles_cache(node)
                 if cache is not None and callable(getattr(cache, "clear", None)):
                     cache.clear()
             # ...and that lru_cache itself: up to 1024 entries (two styles and a removed
             # widget's StylesCache each) fill up over ~20 min of cycling; live widgets
             # recompute theirs once on their next render.
-            _clear_inner_outer()
+            _clear_inner_outer()  # textual_compat.clear_styles_cache, guarded
         self._show_view_data(view)
-        logs = getattr(self.engine, "logs", None)
-        recent = getattr(logs, "recent", None)
-        if view == "logs" and callable(recent):
-            self.add_log_lines(recent(200))
+        engine = self.engine
+        if view == "logs" and engine is not None and engine.logs is not None:
+            self.add_log_lines(engine.logs.recent(200))
 
     def _show_view_data(self, view: str) -> None:
         pane = self._view(view)
@@ -628,7 +666,7 @@ class KioskScreen(Screen):
             text.stylize(self._style(Status.OK))
         for f in findings[:30]:
             st = SEV_STATUS[f.severity]
-            text.append(f"{st.symbol} {f.severity.label} ", style=f"bold {self._style(st)}")
+            text.append(f"{SEVERITY_SYMBOL[f.severity]} {f.severity.label} ", style=f"bold {self._style(st)}")
             text.append(f.summary)
             text.append(f"  ({fmt_coarse((now - f.since).total_seconds())})\n", style="dim")
         box = self.query_one("#kiosk-findings", Static)
@@ -707,17 +745,20 @@ class KioskScreen(Screen):
             text = f"updated {fmt_duration(age)} ago"
         if stale:
             text = f"{Status.CRIT.symbol} STALE · {text}"
-        updated = self.query_one("#kiosk-updated", Static)
-        updated.update(text)
-        updated.set_class(stale, "-stale")
-        self.query_one("#kiosk-clock", Static).update(now.astimezone(UTC).strftime("%H:%M:%S UTC"))
+        audit = getattr(self.app, "audit_problem", None)  # the ops box's state dir full, say
+        if audit:
+            from widgets.header import audit_badge
+
+            text = f"{text} · {Status.CRIT.symbol} {audit_badge(audit)}"
+        updated = self._put("kiosk-updated", text, auto_width=True)
+        updated.set_class(stale or bool(audit), "-stale")
+        self._put("kiosk-clock", now.astimezone(UTC).strftime("%H:%M:%S UTC"), auto_width=True)
         self._render_incident(now)
 
     def _render_incident(self, now: datetime) -> None:
-        box = self.query_one("#kiosk-incident", Static)
         incident = open_incident(self.engine)
         if incident is None:
-            box.update(f"{Status.OK.symbol} no open incident")
+            box = self._put("kiosk-incident", f"{Status.OK.symbol} no open incident", auto_width=False)
             box.set_class(False, "-crit")
             return
         from widgets.header import sla_text
@@ -732,7 +773,7 @@ class KioskScreen(Screen):
         text.append(title)
         if sla:
             text.append(f"  {st.symbol} {sla}", style=f"bold {self._style(st)}")
-        box.update(text)
+        box = self._put("kiosk-incident", text, auto_width=False)
         box.set_class(True, "-crit")
 
     # ------------------------------------------------------------------ keys
@@ -755,33 +796,14 @@ def _unfocusable(root: Widget) -> None:
 
 def _clear_inner_outer() -> None:
     try:
-        from textual._styles_cache import StylesCache
-
-        clear = getattr(StylesCache.get_inner_outer, "cache_clear", None)
-        if callable(clear):
-            clear()
+        clear_styles_cache()
     except Exception:  # a Textual without it: nothing to clear
         log.debug("StylesCache.get_inner_outer not cleared", exc_info=True)
 
 
-def _drop_watchers(owners: Iterable[Any], nodes: Iterable[Any]) -> None:
-    """Forget the reactive watchers that removed `nodes` registered on `owners`.
-
-    Textual keeps them in the watched object's `__watchers` ({attribute: [(node, callback)]})
-    and drops a detached node's entries only when that attribute changes again."""
-    gone = {id(n) for n in nodes}
-    for owner in owners:
-        watchers = getattr(owner, "__watchers", None)
-        if not isinstance(watchers, dict):
-            continue
-        for entries in watchers.values():
-            if any(id(node) in gone for node, _ in entries):
-                entries[:] = [(node, cb) for node, cb in entries if id(node) not in gone]
-
-
-def open_incident(engine: Any) -> Any:
+def open_incident(engine: EngineLike | None) -> Any:
     """The open incident from `engine.incidents` (hook; None while incidents are not built)."""
-    incidents = getattr(engine, "incidents", None)
+    incidents = engine.incidents if engine is not None else None
     if incidents is None:
         return None
     for name in ("current", "open_incident", "active"):

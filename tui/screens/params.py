@@ -3,7 +3,7 @@ pane can tell (e.g. the title and severity of an incident declared by hand, the 
 custom `[[actions]]` command).
 
 The fields come from the action's `param_fields()` when it declares them (name, type,
-default, help and a validator: `backends.command.ParamField`), else from the keyword
+default, help and a validator: `backends.actions.command.ParamField`), else from the keyword
 parameters of its `plan()` (text, numbers, untyped values and booleans; never mappings or
 sequences). A declared validator runs before the form closes and its message is shown under
 the field; the engine still validates everything. Booleans are switches (space toggles).
@@ -24,7 +24,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, Label, Static, Switch
 
-from backends.command import ParamField
+from backends.actions.command import ParamField
 
 SKIP = {"self", "reason"}
 SKIP_TYPES = ("Mapping", "dict", "list", "tuple", "Sequence", "Iterable")
@@ -133,11 +133,14 @@ class ParamsScreen(ModalScreen[dict | None]):
     ParamsScreen BoolField { margin: 0 0 1 0; }
     """
 
-    def __init__(self, action, params: dict, problem: str = "") -> None:
+    def __init__(self, action, params: dict, problem: str = "", *, question: bool = False,
+                 focus: str | None = None) -> None:
         super().__init__(id="params-modal")
         self.action = action
         self.params = dict(params)
         self.problem = problem
+        self.question = question  # the problem is only missing input: asked, not shown as an error
+        self.focus_field = focus  # the field the question is about
         self.fields = fillable(action)
         self.declared = declared_fields(action) is not None
 
@@ -146,7 +149,9 @@ class ParamsScreen(ModalScreen[dict | None]):
             box.border_title = getattr(self.action, "title", "") or self.action.id
             box.border_subtitle = "enter: next / plan · space: toggle · escape: cancel"
             if self.problem:
-                yield Static(Text(f"✖ {self.problem}", style="bold"), id="params-problem")
+                text = Text(self.problem, style="bold") if self.question else Text(f"✖ {self.problem}",
+                                                                                   style="bold")
+                yield Static(text, id="params-problem")
             for f in self.fields:
                 label = f.name.replace("_", " ") + (" *" if f.required else "")
                 yield Label(label, id=f"param-{f.name}-label")
@@ -159,7 +164,10 @@ class ParamsScreen(ModalScreen[dict | None]):
                 yield Static("", id=f"param-{f.name}-error", classes="param-error -empty")
 
     def on_mount(self) -> None:
-        first = next(iter(self.field_widgets()), None)
+        widgets = self.field_widgets()
+        first = next(iter(widgets), None)
+        if self.focus_field and any(f.name == self.focus_field for f in self.fields):
+            first = self.query_one(f"#param-{self.focus_field}")
         if first is not None:
             first.focus()
 

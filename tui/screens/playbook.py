@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -16,8 +16,8 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from backends.engine.playbooks import PlaybookBook, Step, book_for, render_step
 from backends.model import Finding
-from backends.playbooks import PlaybookBook, Step, book_for
 
 
 def target_params(action: str, target: str | None) -> dict:
@@ -43,6 +43,7 @@ class PlaybookScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Close", id="playbook_close"),
         Binding("enter", "run_step", "Run step", id="playbook_run"),
+        Binding("n", "run_next", "Run next step", id="playbook_next"),
     ]
 
     def __init__(self, finding: Finding, engine: Any = None, *, book: PlaybookBook | None = None,
@@ -50,23 +51,35 @@ class PlaybookScreen(ModalScreen[None]):
         super().__init__(id="playbook-modal")
         self.finding = finding
         self.engine = engine
-        self.book = book or book_for(getattr(engine, "config", None))
+        self.book = book or book_for(engine.config if engine is not None else None)
         self._audit = audit_entries
         self.rows: list[Step] = []
+        self.next: Step | None = None
 
     # ------------------------------------------------------------------ data
 
     def audit_entries(self) -> list[dict]:
-        if self._audit is not None:
-            return self._audit
-        audit = getattr(self.engine, "audit", None)
+        """The executed steps since the finding appeared (read off the loop on mount)."""
+        return self._audit if self._audit is not None else []
+
+    async def _load_audit(self) -> None:
+        audit = self.engine.audit if self.engine is not None else None
+        steps_since = getattr(audit, "steps_since", None)
         try:
-            return list(audit.entries()) if audit is not None else []
-        except Exception:
-            return []
+            if callable(steps_since):
+                self._audit = list(await steps_since(self.finding.since))
+            elif audit is not None:
+                import asyncio
+
+                self._audit = list(await asyncio.to_thread(lambda: list(audit.entries())))
+        except Exception as exc:
+            self.notify(f"audit trail not readable: {exc}", severity="warning", timeout=5)
+            self._audit = []
+        if self.is_attached:
+            self.refresh_steps()
 
     def available(self) -> list[str] | None:
-        actions = getattr(self.engine, "actions", None)
+        actions = self.engine.actions if self.engine is not None else None
         return [a.id for a in actions.available()] if actions is not None else None
 
     def done(self) -> set[str]:
@@ -78,7 +91,8 @@ class PlaybookScreen(ModalScreen[None]):
         pb = self.book.get(self.finding.playbook)
         with Vertical(id="playbook-dialog") as box:
             box.border_title = f"Playbook: {pb.title}" if pb else "Playbook"
-            box.border_subtitle = "enter: run the step · escape: close"
+            box.border_subtitle = ("escape: close (read-only)" if getattr(self.app, "read_only", False)
+                                   else "enter: run the step · escape: close")
             yield Static("", id="playbook-head")
             yield DataTable(id="playbook-steps", cursor_type="row", zebra_stripes=True)
 
@@ -88,6 +102,8 @@ class PlaybookScreen(ModalScreen[None]):
             self.query_one(DataTable).focus()
         except NoMatches:  # closed (or the app exiting) before it was shown
             return
+        if self._audit is None:  # which steps are done: from the audit, off the loop
+            self.run_worker(self._load_audit(), group="playbook-audit", exclusive=True)
 
     def refresh_steps(self) -> None:
         f = self.finding
@@ -101,6 +117,7 @@ class PlaybookScreen(ModalScreen[None]):
             return
         done = self.done()
         nxt = self.book.next_step(f, done, self.available())
+        actions = self.engine.actions if self.engine is not None else None
         head_text = Text()
         head_text.append(f"[{f.severity.label}] {f.summary}\n", style="bold")
         head_text.append(f"{pb.title} · {pb.severity.label} · budget {pb.budget}", style="")
@@ -126,9 +143,10 @@ class PlaybookScreen(ModalScreen[None]):
                     mark, state = Text("·", style="dim"), Text("n/a here", style="dim")
                 else:
                     mark, state = Text("○"), Text("left" if step.action else phase, style="dim")
-                table.add_row(mark, step.text, step.key or "", step.action or (step.check or ""),
-                              step.budget or "", state)
+                table.add_row(mark, render_step(step, actions).text, step.key or "",
+                              step.action or (step.check or ""), step.budget or "", state)
                 self.rows.append(step)
+        self.next = nxt
         if nxt is not None and nxt in self.rows:
             table.move_cursor(row=self.rows.index(nxt))
 
@@ -143,12 +161,40 @@ class PlaybookScreen(ModalScreen[None]):
         event.stop()
         self.action_run_step()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("run_step", "run_next") and getattr(self.app, "read_only", False):
+            return False  # read-only: the playbook is shown, its steps are not offered
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A step's key (the key column) runs that step, as it does in the Findings pane."""
+        if event.key in ("enter", "escape", "q", "n", "up", "down") or getattr(self.app, "read_only", False):
+            return
+        for i, step in enumerate(self.rows):
+            if step.key == event.key and step.action and step.applies_to(self.finding):
+                event.stop()
+                event.prevent_default()
+                self.query_one(DataTable).move_cursor(row=i)
+                self.action_run_step()
+                return
+
+    def action_run_next(self) -> None:
+        if self.next is None or not self.next.action:
+            self.notify("no next step with an action", timeout=3)
+            return
+        self.query_one(DataTable).move_cursor(row=self.rows.index(self.next))
+        self.action_run_step()
+
     def action_run_step(self) -> None:
         step = self.selected_step()
         if step is None or not step.action:
             self.notify("this step is a check: see the pane it names", timeout=3)
             return
+        if getattr(self.app, "read_only", False):
+            self.notify("read-only: this console does not run steps", severity="warning", timeout=3)
+            return
         params = target_params(step.action, self.finding.target)
+        params.update(step.action_params())
         if step.action == "escalate" or step.action.startswith("incident."):
             opener = getattr(self.app, "open_incident_flow", None)
             if callable(opener):

@@ -1,0 +1,1 @@
+"""Actions: the guard -> plan -> confirm -> execute -> audit contract, commands, escalation."""

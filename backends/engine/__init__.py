@@ -1,0 +1,1 @@
+"""The engine: config -> sources, rules, the poll scheduler, audit, incidents, playbooks, recorder."""
