@@ -17,7 +17,7 @@ from textual.widgets import Static
 
 ROOT = Path(__file__).resolve().parent.parent
 PRIVATE = re.compile(r"\btextual\._|\._bindings\b|\._keymap\b|_normalize_keymap|\._styles_cache\b|__watchers"
-                     r"|_handle_exception|_dispatch_message|_flush_next_callbacks|_next_callbacks")
+                     r"|_handle_exception|_dispatch_message|_flush_next_callbacks|_next_callbacks|\._border_subtitle\b")
 
 
 def test_no_private_textual_use_outside_the_compat_module():
@@ -116,3 +116,37 @@ async def test_reactive_watchers_live_where_drop_watchers_looks():
 @pytest.mark.parametrize("cls", [MessagePump, Widget])
 def test_names_the_shadowing_check_relies_on(cls):
     assert "_closed" in inspect.getsource(MessagePump.__init__)
+
+
+async def test_a_border_subtitle_set_by_row_repaints_the_bottom_row_only():
+    """The log pane's status line: the text Textual's setter would store, and only the
+    bottom border row dirty (the setter repaints the whole pane)."""
+    from textual.containers import Container
+    from textual.geometry import Region
+
+    from tui.textual_compat import set_border_subtitle_row
+
+    class Boxed(App):
+        CSS = "#box { border: round white; height: 8; width: 40; }"
+
+        def compose(self):
+            with Container(id="box"):
+                yield Static("inside")
+
+    app = Boxed()
+    async with app.run_test(size=(60, 12)) as pilot:
+        box = app.query_one("#box")
+        await pilot.pause()
+        assert Widget.__dict__["border_subtitle"]._internal_name == "_border_subtitle"
+        box._dirty_regions.clear()
+        box._repaint_regions.clear()
+        set_border_subtitle_row(box, "FOLLOW · 3/3 lines")
+        assert box.border_subtitle == "FOLLOW · 3/3 lines"
+        assert box._dirty_regions == {Region(0, 7, 40, 1)}  # the bottom row, in the widget's own frame
+        await pilot.pause()
+        assert "FOLLOW · 3/3 lines" in "".join(
+            seg.text for seg in app.screen._compositor.render_update(full=True).strips[7])  # the box's last row
+        # no border at the bottom, or not mounted: the public setter
+        plain = Static("x")
+        set_border_subtitle_row(plain, "y")
+        assert plain.border_subtitle == "y"

@@ -19,6 +19,7 @@ from typing import Any
 from textual._border import get_box  # noqa: F401 - re-exported for widgets/logs.py
 from textual._styles_cache import StylesCache
 from textual.app import App
+from textual.geometry import Region
 from textual.message_pump import MessagePump
 from textual.worker import WorkerFailed
 
@@ -180,3 +181,27 @@ def app_keymap(app: Any) -> dict:
 def normalize_keymap(app: Any, keymap: dict) -> dict:
     """Textual's own normalisation of a keymap's keys (`App._normalize_keymap`)."""
     return app._normalize_keymap(keymap)
+
+
+def set_border_subtitle_row(widget: Any, text: str) -> None:
+    """Set a widget's border subtitle and repaint only its bottom border row.
+
+    Textual's `border_subtitle` setter repaints the whole widget: for a pane whose status
+    line changes each second (the log tail's counts) that is its whole region on every
+    change. The text is stored as the setter stores it (`_border_subtitle`, the descriptor's
+    `_internal_name`) and the row is refreshed alone. Anything unexpected (no bottom border,
+    not mounted, another Textual) goes through the public setter."""
+    descriptor = None
+    for klass in type(widget).__mro__:
+        if "border_subtitle" in klass.__dict__:
+            descriptor = klass.__dict__["border_subtitle"]
+            break
+    internal = getattr(descriptor, "_internal_name", None)
+    outer = getattr(widget, "outer_size", None)
+    if (internal != "_border_subtitle" or not getattr(widget, "is_mounted", False) or not outer
+            or widget.styles.border_bottom[0] in ("", "none", "hidden", "blank")):
+        widget.border_subtitle = text
+        return
+    setattr(widget, internal, widget.render_str(text).expand_tabs(4).split()[0])
+    offset = widget.content_offset  # refresh() regions are in content coordinates
+    widget.refresh(Region(-offset.x, outer.height - 1 - offset.y, outer.width, 1))

@@ -30,7 +30,7 @@ from textual.containers import Horizontal, Vertical
 from textual.coordinate import Coordinate
 from textual.timer import Timer
 from textual.widgets import DataTable, Static
-from textual.widgets.data_table import RowKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from backends.model import Reading, Snapshot, SourceState, SourceStatus, Status
 from backends.units import format_age
@@ -218,6 +218,22 @@ class PaneTable(DataTable):
         super().watch_cursor_coordinate(old_coordinate, new_coordinate)
         if not self.programmatic and old_coordinate != new_coordinate:
             self.last_move = self.monotonic()
+
+
+BEAT = 0.5  # s: background repaints (clock, snapshots, the tail under a flood) land on this grid
+BEAT_OFFSET = 0.01  # s after each grid point: a whole-second clock never shows the second before
+
+
+def on_beat(wait: float, grid: float = BEAT, wall: float | None = None) -> float:
+    """The delay, at least `wait`, that ends just after a multiple of `grid` on the wall clock.
+
+    The header's clock, the dashboard's snapshot throttle and the log tail's flood redraws
+    each wait on their own timer; started at random phases they make three frames a second
+    where one would do (each frame costs Textual a compositor pass and a terminal write
+    whatever changed). Landing them on one grid lets Textual paint them together."""
+    now = time.time() if wall is None else wall
+    target = now + max(0.0, wait) - BEAT_OFFSET
+    return max(0.005, math.ceil(target / grid - 1e-9) * grid + BEAT_OFFSET - now)
 
 
 @dataclass
@@ -641,7 +657,11 @@ class TablePane(Vertical):
                 elif old != sig:
                     for col, cell, before, after in zip(columns, row.cells, old, sig, strict=True):
                         if before != after:
-                            grow = before is None or len(after[0]) > len(before[0])
+                            # a wider text asks the table for its column's width only when the
+                            # column is narrower (a full repaint and a layout): "0/s" -> "0.5/s"
+                            # each poll in a column already 6 wide repaints the row alone
+                            grow = before is None or (len(after[0]) > len(before[0])
+                                                      and not self._fits(table, col, cell))
                             table.update_cell(row.key, col, cell, update_width=grow)
                             self.update_calls += 1
                 self._rows[row.key] = sig
@@ -656,6 +676,12 @@ class TablePane(Vertical):
                     table.move_cursor(row=index, animate=False)
         finally:
             table.programmatic -= 1
+
+    @staticmethod
+    def _fits(table: DataTable, column: str, cell: Text) -> bool:
+        """The one-line cell fits the column's current width (it never needs to widen it)."""
+        col = table.columns.get(ColumnKey(column))
+        return col is not None and "\n" not in cell.plain and cell.cell_len <= col.content_width
 
     # ------------------------------------------------------------------ selection
 

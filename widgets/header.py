@@ -21,7 +21,7 @@ from textual.widgets import Static
 
 from backends.model import Severity, Snapshot, Status
 
-from .common import Styles, fmt_duration
+from .common import Styles, fmt_duration, on_beat
 
 PRODUCTION = ("production", "prod", "prd", "live", "mainnet")
 
@@ -91,9 +91,13 @@ class StatusHeader(Horizontal):
 
     def on_mount(self) -> None:
         self.render_now()
-        if self.tick > 0:
-            self.set_interval(self.tick, self.render_now)
+        if self.tick > 0:  # ticks on the wall clock's second, with the other repaints (on_beat)
+            self.set_timer(on_beat(0.0, self.tick), self._start_ticking, name="header-clock")
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._repaint())
+
+    def _start_ticking(self) -> None:
+        self.render_now()
+        self.set_interval(self.tick, self.render_now, name="header-clock")
 
     def on_unmount(self) -> None:
         # Textual prunes a removed node's subscription only on the next theme change; the

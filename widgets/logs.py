@@ -45,7 +45,14 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from backends.model import Level, LogLine
-from tui.textual_compat import StylesCache, get_box, set_widget_styles_cache, widget_styles_cache
+from tui.textual_compat import (
+    StylesCache,
+    get_box,
+    set_border_subtitle_row,
+    set_widget_styles_cache,
+    widget_styles_cache,
+)
+from widgets.common import BEAT, on_beat
 
 DEFAULT_MAX_LINES = 10_000
 MIN_INTERVAL = 0.1  # at most 10 renders a second
@@ -384,7 +391,10 @@ class LogTail(ScrollView, can_focus=True):
         if self._timer is not None or not self.is_attached:
             return
         now = time.monotonic()
-        delay = max(0.005, self._last_flush + self._interval() - now)  # a 0 s Timer divides by zero
+        interval = self._interval()
+        delay = max(0.005, self._last_flush + interval - now)  # a 0 s Timer divides by zero
+        if interval >= BEAT:  # under a flood: on the beat, in the same frame as the clock's tick
+            delay = on_beat(delay)
         self._timer = self.set_timer(delay, self._flush, name="logtail-flush")
 
     def _interval(self) -> float:
@@ -842,7 +852,7 @@ class LogTail(ScrollView, can_focus=True):
             self.border_subtitle = text
             for node in self.ancestors:  # the border the operator sees (the dashboard's pane slot)
                 if isinstance(node, Widget) and getattr(node, "SHOWS_PANE_STATUS", False):
-                    node.border_subtitle = text
+                    set_border_subtitle_row(node, text)  # its bottom row, not the whole pane
                     break
 
     def _status_due(self) -> None:

@@ -31,6 +31,7 @@ from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
 from backends.model import Snapshot
 from tui.bindings import DASHBOARD_BINDINGS
+from widgets.common import on_beat
 from widgets.header import StatusHeader
 
 if TYPE_CHECKING:
@@ -97,9 +98,10 @@ def state_signature(snapshot: Snapshot) -> tuple:
 
 
 class SnapshotThrottle:
-    """Live snapshots shown at most once per APPLY_EVERY seconds, the newest one (the first
-    after a quiet spell at once, a later one at the end of the interval); a change of state
-    (a source's state, the findings: `state_signature`) at once. Used by the dashboard and
+    """Live snapshots shown at most once per APPLY_EVERY seconds, the newest one, on the beat
+    (`on_beat`: the next half second of the wall clock, so it is painted in the frame of the
+    clock's tick and the log tail's redraw, within 0.5 s after a quiet spell); a change of
+    state (a source's state, the findings: `state_signature`) at once. Used by the dashboard and
     the kiosk: the monitor publishes a snapshot per finished poll (about 5 a second on the
     sandbox) and each apply walks every pane.
 
@@ -123,12 +125,13 @@ class SnapshotThrottle:
         if self.timer is not None and not urgent:
             return
         wait = self.applied_at + APPLY_EVERY - time.monotonic()
-        if wait <= 0 or urgent:
+        if urgent:
             if self.timer is not None:
                 self.timer.stop()
             self.fire()
         else:
-            self.timer = self.owner.set_timer(wait, self.fire, name=self.name)
+            # on the beat: painted in the same frame as the clock and the log tail's redraw
+            self.timer = self.owner.set_timer(on_beat(wait), self.fire, name=self.name)
 
     def fire(self) -> None:
         self.timer = None
@@ -197,6 +200,7 @@ class DashboardScreen(Screen):
         self.layout_mode = mode
         self.current = PANE_IDS[0]
         self._snapshot: Snapshot | None = None
+        self._slot_list: list[PaneSlot] = []  # the slots, composed once (a query walks the whole DOM)
         # apply looked up when it fires (a wrapped or replaced apply is the one called)
         self._throttle = SnapshotThrottle(self, lambda snap: self.apply(snap), name="dashboard-apply",
                                           ready=self._may_apply)
@@ -294,6 +298,14 @@ class DashboardScreen(Screen):
                            if getattr(b, "id", None))
         return ids
 
+    def slots(self) -> list[PaneSlot]:
+        """The pane slots, in order. Composed once; cached, because `query` walks every node
+        of the screen (the tables' rows too) and `apply` runs each second."""
+        slots = self._slot_list
+        if not slots or not all(s.is_attached for s in slots):
+            slots = self._slot_list = list(self.query(PaneSlot))
+        return slots
+
     def slot(self, pane_id: str) -> PaneSlot:
         return self.query_one(f"#slot-{pane_id}", PaneSlot)
 
@@ -352,7 +364,7 @@ class DashboardScreen(Screen):
         with self.app.batch_update():
             self.header.show(snapshot)
             self.show_incident()
-            for slot in self.query(PaneSlot):
+            for slot in self.slots():
                 if self.slot_visible(slot):
                     self._show(slot, snapshot)
                 else:
