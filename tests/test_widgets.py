@@ -665,6 +665,37 @@ async def test_header_frozen_clock_incident_sla_and_badge():
 
 
 
+async def test_header_clock_holds_still_under_a_full_screen_ticks_under_a_dialog():
+    """A change on a screen underneath makes Textual repaint the whole top screen: the
+    clock of a covered header does not tick (the kiosk paid 8 ms a second for it). Under a
+    dialog, which shows it, it ticks; on its screen again it is current at once."""
+    from textual.screen import ModalScreen, Screen
+
+    now = [NOW]
+    header = StatusHeader(name="svc", environment="prod", operator="op", clock=lambda: now[0], tick=0)
+    app = PaneApp(header)
+    async with app.run_test(size=(140, 3)) as pilot:
+        await pilot.pause()
+        assert not header.covered()
+        await app.push_screen(ModalScreen())
+        assert not header.covered()
+        now[0] = NOW + timedelta(seconds=1)
+        header._tick()
+        assert "08:00:01" in header.shown("right")  # under a dialog: it ticks
+        app.pop_screen()
+        await app.push_screen(Screen())
+        await pilot.pause()
+        assert header.covered()
+        repaints = header.repaints
+        now[0] = NOW + timedelta(seconds=5)
+        header._tick()
+        assert header.repaints == repaints and "08:00:01" in header.shown("right")  # covered: still
+        app.pop_screen()
+        await pilot.pause()
+        header._tick()
+        assert "08:00:05" in header.shown("right")
+
+
 async def test_a_thousand_breakers_list_hot_ones_and_update_one_row():
     from backends.model import BreakerReading, BreakersReading
 

@@ -96,8 +96,29 @@ class StatusHeader(Horizontal):
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._repaint())
 
     def _start_ticking(self) -> None:
+        self._tick()
+        self.set_interval(self.tick, self._tick, name="header-clock")
+
+    def _tick(self) -> None:
+        # Covered by a full screen (the kiosk, a detail, the incident): no repaint. Textual
+        # answers a change on a screen underneath with a repaint of the whole top screen
+        # (8 ms each second on the kiosk). Under dialogs it still ticks: they show it.
+        if self.covered():
+            return
         self.render_now()
-        self.set_interval(self.tick, self.render_now, name="header-clock")
+
+    def covered(self) -> bool:
+        """A screen that is not a dialog is above this header's screen."""
+        from textual.screen import ModalScreen
+
+        try:
+            screen = self.screen
+            stack = self.app.screen_stack
+        except Exception:
+            return False
+        if screen not in stack:
+            return True
+        return not all(isinstance(s, ModalScreen) for s in stack[stack.index(screen) + 1:])
 
     def on_unmount(self) -> None:
         # Textual prunes a removed node's subscription only on the next theme change; the

@@ -516,6 +516,7 @@ class DashboardScreen(Screen):
             self.notify(f"no detail for {getattr(message, 'key', '?')}", severity="warning", timeout=2)
 
     def on_screen_resume(self) -> None:
+        self.header.render_now()  # its clock does not tick while a full screen covers it
         snapshot = getattr(self.app, "snapshot", None)
         if snapshot is not None and snapshot is not self._snapshot:
             self.apply(snapshot)
