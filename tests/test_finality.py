@@ -109,3 +109,33 @@ def test_bulk_fixes_say_how_many_wait_for_finality():
     (note,) = _finality_note(verdicts)
     assert note.startswith("2 wait for finality (released, provisional): a, d")
     assert _finality_note({"b": verdicts["b"], "c": verdicts["c"]}) == []
+
+
+async def test_each_endpoint_is_asked_its_heads_in_one_round_trip(node, dep):
+    """A chain poll asks each endpoint for chain id, latest, safe and finalized in one batch
+    (the finality heads used to be a second request per endpoint and poll); the endpoint
+    reading shows the node's own safe and finalized blocks."""
+    ch = _chain(node)
+    posts = []
+    rpc = ch.endpoints.endpoints[0].rpc
+    orig = rpc._post
+
+    async def counting(payload, *a, **k):
+        posts.append(payload)
+        return await orig(payload, *a, **k)
+
+    rpc._post = counting
+    try:
+        node.mine(3)
+        (reading,) = await ch.poll()
+        heads = [p for p in posts if isinstance(p, list) and any(c["method"] == "eth_chainId" for c in p)]
+        assert len(heads) == 1 and [c["params"][0] if c["params"] else None for c in heads[0]] == [
+            None, "latest", "safe", "finalized"]
+        assert not any(isinstance(p, list) and [(c["params"] or [None])[0] for c in p] == ["safe", "finalized"]
+                   for p in posts)
+        (ep,) = reading.endpoints
+        assert ep.finalized == int(node.rpc("eth_getBlockByNumber", ["finalized", False])["number"], 16)
+        assert ep.safe == int(node.rpc("eth_getBlockByNumber", ["safe", False])["number"], 16)
+    finally:
+        rpc._post = orig
+        await ch.aclose()

@@ -564,6 +564,28 @@ async def test_cursor_reading_and_resync(db, orders_db, anvil, escrow, tmp_path)
     assert cr.block == back and cr.head >= head and cr.gap_blocks == cr.head - back
     assert cr.finalized is not None and cr.finalized <= cr.head
     assert cr.gap_s is not None and cr.gap_s >= 0
+    # one batch for the head, the finalized block and the cursor's block, the same figures
+    # as asking for each one
+    posts = []
+    rpc = chain.endpoints.active.rpc
+    orig_post = rpc._post
+
+    async def counting(payload, *a, **k):
+        posts.append(payload)
+        return await orig_post(payload, *a, **k)
+
+    rpc._post = counting
+    cr = await src.cursor_reading()
+    rpc._post = orig_post
+    assert len(posts) == 1 and [c["params"][0] for c in posts[0]] == ["latest", "finalized", hex(back)]
+    head_b, cur_b = await chain.block(cr.head), await chain.block(back)
+    assert cr.gap_s == int(head_b["timestamp"], 16) - int(cur_b["timestamp"], 16)
+    assert cr.finalized == int((await chain.block("finalized"))["number"], 16)
+    # a cursor past the node's head: no gap, no error
+    await db.execute("UPDATE listener_cursor SET last_block = $1", cr.head + 50)
+    ahead = await src.cursor_reading()
+    assert ahead.gap_s == 0 and ahead.gap_blocks == -50 and ahead.head == cr.head
+    await db.execute("UPDATE listener_cursor SET last_block = $1", back)
     # a listener far behind in time is a finding
     from backends.engine.rules import RuleContext
 

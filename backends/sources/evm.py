@@ -394,6 +394,7 @@ class EvmChain:
         self.signer_watch: SignerWatch | None = SignerWatch(spec.name, self.name, signers) if signers else None
         self.finality = finality  # what makes a release final: "depth" (confirmations), "safe" or "finalized"
         self._no_tags: dict[str, float] = {}  # endpoint name -> monotonic time it last refused the tags
+        self._tag_replies: dict[str, tuple[Any, Any]] = {}  # endpoint name -> this poll's safe, finalized
 
     @classmethod
     def from_config(cls, config: Any, name: str, *, audit: Any = None) -> EvmChain:
@@ -405,9 +406,21 @@ class EvmChain:
 
     # ------------------------------------------------------------------ probes
 
-    @staticmethod
-    async def _probe(rpc: HttpRpc) -> Probe:
-        chain_id, block = await rpc.batch([("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])])
+    async def _probe(self, rpc: HttpRpc) -> Probe:
+        """One batch per endpoint: chain id and latest block, and (unless the node refused
+        them in the last 10 minutes) its "safe" and "finalized" blocks for `_with_finality`,
+        which then needs no request of its own (one round trip per endpoint and poll)."""
+        name = next((e.name for e in self.endpoints.endpoints if e.rpc is rpc), None)
+        tags = name is not None and time.monotonic() - self._no_tags.get(name, -1e9) >= 600
+        calls: list[tuple[str, list[Any]]] = [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])]
+        if tags:
+            calls += [("eth_getBlockByNumber", ["safe", False]), ("eth_getBlockByNumber", ["finalized", False])]
+        replies = await rpc.batch(calls)
+        chain_id, block = replies[0], replies[1]
+        if name is not None:
+            self._tag_replies.pop(name, None)
+            if tags and len(replies) >= 4:
+                self._tag_replies[name] = (replies[2], replies[3])
         for r in (chain_id, block):
             if isinstance(r, RpcError):
                 raise r
@@ -465,8 +478,8 @@ class EvmChain:
         ]
 
     async def _with_finality(self, eps: Sequence[Any]) -> list[Any]:
-        """The endpoint readings with their "safe" / "finalized" heads (one batch per endpoint
-        that answered its check, in parallel); an endpoint whose node has no such tags is asked
+        """The endpoint readings with their "safe" / "finalized" heads (asked in the probe's
+        batch; else one batch per endpoint that answered its check, in parallel); an endpoint whose node has no such tags is asked
         again after 10 minutes, and shows the configured confirmation depth."""
         from dataclasses import replace
 
@@ -477,12 +490,16 @@ class EvmChain:
             e = by_name.get(r.name)
             if e is None or not r.ok or now - self._no_tags.get(r.name, -1e9) < 600:
                 return replace(r, confirmations=self.spec.confirmations)
-            try:
-                safe, fin = await asyncio.wait_for(e.rpc.batch([("eth_getBlockByNumber", ["safe", False]),
-                                                                ("eth_getBlockByNumber", ["finalized", False])]),
-                                                   self.spec.timeout)
-            except (TimeoutError, BackendError):
-                return replace(r, confirmations=self.spec.confirmations)
+            tagged = self._tag_replies.pop(r.name, None)  # asked with the probe's batch
+            if tagged is not None:
+                safe, fin = tagged
+            else:
+                try:
+                    safe, fin = await asyncio.wait_for(e.rpc.batch([("eth_getBlockByNumber", ["safe", False]),
+                                                                    ("eth_getBlockByNumber", ["finalized", False])]),
+                                                       self.spec.timeout)
+                except (TimeoutError, BackendError):
+                    return replace(r, confirmations=self.spec.confirmations)
             nums = [parse_int(b["number"]) if isinstance(b, dict) and b.get("number") else None for b in (safe, fin)]
             if nums == [None, None]:
                 self._no_tags[r.name] = now
@@ -639,6 +656,13 @@ class EvmChain:
         tag = _hex(ref) if isinstance(ref, int) else ref
         b = await self.request("eth_getBlockByNumber", [tag, False])
         return b if isinstance(b, dict) else None
+
+    async def blocks(self, refs: Sequence[int | str]) -> list[dict[str, Any] | RpcError | None]:
+        """Several blocks (numbers or tags) in one batch: a block, the node's error for it
+        (an unknown tag), or None (no such block yet)."""
+        calls = [("eth_getBlockByNumber", [_hex(r) if isinstance(r, int) else r, False]) for r in refs]
+        out = await self.endpoints.request_batch(calls, time_limit=self.spec.timeout)
+        return [b if isinstance(b, (dict, RpcError)) else None for b in out]
 
     async def final_head(self, head: int) -> int:
         """The highest block a release counts as final at: head - confirmations + 1 (finality
