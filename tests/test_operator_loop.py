@@ -171,11 +171,15 @@ async def test_drill_fixed_from_the_findings_pane_with_the_keys_it_shows(sandbox
                 plan = modal.plan
                 for word in _words(step_text):  # the plan says what the step says
                     assert word in (plan.title + " " + plan.target).lower(), (step_text, plan.title, plan.target)
-                if not plan.guard.ok:  # e.g. the long queries not old enough yet: look again
+                if not plan.guard.ok:  # e.g. the long queries not old enough yet: look again when it says
+                    shown_guard = str(modal.query_one("#action-guard").render())
+                    assert plan.guard.description in shown_guard, shown_guard  # the dialog says why
+                    togo = re.search(r"(\d+(?:\.\d+)?)s to go", shown_guard)
                     await pilot.press("escape")
                     keys += 1
                     await until(pilot, lambda: app.screen is app.dashboard, 5, "dialog closed")
-                    await pilot.pause(1.0)
+                    ready_at = time.monotonic() + (float(togo[1]) if togo else 1.0)
+                    await until(pilot, lambda t=ready_at: time.monotonic() >= t, 30, "the time the dialog said")
                     continue
                 if plan.reason_required:
                     if not modal.query_one("#action-reason").value.strip():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 
@@ -291,6 +292,9 @@ async def test_terminate_all_older_than_rechecks_each_pid(db, engine, pool_clean
         assert all(f"pid {c.before['pid']}" in plan.preview for c in plan.changes)
         none = await engine.plan("postgres.terminate", all=True, older_than=3600)
         assert none.changes == () and not none.guard.ok
+        # the refusal says how long the oldest candidate has run and when it will qualify
+        m = re.search(r"the oldest active query has run (\d+\.\d)s: (\d+\.\d)s to go", none.guard.description)
+        assert m and float(m[1]) >= 1 and float(m[1]) + float(m[2]) == pytest.approx(3600, abs=0.11)
         # b finishes (cancelled by its client) before we execute: it must be skipped
         b.task.cancel()
         with contextlib.suppress(BaseException):

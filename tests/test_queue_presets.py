@@ -76,7 +76,7 @@ async def test_rq_depth_age_failed_scheduled(redis_server, closing):
     url = db_url(redis_server, 1)
     name = f"mail{uuid.uuid4().hex[:6]}"
     a, b = rq_produce(url, name)
-    now = time.time() + 600
+    now = a.enqueued_at.timestamp() + 600  # 10 minutes after the oldest job, however long producing took
     qs = QueueSource("queues.rq", url, [QueueSpec("mail", name, type="rq", max_age=300),
                                         QueueSpec("broken", name + "_broken", type="rq")], wall=fixed_wall(now))
     got = by_name(await qs.poll())

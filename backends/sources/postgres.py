@@ -417,8 +417,12 @@ SELECT pid, backend_start, EXTRACT(EPOCH FROM (now() - query_start))::float8 AS 
   FROM pg_stat_activity
 """
 
-_OLDER = ("backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()"
-          " AND application_name NOT LIKE 'warroom%' AND query_start < now() - make_interval(secs => $1::float8)")
+_CANDIDATE = ("backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()"
+              " AND application_name NOT LIKE 'warroom%'")
+_OLDER = _CANDIDATE + " AND query_start < now() - make_interval(secs => $1::float8)"
+
+_OLDEST_ACTIVE = "SELECT max(EXTRACT(EPOCH FROM (now() - query_start)))::float8 FROM pg_stat_activity WHERE " + (  # noqa: S608
+    _CANDIDATE)  # constants only
 
 
 def _backend_row(r: Record) -> dict[str, Any]:
@@ -487,9 +491,13 @@ class TerminateBackend(Action):
             title = f"Terminate backend {pid_i} on {src.name}"
         else:
 
+            oldest: list[float | None] = [None]
+
             async def read_old(con: Connection) -> list[Record]:
                 found: list[Record] = await con.fetch(
                     _BACKEND_COLUMNS + " WHERE " + _OLDER + " ORDER BY query_start", threshold)  # noqa: S608
+                if not found:  # how long the oldest candidate has run: the operator is told when
+                    oldest[0] = await con.fetchval(_OLDEST_ACTIVE)
                 return found
 
             rows = await src.run(read_old)
@@ -507,11 +515,13 @@ class TerminateBackend(Action):
             )
             for b in backends
         )
-        guard = Guard(
-            bool(backends),
-            f"backend {pid} exists" if mode == "pid" else
-            f"{len(backends)} backend(s) running > {_fmt_duration(threshold)}",
-        )
+        why = (f"backend {pid} exists" if mode == "pid" else
+               f"{len(backends)} backend(s) running > {_fmt_duration(threshold)}")
+        if mode == "older" and not backends and oldest[0] is not None:
+            ran = max(0.0, float(oldest[0]))
+            # a stuck query younger than the threshold: say when it will qualify (look again then)
+            why += f"; the oldest active query has run {ran:.1f}s: {max(0.1, threshold - ran):.1f}s to go"
+        guard = Guard(bool(backends), why)
         preview = "\n".join(c.description for c in changes) or "nothing to terminate"
         return ActionPlan(
             action=self.id,
