@@ -14,6 +14,7 @@ the app is starting or closing still ends it, as Textual does.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from textual._border import get_box  # noqa: F401 - re-exported for widgets/logs.py
@@ -191,12 +192,7 @@ def set_border_subtitle_row(widget: Any, text: str) -> None:
     change. The text is stored as the setter stores it (`_border_subtitle`, the descriptor's
     `_internal_name`) and the row is refreshed alone. Anything unexpected (no bottom border,
     not mounted, another Textual) goes through the public setter."""
-    descriptor = None
-    for klass in type(widget).__mro__:
-        if "border_subtitle" in klass.__dict__:
-            descriptor = klass.__dict__["border_subtitle"]
-            break
-    internal = getattr(descriptor, "_internal_name", None)
+    internal = getattr(inspect.getattr_static(type(widget), "border_subtitle", None), "_internal_name", None)
     outer = getattr(widget, "outer_size", None)
     if (internal != "_border_subtitle" or not getattr(widget, "is_mounted", False) or not outer
             or widget.styles.border_bottom[0] in ("", "none", "hidden", "blank")):

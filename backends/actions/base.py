@@ -262,14 +262,14 @@ class ActionEngine:
         (`AuditLog.append_soon`); the engine's stop waits for it."""
         return self.audit.append_soon(**self._dry_run_fields(plan, result, summary))
 
+    def _plan_fields(self, plan: ActionPlan, *, dry_run: bool) -> dict[str, Any]:
+        """What every audit entry of a plan says: the action, its target, who, with what and why."""
+        return dict(action=plan.action, target=plan.target, operator=self.operator, params=plan.params,
+                    reason=plan.reason, dry_run=dry_run)
+
     def _dry_run_fields(self, plan: ActionPlan, result: str, summary: str | None) -> dict[str, Any]:
         return dict(
-            action=plan.action,
-            target=plan.target,
-            operator=self.operator,
-            params=plan.params,
-            reason=plan.reason,
-            dry_run=True,
+            **self._plan_fields(plan, dry_run=True),
             before=[c.before for c in plan.changes],
             after=[c.after for c in plan.changes],
             result=result,
@@ -421,12 +421,7 @@ class ActionEngine:
 
     def _intent_fields(self, plan: ActionPlan) -> dict[str, Any]:
         return dict(
-            action=plan.action,
-            target=plan.target,
-            operator=self.operator,
-            params=plan.params,
-            reason=plan.reason,
-            dry_run=False,
+            **self._plan_fields(plan, dry_run=False),
             before=[c.before for c in plan.changes],
             after=[c.after for c in plan.changes],
             result="started",
@@ -439,12 +434,7 @@ class ActionEngine:
 
     def _audit_fields(self, plan: ActionPlan, result: ActionResult, intent: int | None = None) -> dict[str, Any]:
         return dict(
-            action=plan.action,
-            target=plan.target,
-            operator=self.operator,
-            params=plan.params,
-            reason=plan.reason,
-            dry_run=False,
+            **self._plan_fields(plan, dry_run=False),
             before=result.before if result.before is not None else [c.before for c in plan.changes],
             after=result.after,
             result=result.status,

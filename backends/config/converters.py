@@ -489,30 +489,9 @@ def _c_any_list(v: Any) -> tuple[Any, ...]:
     return tuple(v)
 
 
-def _c_signer_duration(name: str) -> Conv[float]:
-    """[[chain.X.signers]] runway_min / spend_window within SIGNER_LIMITS (kept in the section)."""
-    lo, hi = SIGNER_LIMITS[name]
-    exp = _range_expected("a duration", format_duration(lo), format_duration(hi))
-
-    @_conv(exp, _show_duration)
-    def conv(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise _Invalid(f"expected a duration, got {_tname(v)}", exp)
-        try:
-            d = parse_duration(v)
-        except ValueError as e:
-            raise _Invalid(str(e), exp) from None
-        if not lo <= d <= hi:
-            raise _Invalid(f"{v!r} is {'too short' if d < lo else 'too long'}", exp)
-        return d
-
-    return conv
-
-
-def _c_record(name: str, parse: Callable[[str | int | float], float], fmt: Callable[[float], str],
-              kind: str) -> Conv[float]:
-    """[record] max_size / max_age within RECORD_LIMITS."""
-    lo, hi = RECORD_LIMITS[name]
+def _c_bounded(lo: float, hi: float, parse: Callable[[str | int | float], float], fmt: Callable[[float], str],
+               kind: str, low_word: str = "too small", high_word: str = "too large") -> Conv[float]:
+    """A duration or size (a string or a number) between lo and hi."""
     exp = _range_expected(f"a {kind}", fmt(lo), fmt(hi))
 
     @_conv(exp, lambda n: f'"{fmt(n)}"')
@@ -524,7 +503,20 @@ def _c_record(name: str, parse: Callable[[str | int | float], float], fmt: Calla
         except ValueError as e:
             raise _Invalid(str(e), exp) from None
         if not lo <= n <= hi:
-            raise _Invalid(f"{v!r} is {'too small' if n < lo else 'too large'}", exp)
+            raise _Invalid(f"{v!r} is {low_word if n < lo else high_word}", exp)
         return n
 
     return conv
+
+
+def _c_signer_duration(name: str) -> Conv[float]:
+    """[[chain.X.signers]] runway_min / spend_window within SIGNER_LIMITS (kept in the section)."""
+    lo, hi = SIGNER_LIMITS[name]
+    return _c_bounded(lo, hi, parse_duration, format_duration, "duration", "too short", "too long")
+
+
+def _c_record(name: str, parse: Callable[[str | int | float], float], fmt: Callable[[float], str],
+              kind: str) -> Conv[float]:
+    """[record] max_size / max_age within RECORD_LIMITS."""
+    lo, hi = RECORD_LIMITS[name]
+    return _c_bounded(lo, hi, parse, fmt, kind)

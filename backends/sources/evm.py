@@ -411,7 +411,7 @@ class EvmChain:
         them in the last 10 minutes) its "safe" and "finalized" blocks for `_with_finality`,
         which then needs no request of its own (one round trip per endpoint and poll)."""
         name = next((e.name for e in self.endpoints.endpoints if e.rpc is rpc), None)
-        tags = name is not None and time.monotonic() - self._no_tags.get(name, -1e9) >= 600
+        tags = name is not None and self._tags_due(name, time.monotonic())
         calls: list[tuple[str, list[Any]]] = [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])]
         if tags:
             calls += [("eth_getBlockByNumber", ["safe", False]), ("eth_getBlockByNumber", ["finalized", False])]
@@ -477,10 +477,15 @@ class EvmChain:
             )
         ]
 
+    def _tags_due(self, endpoint: str, now: float) -> bool:
+        """Ask this endpoint for "safe" / "finalized": not within 10 minutes of a refusal."""
+        return now - self._no_tags.get(endpoint, -1e9) >= 600
+
     async def _with_finality(self, eps: Sequence[Any]) -> list[Any]:
         """The endpoint readings with their "safe" / "finalized" heads (asked in the probe's
-        batch; else one batch per endpoint that answered its check, in parallel); an endpoint whose node has no such tags is asked
-        again after 10 minutes, and shows the configured confirmation depth."""
+        batch; else one batch per endpoint that answered its check, in parallel); an endpoint
+        whose node has no such tags is asked again after 10 minutes, and shows the configured
+        confirmation depth."""
         from dataclasses import replace
 
         by_name = {e.name: e for e in self.endpoints.endpoints}
@@ -488,7 +493,7 @@ class EvmChain:
 
         async def one(r: Any) -> Any:
             e = by_name.get(r.name)
-            if e is None or not r.ok or now - self._no_tags.get(r.name, -1e9) < 600:
+            if e is None or not r.ok or not self._tags_due(r.name, now):
                 return replace(r, confirmations=self.spec.confirmations)
             tagged = self._tag_replies.pop(r.name, None)  # asked with the probe's batch
             if tagged is not None:

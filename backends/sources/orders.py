@@ -790,33 +790,24 @@ class OrdersSource:
         name = cur.key if cur else "listener"
         if self.chain is None:
             return CursorReading(source=self.name, name=name, block=block, updated_at=updated)
-        gap_s = None
-        blocks = getattr(self.chain, "blocks", None)
-        if callable(blocks) and block is not None:
-            # one round trip: the head, the finalized block and the cursor's block
-            head_b, fin_b, cb = await blocks(["latest", "finalized", block])
-            if isinstance(head_b, RpcError):
-                raise head_b
-            head = parse_int(head_b["number"]) if head_b else None
-            if isinstance(fin_b, dict) and fin_b.get("number"):
-                finalized: int | None = parse_int(fin_b["number"])
-            elif head is not None:  # no "finalized" tag on this node: as finalized_head()
-                finalized = max(0, head - self.chain.spec.confirmations)
-            else:
-                finalized = await self.chain.finalized_head(head)
-            if head_b is not None and head is not None:
-                if block >= head or not isinstance(cb, dict):
-                    cb = head_b if block >= head else None  # a cursor at or past the head: no gap
-                if cb is not None:
-                    gap_s = float(parse_int(head_b["timestamp"]) - parse_int(cb["timestamp"]))
+        # one round trip: the head, the finalized block and the cursor's block
+        refs: list[int | str] = ["latest", "finalized"] + ([block] if block is not None else [])
+        head_b, fin_b, *cursor_b = await self.chain.blocks(refs)
+        if isinstance(head_b, RpcError):
+            raise head_b
+        head = parse_int(head_b["number"]) if head_b else None
+        finalized: int | None
+        if isinstance(fin_b, dict) and fin_b.get("number"):
+            finalized = parse_int(fin_b["number"])
+        elif head is not None:  # no "finalized" tag on this node: head - confirmations, as finalized_head()
+            finalized = max(0, head - self.chain.spec.confirmations)
         else:
-            head_b = await self.chain.block("latest")
-            head = parse_int(head_b["number"]) if head_b else None
-            finalized = await self.chain.finalized_head(head)
-            if block is not None and head_b is not None:
-                cb = await self.chain.block(min(block, head)) if head is not None else None
-                if cb is not None:
-                    gap_s = float(parse_int(head_b["timestamp"]) - parse_int(cb["timestamp"]))
+            finalized = await self.chain.finalized_head(None)
+        gap_s = None
+        if block is not None and head_b is not None and head is not None:
+            cb = head_b if block >= head else cursor_b[0]  # a cursor at or past the head: no gap
+            if isinstance(cb, dict):
+                gap_s = float(parse_int(head_b["timestamp"]) - parse_int(cb["timestamp"]))
         return CursorReading(
             source=self.name, name=name, block=block, head=head, finalized=finalized,
             gap_blocks=(head - block) if (head is not None and block is not None) else None,

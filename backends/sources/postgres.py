@@ -421,8 +421,8 @@ _CANDIDATE = ("backend_type = 'client backend' AND state = 'active' AND pid <> p
               " AND application_name NOT LIKE 'warroom%'")
 _OLDER = _CANDIDATE + " AND query_start < now() - make_interval(secs => $1::float8)"
 
-_OLDEST_ACTIVE = "SELECT max(EXTRACT(EPOCH FROM (now() - query_start)))::float8 FROM pg_stat_activity WHERE " + (  # noqa: S608
-    _CANDIDATE)  # constants only
+_OLDEST_ACTIVE = ("SELECT max(EXTRACT(EPOCH FROM (now() - query_start)))::float8"  # noqa: S608 - constants
+                  " FROM pg_stat_activity WHERE " + _CANDIDATE)
 
 
 def _backend_row(r: Record) -> dict[str, Any]:
@@ -491,16 +491,13 @@ class TerminateBackend(Action):
             title = f"Terminate backend {pid_i} on {src.name}"
         else:
 
-            oldest: list[float | None] = [None]
-
-            async def read_old(con: Connection) -> list[Record]:
+            async def read_old(con: Connection) -> tuple[list[Record], float | None]:
                 found: list[Record] = await con.fetch(
                     _BACKEND_COLUMNS + " WHERE " + _OLDER + " ORDER BY query_start", threshold)  # noqa: S608
-                if not found:  # how long the oldest candidate has run: the operator is told when
-                    oldest[0] = await con.fetchval(_OLDEST_ACTIVE)
-                return found
+                # none old enough: how long the oldest candidate has run (the operator is told when)
+                return found, None if found else await con.fetchval(_OLDEST_ACTIVE)
 
-            rows = await src.run(read_old)
+            rows, oldest = await src.run(read_old)
             mode = "older"
             target = f"postgres:{src.name}:older-than:{int(threshold)}s"
             title = f"Terminate {len(rows)} backend(s) running > {_fmt_duration(threshold)} on {src.name}"
@@ -517,8 +514,8 @@ class TerminateBackend(Action):
         )
         why = (f"backend {pid} exists" if mode == "pid" else
                f"{len(backends)} backend(s) running > {_fmt_duration(threshold)}")
-        if mode == "older" and not backends and oldest[0] is not None:
-            ran = max(0.0, float(oldest[0]))
+        if mode == "older" and not backends and oldest is not None:
+            ran = max(0.0, float(oldest))
             # a stuck query younger than the threshold: say when it will qualify (look again then)
             why += f"; the oldest active query has run {ran:.1f}s: {max(0.1, threshold - ran):.1f}s to go"
         guard = Guard(bool(backends), why)
