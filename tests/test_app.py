@@ -724,3 +724,31 @@ async def test_the_reason_confirmation_and_result_stay_on_screen(tmp_path, size)
         status = modal.query_one("#action-status")
         assert "OK" in str(status.render()) and status.region.bottom <= height
         assert store["api-gateway"] == "restarted"
+
+
+async def test_the_clock_and_the_snapshots_are_painted_in_one_frame_a_second(tmp_path):
+    """The header's clock and the live snapshots (polls every 0.5 s) land on the app's one
+    beat (widgets.common.Beat) and Textual paints them together: about one frame a second,
+    not one per timer; the clock still shows the wall clock's second."""
+    from widgets.common import Beat
+
+    app = WarroomApp(make_engine(tmp_path, interval=0.5))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.dashboard
+        await until(pilot, lambda: "docker" in sources_rows(app), what="the first snapshot")
+        beat = Beat.of(screen)
+        await until(pilot, lambda: beat.beats >= 2, what="two beats")
+        frames = []
+        paint = screen._compositor_refresh
+
+        def counted():
+            frames.append(time.monotonic())
+            paint()
+
+        screen._compositor_refresh = counted
+        first = beat.beats
+        await until(pilot, lambda: beat.beats >= first + 4, limit=10.0, what="four more beats")
+        screen._compositor_refresh = paint
+        assert 3 <= len(frames) <= 5, f"{len(frames)} frames in 4 beats"
+        shown = screen.header.shown("right")
+        assert datetime.now().astimezone().strftime("%H:%M") in shown

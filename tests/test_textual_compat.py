@@ -150,3 +150,68 @@ async def test_a_border_subtitle_set_by_row_repaints_the_bottom_row_only():
         plain = Static("x")
         set_border_subtitle_row(plain, "y")
         assert plain.border_subtitle == "y"
+
+
+async def test_sparse_frames_paint_what_textuals_partial_update_paints():
+    """The sparse partial update (tui/textual_compat.py) writes, byte for byte, what Textual's
+    own writes for the same changed regions: on a screen of bordered, titled, nested panes
+    with tables, a header line and a footer, for scattered regions (a clock cell and a log
+    row far apart), single cells, whole rows and random sets."""
+    import random
+
+    from textual.containers import Grid, Vertical
+    from textual.geometry import Region
+    from textual.widgets import DataTable, Footer
+
+    from tui.textual_compat import (
+        install_sparse_frames,
+        sparse_partial_update,
+        textual_partial_update,
+    )
+
+    class Panes(App):
+        CSS = """
+        Grid { grid-size: 3 2; }
+        .slot { border: round $primary; border-title-align: left; }
+        Static.clock { height: 1; dock: top; }
+        DataTable { height: 1fr; }
+        """
+
+        def compose(self):
+            yield Static("12:00:00 UTC · header", classes="clock")
+            with Grid():
+                for i in range(6):
+                    slot = Vertical(classes="slot")
+                    slot.border_title = f"{i + 1} pane"
+                    slot.border_subtitle = "FOLLOW · 10/10 lines"
+                    with slot:
+                        yield Static(f"summary {i} ● OK  read 2s ago")
+                        table = DataTable()
+                        table.add_columns("State", "Name", "Age")
+                        for r in range(12):
+                            table.add_row("● OK", f"row {r} of pane {i} " + "x" * (r % 5), f"{r}s")
+                        yield table
+            yield Footer()
+
+    app = Panes()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        compositor = app.screen._compositor
+        console = app.console
+        rng = random.Random(17)
+        cases = [
+            [Region(150, 0, 8, 1), Region(2, 40, 100, 1)],  # the clock and a log row
+            [Region(10, 5, 1, 1)],
+            [Region(0, 20, 160, 1)],
+            [Region(0, 0, 160, 48)],
+        ]
+        for _ in range(40):
+            cases.append([Region(x, y, rng.randrange(1, 161 - x), rng.randrange(1, min(6, 49 - y)))
+                          for x, y in ((rng.randrange(160), rng.randrange(48)) for _ in range(rng.randrange(1, 6)))])
+        for regions in cases:
+            compositor._dirty_regions.update(regions)
+            ours = sparse_partial_update(compositor)
+            compositor._dirty_regions.update(regions)
+            theirs = textual_partial_update(compositor)
+            assert ours.render_segments(console) == theirs.render_segments(console), regions
+        assert install_sparse_frames()

@@ -34,7 +34,7 @@ from tui.commands import WarroomCommands
 from tui.incidentflow import IncidentFlow
 from tui.messages import IncidentChanged, LogLinesArrived, SnapshotArrived
 from tui.screens.dashboard import DashboardScreen, layout_for
-from tui.textual_compat import CrashGuardApp, app_shutdown
+from tui.textual_compat import CrashGuardApp, app_shutdown, install_sparse_frames
 from widgets.header import StatusHeader
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class WarroomApp(IncidentFlow, ActionFlow, CrashGuardApp):
                  keymap: Mapping[str, str] | None = None,
                  engine_factory: Callable[[], EngineLike] | None = None) -> None:
         super().__init__()
+        install_sparse_frames()  # a frame renders only the lines it shows (tui/textual_compat.py)
         self.engine: EngineLike | None = engine
         # built in a thread after the first frame when no engine is given (see _boot)
         self._engine_factory = engine_factory if engine is None else None

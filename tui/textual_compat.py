@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+from bisect import bisect_left
 from typing import Any
 
 from textual._border import get_box  # noqa: F401 - re-exported for widgets/logs.py
+from textual._compositor import ChopsUpdate, Compositor
 from textual._styles_cache import StylesCache
 from textual.app import App
 from textual.geometry import Region
@@ -25,7 +28,8 @@ from textual.message_pump import MessagePump
 from textual.worker import WorkerFailed
 
 __all__ = ["CrashGuardApp", "StylesCache", "app_driver", "app_keymap", "app_shutdown", "clear_styles_cache",
-           "drop_watchers", "get_box", "install_crash_guard", "normalize_keymap", "own_bindings",
+           "drop_watchers", "get_box", "install_crash_guard", "install_sparse_frames", "normalize_keymap",
+           "own_bindings", "sparse_partial_update",
            "set_widget_styles_cache", "widget_styles_cache"]
 
 _installed = False
@@ -201,3 +205,74 @@ def set_border_subtitle_row(widget: Any, text: str) -> None:
     setattr(widget, internal, widget.render_str(text).expand_tabs(4).split()[0])
     offset = widget.content_offset  # refresh() regions are in content coordinates
     widget.refresh(Region(-offset.x, outer.height - 1 - offset.y, outer.width, 1))
+
+
+# --------------------------------------------------------------------------- sparse frames
+
+_ORIGINAL_PARTIAL_UPDATE = Compositor.render_partial_update
+
+
+def sparse_partial_update(compositor: Any) -> Any:
+    """`Compositor.render_partial_update` that renders only the lines a frame shows.
+
+    Textual's version takes the bounding box of every changed region and has each widget
+    that overlaps it render all of its visible lines, then keeps the lines that changed:
+    the header's clock (row 0) and a log row near the bottom make every pane, its slot and
+    the screen render every line (9-14 ms a frame on the sandbox at 160x48, most of the
+    console's drawing). Here each widget renders only the rows between the first and last
+    changed line it covers, and a widget whose chops on a line are all painted already by a
+    widget in front of it is not asked for that line. What reaches the terminal is the same:
+    the same chops win (front to back, the first one for a cut), only lines nobody shows
+    are not rendered (tests/test_textual_compat.py compares the two on a live screen)."""
+    screen = compositor.size.region
+    update_regions = {r for r in (screen.intersection(r) for r in compositor._dirty_regions) if r}
+    compositor._dirty_regions.clear()
+    if not update_regions:
+        return None
+    spans = list(compositor._regions_to_spans(update_regions))
+    rendered = sorted({y for y, _, _ in spans})
+    cuts = compositor.cuts
+    chops: list[Any] = [None] * len(cuts)  # ChopsUpdate reads the lines of `spans` only
+    for y in rendered:
+        chops[y] = dict.fromkeys(cuts[y][:-1])
+    intersection = Region.intersection
+    for widget, (region, clip) in compositor.visible_widgets.items():
+        rx, ry, rw, rh = intersection(region, clip)
+        if not rw or not rh:
+            continue
+        right = rx + rw
+        lo, hi = bisect_left(rendered, ry), bisect_left(rendered, ry + rh)
+        ys = []
+        for y in rendered[lo:hi]:
+            line = chops[y]
+            for cut in cuts[y]:
+                if rx <= cut < right and line.get(cut, 0) is None:  # a chop no one painted yet
+                    ys.append(y)
+                    break
+        if not ys:
+            continue
+        top = ys[0]
+        strips = widget.render_lines(Region(rx - region.x, top - region.y, rw, ys[-1] - top + 1))
+        for y in ys:
+            line = chops[y]
+            final_cuts = [cut for cut in cuts[y] if right >= cut >= rx]
+            pieces = strips[y - top].divide([cut - rx for cut in final_cuts[1:]])
+            get = line.get
+            for cut, piece in zip(final_cuts, pieces, strict=False):
+                if get(cut) is None:
+                    line[cut] = piece
+    return ChopsUpdate(chops, spans, [cut_set[1:] for cut_set in cuts])
+
+
+def textual_partial_update(compositor: Any) -> Any:
+    """Textual's own `render_partial_update` (tests compare it with the sparse one)."""
+    return _ORIGINAL_PARTIAL_UPDATE(compositor)
+
+
+def install_sparse_frames() -> bool:
+    """Use `sparse_partial_update` for every screen (`WARROOM_SPARSE_FRAMES=0`: Textual's)."""
+    if os.environ.get("WARROOM_SPARSE_FRAMES", "1") == "0":
+        Compositor.render_partial_update = _ORIGINAL_PARTIAL_UPDATE  # type: ignore[method-assign]
+        return False
+    Compositor.render_partial_update = sparse_partial_update  # type: ignore[method-assign,assignment]
+    return True

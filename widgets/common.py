@@ -220,7 +220,7 @@ class PaneTable(DataTable):
             self.last_move = self.monotonic()
 
 
-BEAT = 0.5  # s: background repaints (clock, snapshots, the tail under a flood) land on this grid
+BEAT = 1.0  # s: background repaints (clock, snapshots, the tail under a flood) land on this grid
 BEAT_OFFSET = 0.01  # s after each grid point: a whole-second clock never shows the second before
 
 
@@ -234,6 +234,140 @@ def on_beat(wait: float, grid: float = BEAT, wall: float | None = None) -> float
     now = time.time() if wall is None else wall
     target = now + max(0.0, wait) - BEAT_OFFSET
     return max(0.005, math.ceil(target / grid - 1e-9) * grid + BEAT_OFFSET - now)
+
+
+class BeatCall:
+    """A callback the app's `Beat` runs on a beat (`Beat.once`, `Beat.each`); `stop()` drops it."""
+
+    __slots__ = ("callback", "due", "owner", "stopped")
+
+    def __init__(self, owner: Any, callback: Callable[[], object], due: float) -> None:
+        self.owner = owner
+        self.callback = callback
+        self.due = due
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class Beat:
+    """One timer for the app's background repaints, so that they are painted in one frame.
+
+    The header's clock, the dashboard's and kiosk's snapshot applies, the log tail under a
+    flood and its status line each waited on a timer of their own. Aimed at the same point
+    of the wall clock (`on_beat`) they still woke a few milliseconds apart, and Textual
+    paints a frame 1/60 s after the first change: two or three frames where one would do
+    (each costs a compositor pass over the changed widgets and a terminal write). Here they
+    run one after the other in one callback, once a second (`BEAT`) on the wall clock's
+    second. A change of state (a source down, a finding, a first log line after a lull)
+    does not wait for the beat: its owner shows it at once.
+
+    One per app (`Beat.of(widget)`); a call whose owner has left the DOM is dropped."""
+
+    SLACK = 0.05  # s: a call due this close after a beat runs on it (timer jitter)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.calls: list[BeatCall] = []
+        self.each_calls: list[BeatCall] = []
+        self.ticker: BeatTicker | None = None
+        self.beats = 0
+
+    @classmethod
+    def of(cls, node: Any) -> Beat:
+        app = node.app
+        beat = getattr(app, "warroom_beat", None)
+        if beat is None:
+            beat = cls(app)
+            app.warroom_beat = beat
+        return beat
+
+    def _ensure(self) -> None:
+        if self.ticker is None:
+            self.ticker = BeatTicker(self.app, BEAT, self._fire, name="beat")
+            self.ticker.start()
+
+    def once(self, owner: Any, wait: float, callback: Callable[[], object]) -> BeatCall:
+        """Run `callback` on the first beat at least `wait` seconds from now."""
+        call = BeatCall(owner, callback, time.monotonic() + max(0.0, wait) - self.SLACK)
+        self.calls.append(call)
+        self._ensure()
+        return call
+
+    def each(self, owner: Any, callback: Callable[[], object]) -> BeatCall:
+        """Run `callback` on every beat until stopped or its owner leaves the DOM."""
+        call = BeatCall(owner, callback, 0.0)
+        self.each_calls.append(call)
+        self._ensure()
+        return call
+
+    def _fire(self) -> None:
+        self.beats += 1
+        now = time.monotonic()
+        calls, self.calls = self.calls, []
+        for call in calls:
+            if call.stopped or not call.owner.is_attached:
+                continue
+            if call.due > now:
+                self.calls.append(call)
+                continue
+            call.stopped = True
+            self._run(call)
+        self.each_calls = [c for c in self.each_calls if not c.stopped and c.owner.is_attached]
+        for call in list(self.each_calls):
+            if not call.stopped:
+                self._run(call)
+
+    def _run(self, call: BeatCall) -> None:
+        try:
+            call.callback()
+        except Exception as exc:  # one owner's failure does not skip the others on this beat
+            guard = getattr(self.app, "crash_guard_active", None)
+            if guard is None or not guard():
+                raise
+            self.app.report_failure(exc, "a timer or widget")
+
+
+class BeatTicker:
+    """Calls `callback` every `period` seconds on the wall clock's grid (`on_beat`), in the
+    frame of the other background repaints.
+
+    Textual's interval keeps the phase of its first tick: a clock whose first tick came late
+    (a busy loop at startup, a suspended process) or whose monotonic clock drifted from the
+    wall clock painted a frame of its own each second (the header at .15 s after the beat:
+    2.6 frames a second on the sandbox instead of 1). A tick more than `SLACK` off the grid
+    re-aligns the next one."""
+
+    SLACK = 0.05  # s
+
+    def __init__(self, owner: Any, period: float, callback: Callable[[], object], *, name: str) -> None:
+        self.owner = owner
+        self.period = period
+        self.callback = callback
+        self.name = name
+        self.timer: Timer | None = None
+        self.realigned = 0
+
+    def start(self) -> None:
+        self.stop()
+        self.timer = self.owner.set_timer(on_beat(0.0, self.period), self._first, name=self.name)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
+            self.timer = None
+
+    def _first(self) -> None:
+        self.timer = self.owner.set_interval(self.period, self._tick, name=self.name)
+        self.callback()
+
+    def _tick(self) -> None:
+        self.callback()
+        off = (time.time() - BEAT_OFFSET) % self.period
+        if self.SLACK < off < self.period - self.SLACK:
+            self.realigned += 1
+            self.start()
 
 
 @dataclass

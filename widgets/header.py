@@ -21,7 +21,7 @@ from textual.widgets import Static
 
 from backends.model import Severity, Snapshot, Status
 
-from .common import Styles, fmt_duration, on_beat
+from .common import BEAT, Beat, BeatCall, BeatTicker, Styles, fmt_duration
 
 PRODUCTION = ("production", "prod", "prd", "live", "mainnet")
 
@@ -92,12 +92,13 @@ class StatusHeader(Horizontal):
     def on_mount(self) -> None:
         self.render_now()
         if self.tick > 0:  # ticks on the wall clock's second, with the other repaints (on_beat)
-            self.set_timer(on_beat(0.0, self.tick), self._start_ticking, name="header-clock")
+            self.ticker: BeatCall | BeatTicker
+            if self.tick == BEAT:  # on the app's beat: the same callback as the other repaints
+                self.ticker = Beat.of(self).each(self, self._tick)
+            else:
+                ticker = self.ticker = BeatTicker(self, self.tick, self._tick, name="header-clock")
+                ticker.start()
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._repaint())
-
-    def _start_ticking(self) -> None:
-        self._tick()
-        self.set_interval(self.tick, self._tick, name="header-clock")
 
     def _tick(self) -> None:
         # Covered by a full screen (the kiosk, a detail, the incident): no repaint. Textual

@@ -52,11 +52,12 @@ from tui.textual_compat import (
     set_widget_styles_cache,
     widget_styles_cache,
 )
-from widgets.common import BEAT, on_beat
+from widgets.common import BEAT, Beat, BeatCall
 
 DEFAULT_MAX_LINES = 10_000
 MIN_INTERVAL = 0.1  # at most 10 renders a second
-MAX_INTERVAL = 0.5  # while lines keep coming: two redraws a second; a first line after a lull at once
+MAX_INTERVAL = 1.0  # while lines keep coming: one redraw a second, on the beat; a first line after a lull at once
+STATUS_EVERY = 0.9  # s: the status line's counts at most once per beat (a little under it: timer jitter)
 
 _LABELS = {
     Level.FATAL: "FATAL",
@@ -279,7 +280,7 @@ class LogTail(ScrollView, can_focus=True):
         self._all: list[LogLine] = []
         self._rows: list[LogLine] = []
         self._pending: list[LogLine] = []
-        self._timer: Timer | None = None
+        self._timer: Timer | BeatCall | None = None
         self._last_flush = 0.0
         self._rate = 0.0  # lines/s, smoothed
         self.following = True
@@ -303,7 +304,7 @@ class LogTail(ScrollView, can_focus=True):
         self._frame: tuple[int, int] | None = None
         self._cache_base: Style | None = None
         self._status_at = 0.0
-        self._status_timer: Timer | None = None
+        self._status_timer: BeatCall | None = None
         self._status_dirty = False
         self._bar_stale = False  # the scrollbar's range lags the buffer (see _set_virtual_height)
         self._time_cache: tuple[int, str] = (-1, "")
@@ -393,15 +394,16 @@ class LogTail(ScrollView, can_focus=True):
         now = time.monotonic()
         interval = self._interval()
         delay = max(0.005, self._last_flush + interval - now)  # a 0 s Timer divides by zero
-        if interval >= BEAT:  # under a flood: on the beat, in the same frame as the clock's tick
-            delay = on_beat(delay)
-        self._timer = self.set_timer(delay, self._flush, name="logtail-flush")
+        if interval >= BEAT:  # under a flood: on the app's beat, in the same frame as the clock's tick
+            self._timer = Beat.of(self).once(self, delay, self._flush)
+        else:
+            self._timer = self.set_timer(delay, self._flush, name="logtail-flush")
 
     def _interval(self) -> float:
         # A line after a quiet spell shows at once. While lines keep coming, one redraw per
         # `max_interval` (each redraw rewrites the whole pane anyway, so fewer redraws mean
         # fewer bytes to the terminal and less CPU: each scroll of the tail makes Textual
-        # re-arrange the whole screen's map; the newest line is on screen within ~0.5 s).
+        # re-arrange the whole screen's map; the newest line is on screen within ~1 s, on the beat with the clock).
         if self._rate * self.max_interval >= 1.0:
             return self.max_interval
         return self.min_interval
@@ -838,11 +840,11 @@ class LogTail(ScrollView, can_focus=True):
         (one repaint); the timer only catches up once lines stop. A change of state
         (pause, follow, filter, search) shows at once."""
         now = time.monotonic()
-        if throttle and now - self._status_at < 1.0:
+        if throttle and now - self._status_at < STATUS_EVERY:
             self._status_dirty = True
             if self._status_timer is None and self.is_attached:
-                delay = self._status_at + 1.0 - now + (0.5 if self.following else 0.0)
-                self._status_timer = self.set_timer(max(0.05, delay), self._status_due, name="logtail-status")
+                # on the beat: in the frame of the next flush (while following) or of the clock
+                self._status_timer = Beat.of(self).once(self, self._status_at + STATUS_EVERY - now, self._status_due)
             return
         self._status_at = now
         self._status_dirty = False

@@ -25,13 +25,12 @@ from textual.binding import BindingType
 from textual.containers import Container
 from textual.dom import DOMNode
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
 from backends.model import Snapshot
 from tui.bindings import DASHBOARD_BINDINGS
-from widgets.common import on_beat
+from widgets.common import Beat, BeatCall
 from widgets.header import StatusHeader
 
 if TYPE_CHECKING:
@@ -99,8 +98,8 @@ def state_signature(snapshot: Snapshot) -> tuple:
 
 class SnapshotThrottle:
     """Live snapshots shown at most once per APPLY_EVERY seconds, the newest one, on the beat
-    (`on_beat`: the next half second of the wall clock, so it is painted in the frame of the
-    clock's tick and the log tail's redraw, within 0.5 s after a quiet spell); a change of
+    (`Beat`: the next second of the wall clock, so it is painted in the frame of the
+    clock's tick and the log tail's redraw, within 1 s after a quiet spell); a change of
     state (a source's state, the findings: `state_signature`) at once. Used by the dashboard and
     the kiosk: the monitor publishes a snapshot per finished poll (about 5 a second on the
     sandbox) and each apply walks every pane.
@@ -115,7 +114,7 @@ class SnapshotThrottle:
         self.name = name
         self.ready = ready
         self.offered: Snapshot | None = None  # the newest snapshot offered, not shown yet
-        self.timer: Timer | None = None
+        self.timer: BeatCall | None = None
         self.applied_at = float("-inf")
         self.applied_sig: tuple = ()
 
@@ -130,8 +129,8 @@ class SnapshotThrottle:
                 self.timer.stop()
             self.fire()
         else:
-            # on the beat: painted in the same frame as the clock and the log tail's redraw
-            self.timer = self.owner.set_timer(on_beat(wait), self.fire, name=self.name)
+            # on the app's beat: painted in the same frame as the clock and the log tail's redraw
+            self.timer = Beat.of(self.owner).once(self.owner, wait, self.fire)
 
     def fire(self) -> None:
         self.timer = None

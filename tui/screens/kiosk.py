@@ -46,7 +46,7 @@ from backends.model import (
 )
 from tui.messages import SnapshotArrived
 from tui.textual_compat import clear_styles_cache, drop_watchers, widget_styles_cache
-from widgets.common import on_beat
+from widgets.common import BEAT, Beat, BeatCall, BeatTicker
 from widgets.findings import SEVERITY_SYMBOL
 
 log = logging.getLogger(__name__)
@@ -472,7 +472,12 @@ class KioskScreen(Screen):
         else:
             self.render_status()
         if self.tick_s > 0:  # on the wall clock's second, with the snapshots and the tail (on_beat)
-            self.set_timer(on_beat(0.0, self.tick_s), self._start_ticking, name="kiosk-tick")
+            self.ticker: BeatCall | BeatTicker
+            if self.tick_s == BEAT:  # on the app's beat, in the frame of the other repaints
+                self.ticker = Beat.of(self).each(self, self.tick)
+            else:
+                ticker = self.ticker = BeatTicker(self, self.tick_s, self.tick, name="kiosk-tick")
+                ticker.start()
         logs = engine.logs if engine is not None else None
         if logs is not None and "logs" in self.view_ids:
             self._log_unsubscribe = logs.subscribe(self._on_log_lines)
@@ -713,10 +718,6 @@ class KioskScreen(Screen):
         return self._flash_until is not None and self.now() < self._flash_until
 
     # ------------------------------------------------------------------ clock / staleness
-
-    def _start_ticking(self) -> None:
-        self.tick()
-        self.set_interval(self.tick_s, self.tick, name="kiosk-tick")
 
     def tick(self) -> None:
         self.render_status()
