@@ -7,8 +7,11 @@ same time window (so they see the same load), each in its own tmux session of
 160x48 on a private tmux server (`tmux -L warroom-bench-PID`):
 
 - live: the console (`warroom --config SANDBOX`), the kiosk (`warroom --kiosk`),
-  glances (from a benchmark venv, `--glances`; default /tmp/bench-venv/bin/glances)
-  and lnav following the sandbox's log folder;
+  the console served to one browser tab (`warroom serve --no-token` on loopback, a
+  websocket client in this process standing in for the tab: it asks for 160x48 as
+  xterm.js does and reads everything; CPU is the server's and the app's, bytes are what
+  the websocket carries), glances (from a benchmark venv, `--glances`; default
+  /tmp/bench-venv/bin/glances) and lnav following the sandbox's log folder;
 - logs: a writer appends 200 lines/s (`--rate`) to a log file; the console on the
   sandbox config plus a `[[logs]]` entry for that file (warroom-logs), the console on the
   sandbox config alone (warroom-nolog: what the sandbox costs without the log, so the
@@ -76,6 +79,86 @@ class Run:
     cpu0: float = 0.0
     bytes0: int = 0
     result: dict = field(default_factory=dict)
+    serve: bool = False  # `warroom serve`: a server process and one websocket "tab", not tmux
+    proc: subprocess.Popen | None = None
+    tab: threading.Thread | None = None
+    tab_stop: threading.Event = field(default_factory=threading.Event)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_tab(run: Run, port: int) -> None:
+    """One browser tab of `warroom serve`: the websocket textual-serve's page opens, at
+    160x48, everything it carries appended to run.out (aiohttp answers the heartbeat)."""
+    import asyncio
+
+    import aiohttp
+
+    async def main() -> None:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while not run.tab_stop.is_set():
+                try:
+                    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws?width={COLS}&height={ROWS}",
+                                                  headers={"Origin": url}, max_msg_size=0)
+                    break
+                except (aiohttp.ClientError, OSError):
+                    if time.monotonic() > deadline:
+                        return
+                    await asyncio.sleep(0.1)
+            else:
+                return
+            with open(run.out, "ab", buffering=0) as out:  # noqa: ASYNC230 - this thread's own loop
+                while not run.tab_stop.is_set():
+                    try:
+                        msg = await ws.receive(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        out.write(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.TEXT:
+                        out.write(msg.data.encode())
+                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        return
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def start_serve(run: Run, env: dict[str, str], tmp: Path, n: int) -> None:
+    run.out = tmp / f"bench-{run.name}-{n}.out"
+    run.out.write_bytes(b"")
+    port = free_port()
+    run.proc = subprocess.Popen([*run.argv, "--host", "127.0.0.1", "--port", str(port), "--no-token"],
+                                cwd=run.cwd or ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run.pid = run.proc.pid
+    run.t0 = time.perf_counter()
+    run.tab_stop.clear()
+    run.tab = threading.Thread(target=serve_tab, args=(run, port), daemon=True)
+    run.tab.start()
+
+
+def stop_serve(run: Run) -> None:
+    run.tab_stop.set()
+    if run.tab is not None:
+        run.tab.join(10)
+    if run.proc is not None and run.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.proc.pid, signal.SIGTERM)
+        try:
+            run.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait(5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -243,6 +326,9 @@ def measure_case(tmux: Tmux, runs: list[Run], env: dict[str, str], n: int, warmu
         # the programs with a first frame to time start one at a time (each frame timed
         # alone), then the others; the window is the same for all
         for r in sorted(runs, key=lambda r: not r.markers):
+            if r.serve:
+                start_serve(r, env, tmux.tmp, n)
+                continue
             tmux.start(r, env, n)
             if r.markers:
                 wait_first_frames([r])
@@ -275,7 +361,10 @@ def measure_case(tmux: Tmux, runs: list[Run], env: dict[str, str], n: int, warmu
                 p.wait(5)
     finally:
         for r in runs:
-            tmux.stop(r)
+            if r.serve:
+                stop_serve(r)
+            else:
+                tmux.stop(r)
 
 
 def med(values: list[float]) -> float:
@@ -374,7 +463,8 @@ def main(argv=None) -> int:
         for n in range(args.rounds):
             if args.only in (None, "live"):
                 runs = [Run("warroom", wr + ["--config", config], FRAME_MARKERS),
-                        Run("kiosk", wr + ["--kiosk", "--config", config], KIOSK_MARKERS)]
+                        Run("kiosk", wr + ["--kiosk", "--config", config], KIOSK_MARKERS),
+                        Run("serve", wr + ["serve", "--config", config], serve=True)]
                 if args.baseline:
                     runs.append(Run("warroom-base", base + ["--config", config], FRAME_MARKERS, cwd=args.baseline))
                 if glances:
@@ -421,7 +511,7 @@ def main(argv=None) -> int:
             print(f"log bytes appended: {lb:.0f} B/s")
 
         print("\ntargets (issue 17):")
-        for name in ("warroom", "kiosk"):
+        for name in ("warroom", "kiosk", "serve"):
             if name not in live:
                 continue
             rs = live[name]
@@ -431,7 +521,8 @@ def main(argv=None) -> int:
                 ratio = med(ratios)
                 print(f"  {name}: CPU {cpu:.2f} % = {ratio:.2f}x glances ({med([g['cpu'] for g in live['glances']]):.2f} %)"
                       f" (<= 1.0x) {verdict(ratio <= 1.0)}")
-            print(f"  {name}: {bps:.0f} B/s to the terminal (<= 2000) {verdict(bps <= 2000)}")
+            where = "over the websocket" if name == "serve" else "to the terminal"
+            print(f"  {name}: {bps:.0f} B/s {where} (<= 2000) {verdict(bps <= 2000)}")
             if name == "warroom":
                 print(f"  {name}: first frame {frame:.2f} s under tmux (<= 0.5) {verdict(frame <= 0.5)}")
             if "lnav" in live:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -363,3 +364,45 @@ async def test_monitor_sees_a_process_go_and_come_back(children, marker):
                     and any(r.state == "running" for r in s.of_type(ServiceReading)))
     finally:
         await mon.stop()
+
+
+EXEC_ON_USR1 = ("import os, signal, sys, time\n"
+                "def go(*a):\n"
+                "    os.execv(sys.executable, [sys.executable, '-c', 'import time\\nwhile True: time.sleep(0.05)',"
+                " sys.argv[1] + '-after'])\n"
+                "signal.signal(signal.SIGUSR1, go)\nopen(sys.argv[2], 'w').close()\nwhile True: time.sleep(0.05)")
+
+
+def test_scan_reads_a_command_line_until_it_is_stable_then_at_each_full_pass(children, marker, monkeypatch,
+                                                                             tmp_path):
+    """A scan reads /proc/PID/cmdline of a process until two reads PROC_STABLE_S apart agree
+    (a child between fork and exec shows its parent's), then not again until the next full
+    pass (PROC_REFRESH_S, on the injected clock): a process that exec'd into another command
+    line is matched by it at the latest then."""
+    from backends.sources import process
+
+    now = [1000.0]
+    monkeypatch.setattr(process, "_proc_clock", lambda: now[0])
+    monkeypatch.setattr(process, "PROC_STABLE_S", 0.0)
+    process._proc_full_at[0] = now[0]
+    ready = tmp_path / "ready"
+    p = children.spawn(EXEC_ON_USR1, marker, str(ready))
+    deadline = time.monotonic() + 10
+    while not ready.exists() or not [x for x in find_processes(match=marker) if x.pid == p.pid]:
+        assert time.monotonic() < deadline, "the child was never matched"
+        time.sleep(0.02)
+    find_processes(match=marker)  # the second agreeing read: stable
+    opened = []
+    real_open = open
+    monkeypatch.setattr(process, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k),
+                        raising=False)
+    assert [x.pid for x in find_processes(match=marker)] == [p.pid]
+    assert f"/proc/{p.pid}/cmdline" not in opened
+    os.kill(p.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while b"-after" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the child did not exec"
+        time.sleep(0.02)
+    assert find_processes(match=marker + "-after") == []  # the cached line, until the full pass
+    now[0] += process.PROC_REFRESH_S
+    assert [x.pid for x in find_processes(match=marker + "-after")] == [p.pid]

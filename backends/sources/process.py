@@ -18,6 +18,7 @@ import asyncio
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,39 +92,113 @@ def _compile(spec: ProcessSpec) -> re.Pattern[str] | None:
         raise ValueError(f"service {spec.name!r}: bad regex {spec.match!r}: {exc}") from None
 
 
+# (Linux) what a scan read of each process, kept while the process lives: pid -> [the
+# inode of /proc/PID, comm, cmdline, the static details of a match, stable, first read]. A process's
+# /proc directory gets a new inode number when the pid is reused, so (pid, inode) names
+# one process. Its command line is trusted from the cache only once two reads at least
+# PROC_STABLE_S apart agree ("stable"): a child seen between fork and exec still shows its
+# parent's command line, and a process may retitle itself as it starts. Everything is read
+# again at a full pass, every PROC_REFRESH_S. Scans run in worker threads: one at a time.
+PROC_REFRESH_S = 30.0
+PROC_STABLE_S = 1.0
+_PROC_CACHE: dict[int, list[Any]] = {}
+_PROC_LOCK = threading.Lock()
+_proc_full_at = [-float("inf")]
+_proc_clock: Callable[[], float] = time.monotonic
+
+
 def _candidates_proc() -> list[tuple[int, str, str]] | None:
-    """(Linux) (pid, comm, cmdline) straight from /proc: one read per process, no psutil objects."""
+    """(Linux) (pid, comm, cmdline) from /proc: one directory read per scan; the command
+    line of a process not seen before (or at a full pass) is read, no psutil objects."""
     try:
-        entries = os.listdir("/proc")
+        it = os.scandir("/proc")
     except OSError:
         return None
+    now = _proc_clock()
+    full = now - _proc_full_at[0] >= PROC_REFRESH_S
+    if full:
+        _proc_full_at[0] = now
+    cache = _PROC_CACHE
+    seen: dict[int, list[Any]] = {}
     out = []
-    for e in entries:
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/cmdline", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        out.append((int(e), "", raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")))
+    with it:
+        for e in it:
+            name = e.name
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                ino = e.inode()
+            except OSError:
+                continue
+            entry = cache.get(pid)
+            if entry is None or entry[0] != ino or not entry[4] or full:
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        raw = f.read()
+                except OSError:
+                    continue
+                cmd = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+                if entry is not None and entry[0] == ino and entry[2] == cmd:
+                    # the same command line again: stable once PROC_STABLE_S after the first read
+                    if not entry[4] and now - entry[5] >= PROC_STABLE_S:
+                        entry = [ino, "", cmd, None, True, entry[5]]
+                else:
+                    entry = [ino, "", cmd, None, False, now]
+            seen[pid] = entry
+            out.append((pid, entry[1], entry[2]))
+    cache.clear()
+    cache.update(seen)
     return out
 
 
 def _comm(pid: int) -> str:
+    entry = _PROC_CACHE.get(pid)
+    if entry is not None and entry[1] and entry[4]:
+        return str(entry[1])
     try:
         with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().strip().decode("utf-8", "replace")
+            comm = f.read().strip().decode("utf-8", "replace")
     except OSError:
         return ""
+    if entry is not None:
+        entry[1] = comm
+    return comm
+
+
+_STATIC = ["name", "cmdline", "create_time", "username", "ppid"]
+
+
+def _details(pid: int) -> dict[str, Any]:
+    """psutil's details of a matched process; what cannot change (name, command line, start,
+    user, parent) read once per process (Linux), its status every time."""
+    import psutil
+
+    entry = _PROC_CACHE.get(pid)
+    proc = psutil.Process(pid)
+    if entry is None or not entry[4]:
+        fresh: dict[str, Any] = proc.as_dict(_ATTRS)
+        return fresh
+    if entry[3] is None:
+        info: dict[str, Any] = proc.as_dict(_ATTRS)
+        entry[3] = {k: info.get(k) for k in _STATIC}
+        return info
+    return {**entry[3], "pid": pid, "status": proc.status()}
 
 
 def scan(specs: Sequence[ProcessSpec], *, exclude: Sequence[int] = ()) -> dict[str, list[ProcInfo]]:
     """(Blocking) one pass over the process table; matches per spec, oldest first.
 
-    On Linux the pass reads only /proc/PID/cmdline (and /proc/PID/comm where a process
-    name is asked for); psutil is asked for details of the matches alone.
+    On Linux the pass reads the /proc directory, and /proc/PID/cmdline (and /proc/PID/comm
+    where a process name is asked for) of the processes it has not seen before; psutil is
+    asked for details of the matches alone (their status each time, the rest once).
     """
+
+    with _PROC_LOCK:
+        return _scan(specs, exclude)
+
+
+def _scan(specs: Sequence[ProcessSpec], exclude: Sequence[int]) -> dict[str, list[ProcInfo]]:
     import psutil
 
     pats = {s.name: _compile(s) for s in specs}
@@ -158,7 +233,7 @@ def scan(specs: Sequence[ProcessSpec], *, exclude: Sequence[int] = ()) -> dict[s
         if not hits:
             continue
         try:
-            info = psutil.Process(pid).as_dict(_ATTRS)
+            info = _details(pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         if not cmd:
