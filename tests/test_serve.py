@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -216,13 +217,20 @@ def test_sigterm_ends_an_app_blocked_writing(config):
     proc = _spawn_app(config, "tui.serve_app:WarroomWebDriver")
     try:
         _read_until_drawn(proc, 1000)
-        # ask for a big redraw and never read again: the pipe fills, the app blocks in write()
-        meta = json.dumps({"type": "resize", "width": 300, "height": 100}).encode()
-        for w, h in ((300, 100), (200, 60), (300, 100), (250, 80)):
+        # ask for big redraws and never read again: the pipe fills, the app blocks in write()
+        # (a resize is a full redraw even through the terminal diff; more until it blocks)
+        sizes = itertools.cycle(((300, 100), (200, 60), (300, 100), (250, 80)))
+
+        def blocked() -> bool:
+            if _blocked_writing_a_pipe(proc.pid, proc.stdout):
+                return True
+            w, h = next(sizes)
             meta = json.dumps({"type": "resize", "width": w, "height": h}).encode()
             proc.stdin.write(b"M" + len(meta).to_bytes(4, "big") + meta)
             proc.stdin.flush()
-        _wait(lambda: _blocked_writing_a_pipe(proc.pid, proc.stdout), 15, "the app blocked writing its full stdout pipe")
+            return False
+
+        _wait(blocked, 15, "the app blocked writing its full stdout pipe", step=0.2)
         proc.send_signal(signal.SIGTERM)
         _wait(lambda: proc.poll() is not None, 15, "the app to exit on SIGTERM")
     finally:

@@ -39,6 +39,7 @@ EXIT_GRACE = 5.0  # seconds a clean exit may take after a disconnect or SIGTERM
 class WarroomWebDriver(WebDriver):
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
+        self.warroom_app = app  # the size tui.termdiff diffs against (the browser's, as the app knows it)
         self._raw_write = self._write
         self._write = partial(self._safe_write)
         self._gone = threading.Event()

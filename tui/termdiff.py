@@ -242,15 +242,23 @@ def _terminal_size(fd: int) -> tuple[int, int] | None:
 
 
 def diffing_driver(cls: type) -> type:
-    """`cls` with its writes going through a TermDiff, when it is Textual's Linux driver."""
+    """`cls` with its writes going through a TermDiff, when it is Textual's Linux driver or
+    the served console's web driver (tui.serve_app: xterm.js in the browser keeps the cells
+    as a terminal does; the size is the one the browser last sent, as the app knows it)."""
     if os.environ.get("WARROOM_TERMDIFF", "1") == "0":
         return cls
+    from textual.drivers.web_driver import WebDriver
+
+    bases: tuple[type, ...] = (WebDriver,)
     try:
         from textual.drivers.linux_driver import LinuxDriver
+
+        bases += (LinuxDriver,)
     except ImportError:  # pragma: no cover - Windows
+        pass
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
         return cls
-    if not (isinstance(cls, type) and issubclass(cls, LinuxDriver)):
-        return cls
+    web = issubclass(cls, WebDriver)
 
     class DiffingDriver(cls):
         termdiff: TermDiff | None = None
@@ -259,11 +267,15 @@ def diffing_driver(cls: type) -> type:
             diff = self.termdiff
             if diff is None:
                 diff = self.termdiff = TermDiff()
-            try:
-                fd = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
-            except (OSError, ValueError):
-                fd = 1
-            size = _terminal_size(fd)
+            if web:
+                app = getattr(self, "warroom_app", None)  # set by tui.serve_app.WarroomWebDriver
+                size = (app.size.width, app.size.height) if app is not None else None
+            else:
+                try:
+                    fd = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+                except (OSError, ValueError):
+                    fd = 1
+                size = _terminal_size(fd)
             try:
                 data = diff.frame(data, size) if size else data
             except Exception:  # never lose a frame to the diff: write it as it is, start over
