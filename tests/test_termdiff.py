@@ -140,3 +140,17 @@ def test_the_console_diffs_on_a_terminal_only():
     assert diffing_driver(HeadlessDriver) is HeadlessDriver
     cls = diffing_driver(LinuxDriver)
     assert issubclass(cls, LinuxDriver) and cls is not LinuxDriver
+
+
+def test_the_served_consoles_web_driver_writes_through_the_diff():
+    """`warroom serve` runs the app with tui.serve_app.WarroomWebDriver: its frames go
+    through the terminal diff as the terminal's do (xterm.js keeps the cells); the size
+    is the app's (the browser's last resize), not a tty's."""
+    from textual.drivers.web_driver import WebDriver
+
+    from tui.serve_app import WarroomWebDriver
+
+    cls = diffing_driver(WarroomWebDriver)
+    assert cls is not WarroomWebDriver and issubclass(cls, WarroomWebDriver)
+    assert issubclass(diffing_driver(WebDriver), WebDriver) and diffing_driver(WebDriver) is not WebDriver
+    assert diffing_driver(object) is object
