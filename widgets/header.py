@@ -91,6 +91,9 @@ class StatusHeader(Horizontal):
 
     def on_mount(self) -> None:
         self.render_now()
+        previous = getattr(self, "ticker", None)
+        if previous is not None:  # mounted again (the header moves with the screens): one tick
+            previous.stop()
         if self.tick > 0:  # ticks on the wall clock's second, with the other repaints (on_beat)
             self.ticker: BeatCall | BeatTicker
             if self.tick == BEAT:  # on the app's beat: the same callback as the other repaints
@@ -252,10 +255,13 @@ class StatusHeader(Horizontal):
         sig = (text.plain, tuple((s.start, s.end, str(s.style)) for s in text.spans))
         if self._shown.get(which) == sig:
             return
+        part = next((w for w in self.query(f".header-{which}") if isinstance(w, Static)), None)
+        if part is None:  # not composed (yet, or again while it moves to another screen): on_mount paints it
+            return
         old = self._shown.get(which)
         self._shown[which] = sig
         self.repaints += 1
         # Both parts are one row high; the left one is 1fr wide: only the right one's width
         # follows its text. A clock tick (same width) repaints the part without a layout pass.
         layout = which == "right" and (old is None or cell_len(old[0]) != cell_len(sig[0]))
-        self.query_one(f".header-{which}", Static).update(text, layout=layout)
+        part.update(text, layout=layout)
