@@ -58,7 +58,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from soak import Sandbox  # noqa: E402
+from soak import Sandbox, stop_group  # noqa: E402
 from startup import ANSI, FRAME_MARKERS, bench_env, warroom_cmd  # noqa: E402
 
 COLS, ROWS = 160, 48
@@ -150,15 +150,7 @@ def stop_serve(run: Run) -> None:
     run.tab_stop.set()
     if run.tab is not None:
         run.tab.join(10)
-    if run.proc is not None and run.proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.proc.pid, signal.SIGTERM)
-        try:
-            run.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.proc.pid, signal.SIGKILL)
-            run.proc.wait(5)
+    stop_group(run.proc, 10)
 
 
 def cpu_seconds(pid: int) -> float:

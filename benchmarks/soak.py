@@ -68,6 +68,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- sandbox
 
 
+def stop_group(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM the process group of a process we started (background jobs ignore SIGINT),
+    SIGKILL it if it has not exited within `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class Sandbox:
     def __init__(self) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="warroom-soak-")
@@ -112,15 +127,7 @@ class Sandbox:
             return -1
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 30)
         self.tmp.cleanup()
 
 
