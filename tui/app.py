@@ -160,6 +160,10 @@ class WarroomApp(IncidentFlow, ActionFlow, CrashGuardApp):
             return
         if self._quitting:  # quit before the engine was ready: nothing was started
             return
+        from backends import codecache
+
+        if codecache.installed() is not None:  # what this start compiled, for the next one
+            asyncio.get_running_loop().run_in_executor(None, codecache.save)
         await self._attach_engine(engine)
 
     async def _attach_engine(self, engine: EngineLike) -> None:
