@@ -17,8 +17,10 @@ The file: `<user cache dir>/warroom/dataclass-code-<python tag>.bin`, written at
 (mode 0600) by `save()` when new entries were compiled. It is read only when it is owned
 by this user and writable by no one else (as ssh treats its files) and when its header
 (format, Python's bytecode magic, the optimization level) and CRC match; otherwise it is
-ignored and written anew. A text is found by its hash (BLAKE2b, 16 bytes). `WARROOM_CODE_CACHE=0` turns all of it off. Any error
-reading or writing it only costs the speed-up, never the start.
+ignored and written anew. A text is found by its hash (BLAKE2b, 16 bytes). As for `.pyc`
+files, nothing is written under PYTHONDONTWRITEBYTECODE (or `python -B`).
+`WARROOM_CODE_CACHE=0` turns all of it off. Any error reading or writing it only costs the
+speed-up, never the start.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class CodeCache:
     def save(self) -> bool:
         """Write the file when this run compiled something new; True if written. Past
         MAX_ENTRIES only what this run used is kept."""
+        if sys.dont_write_bytecode:  # PYTHONDONTWRITEBYTECODE / -B: no compiled code is written
+            return False
         with self._lock:
             if not self._dirty:
                 return False

@@ -59,7 +59,9 @@ def build(namespace_name: str) -> dict:
 
 @pytest.fixture
 def cache_routed(monkeypatch, tmp_path):
-    """dataclasses' compiles routed through a CodeCache on a file in tmp_path (restored after)."""
+    """dataclasses' compiles routed through a CodeCache on a file in tmp_path (restored after);
+    this process may write compiled code (the suite runs under PYTHONDONTWRITEBYTECODE)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     def route(cache: CodeCache) -> CodeCache:
         monkeypatch.setattr(dataclasses, "exec", cache.exec, raising=False)
         return cache
@@ -186,10 +188,12 @@ def test_off_by_environment(monkeypatch):
     assert "exec" not in vars(dataclasses)
 
 
-def _run(args: list[str], cache_home: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], cache_home: Path, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path),
                XDG_STATE_HOME=str(tmp_path))
     env.pop("WARROOM_CODE_CACHE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(extra)
     return subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -211,3 +215,11 @@ def test_the_command_writes_the_cache_once_then_starts_from_it(tmp_path):
     cache = CodeCache(files[0])
     cache.load()
     assert cache.problem == "" and len(cache.blobs) > 50
+
+
+def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path):
+    cache_home = tmp_path / "cache"
+    run = _run(["check", "--config", str(ROOT / "examples" / "minimal.toml")], cache_home, tmp_path,
+               PYTHONDONTWRITEBYTECODE="1")
+    assert run.returncode == 0, run.stderr
+    assert not list(cache_home.glob("warroom/dataclass-code-*"))

@@ -98,7 +98,12 @@ async def test_row_cache_keeps_the_lines_on_screen_only():
         tail = app.query_one(LogTail)
         for _ in range(20):
             tail.add_lines(mk(50))
-            await settle(pilot, tail)
+            tail.flush()  # not a beat's wait per step: a flood redraws once a second
+            deadline = time.monotonic() + 3
+            while id(tail.rows[-1]) not in {key[0] for key in tail._row_cache}:  # the new bottom row drawn
+                assert time.monotonic() < deadline, "the tail did not draw its new rows"
+                await pilot.pause(0.02)
+        await settle(pilot, tail)
         visible = {id(ln) for ln in tail.rows[-tail.size.height:]}
         assert len(tail._row_cache) <= tail.size.height + 8
         assert {key[0] for key in tail._row_cache} <= visible
