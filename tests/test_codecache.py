@@ -223,3 +223,43 @@ def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path):
                PYTHONDONTWRITEBYTECODE="1")
     assert run.returncode == 0, run.stderr
     assert not list(cache_home.glob("warroom/dataclass-code-*"))
+
+
+def test_the_console_writes_the_cache_once_its_engine_has_started(tmp_path):
+    """Not only at exit: a console that is killed (a closed SSH session) has written it too."""
+    import fcntl
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+
+    cache_home = tmp_path / "cache"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path),
+               XDG_STATE_HOME=str(tmp_path), TERM="xterm-256color", WARROOM_OPERATOR="test")
+    for name in ("WARROOM_CODE_CACHE", "PYTHONDONTWRITEBYTECODE", "WARROOM_CONFIG"):
+        env.pop(name, None)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(ROOT / "examples" / "minimal.toml")],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env, start_new_session=True)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(cache_home.glob("warroom/dataclass-code-*.bin")):
+            assert proc.poll() is None, "the console exited"
+            assert time.monotonic() < deadline, "no cache written while the console ran"
+            ready, _, _ = select.select([master], [], [], 0.2)  # keep the terminal drained
+            if ready:
+                try:
+                    os.read(master, 65536)
+                except OSError:
+                    break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # no exit handlers: only what it wrote while running
+        proc.wait(10)
+        os.close(master)
+    cache = CodeCache(next(cache_home.glob("warroom/dataclass-code-*.bin")))
+    cache.load()
+    assert cache.problem == "" and len(cache.blobs) > 100

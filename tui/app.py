@@ -160,10 +160,6 @@ class WarroomApp(IncidentFlow, ActionFlow, CrashGuardApp):
             return
         if self._quitting:  # quit before the engine was ready: nothing was started
             return
-        from backends import codecache
-
-        if codecache.installed() is not None:  # what this start compiled, for the next one
-            asyncio.get_running_loop().run_in_executor(None, codecache.save)
         await self._attach_engine(engine)
 
     async def _attach_engine(self, engine: EngineLike) -> None:
@@ -239,6 +235,10 @@ class WarroomApp(IncidentFlow, ActionFlow, CrashGuardApp):
         if engine.logs is not None and self.dashboard is not None:
             self.dashboard.add_log_lines(engine.logs.recent(500))
         await engine.start()
+        from backends import codecache
+
+        if codecache.installed() is not None:  # what this start compiled (the engine too), for the next
+            asyncio.get_running_loop().run_in_executor(None, codecache.save)
         if heap.available() and self.heap_trim_s > 0:  # a console left running for days
             self.set_interval(self.heap_trim_s, self._trim_heap, name="heap-trim")
         if self.audit_check_s > 0:
